@@ -1,0 +1,28 @@
+"""User-facing errors. The CLI prints their message on one line and exits with code 2; anything else is a bug and
+keeps its traceback."""
+
+from __future__ import annotations
+
+
+class VirlError(Exception):
+    """Base class for errors caused by user input (files, options, configs), not by virl itself."""
+
+
+class CorpusReadError(VirlError):
+    """A corpus file cannot be read: missing, malformed, truncated, or not a corpus."""
+
+
+class SchemaVersionError(CorpusReadError):
+    """A corpus file was written with another schema version; the message names the file, the version and the fix."""
+
+
+class SchemaMismatchError(CorpusReadError):
+    """A corpus file lacks columns or has columns of the wrong type; the message names them."""
+
+
+class ConfigError(VirlError):
+    """A configuration (YAML, options, expressions) is invalid; the message names the offending key or value."""
+
+
+class BoxConventionError(VirlError):
+    """A box in an external convention cannot be converted (wrong length, non-finite values, missing image size)."""
