@@ -1,0 +1,64 @@
+"""Shared fixtures: small record factories and the location of the real dataset samples."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from virl_data.types import Box, CheckResult, ImageRef, Provenance, RationaleRecord, RationaleStep, Status, record_id
+
+os.environ.setdefault("FIFTYONE_DO_NOT_TRACK", "true")
+os.environ.setdefault("MPLBACKEND", "Agg")
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = Path(os.environ.get("VIRL_SHARED_DATA", REPO.parent / "shared" / "data"))
+
+
+def make_record(
+    i: int = 0,
+    *,
+    chain: list[list[tuple[float, float, float, float]]] | None = None,
+    size: tuple[int, int] = (100, 80),
+    question: str = "What colour is the small square?",
+    answer: str = "red",
+    source: str = "test",
+    status: Status = Status.MINED,
+    checks: tuple[CheckResult, ...] = (),
+    path: str | None = None,
+    split: str | None = None,
+    sha1: str | None = None,
+) -> RationaleRecord:
+    """A record with the given chain (list of steps, each a list of xyxy tuples)."""
+    chain = [[(10, 10, 30, 30)], [(40, 20, 60, 50), (70, 10, 90, 30)]] if chain is None else chain
+    steps = tuple(
+        RationaleStep(boxes=tuple(Box(*b) for b in step), phrase=f"thing {j}", role="target" if j else "context")
+        for j, step in enumerate(chain)
+    )
+    return RationaleRecord(
+        id=record_id(source, str(i)),
+        image=ImageRef(path=path or f"img/{i}.png", width=size[0], height=size[1], sha1=sha1),
+        question=question,
+        answer=answer,
+        chain=steps,
+        provenance=Provenance(source=source, source_split="val", native_ids=(("qid", str(i)),), miner="test@1"),
+        answer_type="color",
+        question_type="attr",
+        status=status,
+        checks=checks,
+        split=split,
+    )
+
+
+@pytest.fixture
+def record_factory():
+    return make_record
+
+
+@pytest.fixture
+def shared_data() -> Path:
+    """The real dataset samples in ../shared/data; tests using it skip with a reason when it is absent."""
+    if not SHARED_DATA.is_dir():
+        pytest.skip(f"real dataset samples not found at {SHARED_DATA} (set VIRL_SHARED_DATA)")
+    return SHARED_DATA
