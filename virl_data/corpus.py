@@ -143,6 +143,14 @@ def write(
     return path
 
 
+def write_json(obj: object, path: str | os.PathLike[str]) -> Path:
+    """Write a JSON document atomically (indented, UTF-8); numpy scalars and dates are serialised by orjson."""
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(orjson.dumps(obj, option=orjson.OPT_INDENT_2 | orjson.OPT_SERIALIZE_NUMPY))
+    return path
+
+
 def write_records(records: Iterable[RationaleRecord], path: str | os.PathLike[str], **kw: object) -> Path:
     """Records → corpus file (see ``write``)."""
     return write(records, path, **kw)  # type: ignore[arg-type]

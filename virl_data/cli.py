@@ -1,0 +1,313 @@
+"""``virl-data``: the command line of the data half. Each command parses options, calls one library function and
+prints a summary. User errors (``VirlError``, unreadable paths) print one line and exit with code 2; set
+``VIRL_DEBUG=1`` to see their traceback. Anything else is a bug and keeps its traceback.
+
+    virl-data demo --out DIR
+    virl-data mine shapes --out CORPUS.parquet --images DIR
+    virl-data verify IN --out OUT [--image-root DIR]
+    virl-data stats IN [--plot stats.png] [--json stats.json]
+    virl-data filter IN --where "pl.col('n_steps') >= 2" --out OUT
+    virl-data dedup IN --out OUT
+    virl-data split IN --out OUT [--ratios train=0.8,val=0.1,test=0.1] [--seed 0]
+    virl-data export IN --format hf|parquet|jsonl|coco --out DIR
+    virl-data schema
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from virl_data.errors import ConfigError, VirlError
+
+app = typer.Typer(
+    no_args_is_help=True,
+    add_completion=False,
+    help="Mine, verify, curate and export visual rationale records (question + answer + image + ordered box chain).",
+)
+mine_app = typer.Typer(no_args_is_help=True, help="Turn a source dataset's own files into a rationale corpus.")
+app.add_typer(mine_app, name="mine")
+
+console = Console()
+err_console = Console(stderr=True)
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def user_errors(fn: F) -> F:
+    """Turn user errors into one line on stderr and exit code 2 (tracebacks stay for bugs)."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except (VirlError, OSError) as exc:
+            if os.environ.get("VIRL_DEBUG"):
+                raise
+            message = " ".join(str(exc).split()) or type(exc).__name__
+            err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+            raise typer.Exit(2) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+# --- shared option types ---------------------------------------------------------------------------------------------
+InPath = Annotated[Path, typer.Argument(help="Corpus file (.parquet/.jsonl) or folder of .parquet files.")]
+OutPath = Annotated[Path, typer.Option("--out", "-o", help="Output corpus file (.parquet or .jsonl).")]
+ImageRoot = Annotated[
+    Path | None,
+    typer.Option(help="Folder the image paths are relative to (default: declared in the corpus, else its folder)."),
+]
+
+
+def _parse_ratios(text: str) -> dict[str, float]:
+    ratios: dict[str, float] = {}
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        name, sep, value = part.partition("=")
+        try:
+            ratios[name.strip()] = float(value)
+        except ValueError:
+            raise ConfigError(f"--ratios: {part!r} is not NAME=FRACTION (e.g. train=0.8,val=0.1,test=0.1)") from None
+        if not sep or not name.strip():
+            raise ConfigError(f"--ratios: {part!r} is not NAME=FRACTION")
+    return ratios
+
+
+def _status_table(df: Any, title: str) -> Table:
+    table = Table(title=title)
+    table.add_column("status")
+    table.add_column("records", justify="right")
+    for status, n in df.group_by("status").len().sort("status").iter_rows():
+        table.add_row(status, str(n))
+    table.add_row("[bold]total[/]", f"[bold]{df.height}[/]")
+    return table
+
+
+# --- commands --------------------------------------------------------------------------------------------------------
+@app.command()
+@user_errors
+def demo(
+    out: Annotated[Path, typer.Option("--out", "-o", help="Folder to write everything under.")] = Path("virl_demo"),
+    n: Annotated[int, typer.Option(help="Number of demo records (questions).", min=1)] = 400,
+    seed: Annotated[int, typer.Option(help="Seed of the shapes world and the split.")] = 0,
+    image_size: Annotated[int, typer.Option(help="Side of the square demo images, pixels.", min=32)] = 224,
+) -> None:
+    """Run the whole data flow on the embedded shapes world: generate → verify → stats → split → export (HF)."""
+    from virl_data.pipeline import run_demo
+
+    started = time.perf_counter()
+    result = run_demo(out, n=n, seed=seed, image_size=image_size, console=console)
+    table = Table(title=f"virl demo: {n} records in {time.perf_counter() - started:.1f}s")
+    table.add_column("what")
+    table.add_column("where")
+    for what, path in result.items():
+        table.add_row(what, str(path))
+    console.print(table)
+
+
+@mine_app.command("shapes")
+@user_errors
+def mine_shapes(
+    out: OutPath,
+    images: Annotated[Path, typer.Option(help="Folder to render the images into (the corpus's image root).")],
+    n: Annotated[int, typer.Option(help="Number of records.", min=1)] = 1000,
+    seed: Annotated[int, typer.Option(help="World seed.")] = 0,
+    image_size: Annotated[int, typer.Option(help="Side of the square images, pixels.", min=32)] = 224,
+) -> None:
+    """Generate the synthetic shapes world: coloured shapes, 1–3-look questions, exact box chains."""
+    from virl_data import corpus
+    from virl_data.miners.shapes import ShapesConfig, generate
+
+    config = ShapesConfig(image_size=(image_size, image_size))
+    records = list(generate(n, seed=seed, image_dir=images, config=config, progress=True))
+    corpus.write(records, out, image_root=images)
+    console.print(f"mined {len(records)} shapes records → {out} (images under {images})")
+
+
+@app.command()
+@user_errors
+def verify(
+    src: InPath,
+    out: OutPath,
+    image_root: ImageRoot = None,
+    outside_policy: Annotated[str, typer.Option(help="Boxes beyond the tolerance: 'reject' or 'clip'.")] = "reject",
+    tolerance_px: Annotated[float, typer.Option(help="Boxes sticking out by at most this are clipped.")] = 2.0,
+    min_box_area: Annotated[float, typer.Option(help="Smallest accepted box area, px².")] = 4.0,
+    max_steps: Annotated[int, typer.Option(help="Longest accepted chain.")] = 8,
+    duplicate_iou: Annotated[float, typer.Option(help="Two steps with IoU at or above this are duplicates.")] = 0.9,
+    no_images: Annotated[bool, typer.Option("--no-images", help="Skip the image-file check.")] = False,
+) -> None:
+    """Run the named checks; every record is kept, with status accepted/rejected and its reasons."""
+    from virl_data import checks, corpus
+
+    df = corpus.read(src)
+    cfg = checks.CheckConfig(
+        outside_policy=outside_policy,
+        tolerance_px=tolerance_px,
+        min_box_area=min_box_area,
+        max_steps=max_steps,
+        duplicate_iou=duplicate_iou,
+    )
+    root = None if no_images else corpus.image_root(src, image_root)
+    verified = checks.verify(df, cfg, image_root=root, progress=True)
+    corpus.write(verified, out, image_root=root)
+    console.print(_status_table(verified, f"verified {df.height} records → {out}"))
+    reasons = checks.rejection_reasons(verified)
+    if reasons.height:
+        table = Table(title="rejection reasons")
+        for col in reasons.columns:
+            table.add_column(col)
+        for row in reasons.iter_rows():
+            table.add_row(*map(str, row))
+        console.print(table)
+
+
+@app.command()
+@user_errors
+def stats(
+    src: InPath,
+    plot: Annotated[Path | None, typer.Option(help="Also write a PNG of the distributions here.")] = None,
+    json_out: Annotated[Path | None, typer.Option("--json", help="Also write the statistics as JSON here.")] = None,
+) -> None:
+    """Counts by source, status, chain length, question type and split; box-area and zoom-need distributions;
+    rejection reasons."""
+    from virl_data import corpus, curate
+    from virl_data.corpus import write_json
+
+    result = curate.stats(corpus.read(src))
+    curate.render_stats(result, console)
+    if plot:
+        curate.plot_stats(result, plot)
+        console.print(f"plot → {plot}")
+    if json_out:
+        write_json(curate.stats_to_dict(result), json_out)
+        console.print(f"statistics → {json_out}")
+
+
+@app.command("filter")
+@user_errors
+def filter_cmd(
+    src: InPath,
+    where: Annotated[
+        str,
+        typer.Option(
+            help="A polars expression selecting the rows to KEEP; helper columns: n_steps, n_boxes, source, "
+            "zoom_need, min_box_area_frac. Example: \"(pl.col('n_steps') >= 2) & (pl.col('status') == 'accepted')\""
+        ),
+    ],
+    out: OutPath,
+) -> None:
+    """Keep the records matching a polars expression."""
+    from virl_data import corpus, curate
+
+    df = corpus.read(src)
+    kept = curate.filter_records(df, where).collect()
+    corpus.write(kept, out, image_root=corpus.image_root(src))
+    console.print(f"kept {kept.height} of {df.height} records ({df.height - kept.height} filtered out) → {out}")
+
+
+@app.command()
+@user_errors
+def dedup(
+    src: InPath,
+    out: OutPath,
+    image_root: ImageRoot = None,
+    removed: Annotated[Path | None, typer.Option(help="Write the removed duplicates here (.parquet/.jsonl).")] = None,
+) -> None:
+    """Remove duplicate records: same image content (sha1) and same normalized question; the first one is kept."""
+    from virl_data import corpus, curate
+
+    df = corpus.read(src)
+    root = corpus.image_root(src, image_root)
+    kept, dropped = curate.dedup(df, image_root=root)
+    kept_df = kept.collect()
+    corpus.write(kept_df, out, image_root=root)
+    if removed is not None:
+        dropped.write_parquet(removed) if removed.suffix == ".parquet" else dropped.write_ndjson(removed)
+    console.print(f"kept {kept_df.height} of {df.height} records ({dropped.height} duplicates removed) → {out}")
+
+
+@app.command()
+@user_errors
+def split(
+    src: InPath,
+    out: OutPath,
+    ratios: Annotated[str, typer.Option(help="Split fractions, NAME=FRACTION, comma separated.")] = (
+        "train=0.8,val=0.1,test=0.1"
+    ),
+    seed: Annotated[int, typer.Option(help="Seed of the assignment.")] = 0,
+) -> None:
+    """Assign train/val/test splits: grouped by image, stratified by source, seeded and deterministic."""
+    import polars as pl
+
+    from virl_data import corpus, curate
+
+    df = corpus.read(src)
+    result = curate.split(df, _parse_ratios(ratios), seed=seed).collect()
+    corpus.write(result, out, image_root=corpus.image_root(src))
+    table = Table(title=f"split {df.height} records → {out}")
+    table.add_column("split")
+    table.add_column("records", justify="right")
+    table.add_column("images", justify="right")
+    counts = (
+        result.group_by("split")
+        .agg(records=pl.len(), images=pl.col("image").struct.field("path").n_unique())
+        .sort("split", nulls_last=True)
+    )
+    for name, n_rec, n_img in counts.iter_rows():
+        table.add_row(str(name) if name is not None else "(none: not accepted)", str(n_rec), str(n_img))
+    console.print(table)
+
+
+@app.command()
+@user_errors
+def export(
+    src: InPath,
+    fmt: Annotated[str, typer.Option("--format", "-f", help="hf | parquet | jsonl | coco")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output folder (one file or dataset split per split).")],
+    image_root: ImageRoot = None,
+    status: Annotated[
+        str, typer.Option(help="Statuses to export, comma separated, or 'all'.")
+    ] = "accepted,reviewed",
+) -> None:
+    """Write per-split exports: an HF dataset folder (images embedded), Parquet, JSONL or COCO JSON."""
+    from virl_data import corpus
+    from virl_data import export as export_mod
+
+    df = corpus.read(src)
+    statuses = None if status.strip() == "all" else tuple(s.strip() for s in status.split(",") if s.strip())
+    result = export_mod.export(
+        df, out, fmt, image_root=corpus.image_root(src, image_root), statuses=statuses, progress=True
+    )
+    console.print(export_mod.summary_table(result))
+
+
+@app.command("schema")
+def schema_cmd() -> None:
+    """Print the record schema (the on-disk corpus columns and their types)."""
+    from virl_data.schema import polars_schema
+    from virl_data.types import SCHEMA_VERSION
+
+    table = Table(title=f"virl rationale record, schema v{SCHEMA_VERSION}")
+    table.add_column("column")
+    table.add_column("type")
+    for name, dtype in polars_schema().items():
+        table.add_row(name, str(dtype))
+    console.print(table)
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,70 @@
+"""``virl-train``: the command line of the trainer half.
+
+    virl-train data EXPORT [--split train]     what the trainer will read from an export
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from collections import Counter
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from virl_data.errors import VirlError
+
+app = typer.Typer(no_args_is_help=True, add_completion=False, help="Train VLMs against ground-truth visual rationales.")
+console = Console()
+
+
+def user_errors(fn: Any) -> Any:
+    """One line on stderr and exit code 2 for user errors (``VIRL_DEBUG=1`` shows the traceback)."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except (VirlError, OSError) as exc:
+            if os.environ.get("VIRL_DEBUG"):
+                raise
+            Console(stderr=True).print(f"[bold red]error:[/] {' '.join(str(exc).split())}", highlight=False, soft_wrap=True)
+            raise typer.Exit(2) from None
+
+    return wrapper
+
+
+@app.command()
+@user_errors
+def data(
+    export: Annotated[Path, typer.Argument(help="An HF dataset folder or corpus written by `virl-data export`.")],
+    split: Annotated[str | None, typer.Option(help="Split to read (default: all / the only one).")] = None,
+) -> None:
+    """Summarise the records the trainer would read from an export: counts, sources, chain lengths."""
+    from virl_train.data import available_splits, load_split
+
+    splits = [split] if split else available_splits(export) or [None]
+    table = Table(title=f"trainer view of {export}")
+    for col in ("split", "records", "sources", "chain lengths", "mean boxes/record"):
+        table.add_column(col)
+    for name in splits:
+        records = load_split(export, None if name == "all" else name)
+        sources = Counter(r.provenance.source for r in records)
+        lengths = Counter(len(r.chain) for r in records)
+        mean_boxes = sum(len(r.boxes) for r in records) / max(len(records), 1)
+        table.add_row(
+            str(name or "all"),
+            str(len(records)),
+            ", ".join(f"{k}: {v}" for k, v in sorted(sources.items())),
+            ", ".join(f"{k}: {v}" for k, v in sorted(lengths.items())),
+            f"{mean_boxes:.2f}",
+        )
+    console.print(table)
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()
