@@ -21,6 +21,11 @@ app = typer.Typer(no_args_is_help=True, add_completion=False, help="Train VLMs a
 console = Console()
 
 
+@app.callback()
+def _group() -> None:
+    """Train VLMs against ground-truth visual rationales (ViRL)."""
+
+
 def user_errors(fn: Any) -> Any:
     """One line on stderr and exit code 2 for user errors (``VIRL_DEBUG=1`` shows the traceback)."""
 
@@ -31,7 +36,8 @@ def user_errors(fn: Any) -> Any:
         except (VirlError, OSError) as exc:
             if os.environ.get("VIRL_DEBUG"):
                 raise
-            Console(stderr=True).print(f"[bold red]error:[/] {' '.join(str(exc).split())}", highlight=False, soft_wrap=True)
+            message = " ".join(str(exc).split())
+            Console(stderr=True).print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
             raise typer.Exit(2) from None
 
     return wrapper
