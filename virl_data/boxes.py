@@ -51,7 +51,8 @@ def _safe_div(num: Array, den: Array) -> Array:
     if _is_torch(num):
         import torch
 
-        return torch.where(den > 0, num / den.clamp(min=1e-300), torch.zeros_like(num))
+        # Divide by 1 where the denominator is 0 so gradients stay finite in every dtype.
+        return torch.where(den > 0, num / torch.where(den > 0, den, torch.ones_like(den)), torch.zeros_like(num))
     with np.errstate(divide="ignore", invalid="ignore"):
         return np.where(den > 0, num / np.where(den > 0, den, 1.0), 0.0)
 
@@ -123,9 +124,9 @@ def clip(a: Array, width: float | Array, height: float | Array) -> Array:
     if _is_torch(a):
         import torch
 
-        w = torch.as_tensor(width, dtype=a.dtype)
-        h = torch.as_tensor(height, dtype=a.dtype)
-        zero = torch.zeros((), dtype=a.dtype)
+        w = torch.as_tensor(width, dtype=a.dtype, device=a.device)
+        h = torch.as_tensor(height, dtype=a.dtype, device=a.device)
+        zero = torch.zeros((), dtype=a.dtype, device=a.device)
         return torch.stack(
             [a[..., 0].clamp(zero, w), a[..., 1].clamp(zero, h), a[..., 2].clamp(zero, w), a[..., 3].clamp(zero, h)],
             dim=-1,
@@ -193,7 +194,8 @@ def iou_expr(a: pl.Expr, b: pl.Expr) -> pl.Expr:
     """IoU of two box struct columns, row-wise (0 where the union is 0)."""
     inter = intersection_expr(a, b)
     union_area = area_expr(a) + area_expr(b) - inter
-    return pl.when(union_area > 0).then(inter / union_area).otherwise(0.0)
+    # NaN > 0 is true in polars: treat a NaN union like an empty one, as the numpy path does.
+    return pl.when((union_area > 0) & union_area.is_not_nan()).then(inter / union_area).otherwise(0.0)
 
 
 def clip_expr(box: pl.Expr, width: pl.Expr, height: pl.Expr) -> pl.Expr:
@@ -217,4 +219,4 @@ def valid_expr(box: pl.Expr) -> pl.Expr:
     """Finite coordinates with ``x1 < x2`` and ``y1 < y2``."""
     fields = [_f(box, n) for n in ("x1", "y1", "x2", "y2")]
     finite = pl.all_horizontal([f.is_finite() for f in fields])
-    return finite & (fields[0] < fields[2]) & (fields[1] < fields[3])
+    return (finite & (fields[0] < fields[2]) & (fields[1] < fields[3])).fill_null(False).alias("valid")
