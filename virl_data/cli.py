@@ -98,7 +98,7 @@ def demo(
     out: Annotated[Path, typer.Option("--out", "-o", help="Folder to write everything under.")] = Path("virl_demo"),
     n: Annotated[int, typer.Option(help="Number of demo records (questions).", min=1)] = 400,
     seed: Annotated[int, typer.Option(help="Seed of the shapes world and the split.")] = 0,
-    image_size: Annotated[int, typer.Option(help="Side of the square demo images, pixels.", min=32)] = 224,
+    image_size: Annotated[int, typer.Option(help="Side of the square demo images, pixels.", min=64)] = 224,
 ) -> None:
     """Run the whole data flow on the embedded shapes world: generate → verify → stats → split → export (HF)."""
     from virl_data.pipeline import run_demo
@@ -120,7 +120,7 @@ def mine_shapes(
     images: Annotated[Path, typer.Option(help="Folder to render the images into (the corpus's image root).")],
     n: Annotated[int, typer.Option(help="Number of records.", min=1)] = 1000,
     seed: Annotated[int, typer.Option(help="World seed.")] = 0,
-    image_size: Annotated[int, typer.Option(help="Side of the square images, pixels.", min=32)] = 224,
+    image_size: Annotated[int, typer.Option(help="Side of the square images, pixels.", min=64)] = 224,
 ) -> None:
     """Generate the synthetic shapes world: coloured shapes, 1–3-look questions, exact box chains."""
     from virl_data import corpus

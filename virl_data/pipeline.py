@@ -4,7 +4,7 @@
 
 and writes each stage's output under one folder, so a newcomer can see the whole flow in under a minute:
 
-    DIR/images/shapes/*.png          rendered scenes (the image root)
+    DIR/images/shapes/seed*/*.png    rendered scenes (DIR/images is the image root)
     DIR/corpus/mined.parquet         the mined records
     DIR/corpus/verified.parquet      every record, accepted or rejected with reasons
     DIR/corpus/split.parquet         accepted records with train/val/test assigned (grouped by image)
