@@ -41,6 +41,7 @@ from virl_data.schema import (
     polars_schema,
     record_to_row,
     records_to_frame,
+    rows_to_frame,
     validate_schema,
 )
 from virl_data.types import SCHEMA_VERSION, RationaleRecord
@@ -211,12 +212,11 @@ def _read_jsonl(path: Path) -> pl.DataFrame:
 
 
 def _rows_to_frame(rows: list[dict], path: Path) -> pl.DataFrame:
-    # pyarrow converts strictly (polars would turn a mistyped nested value into null without a word).
     import pyarrow as pa
 
     arrow = arrow_schema()
     try:
-        return pl.from_arrow(pa.Table.from_pylist(rows, schema=arrow))  # type: ignore[return-value]
+        return rows_to_frame(rows)
     except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError) as exc:
         for field in arrow:  # only on the error path: find the column and line to name
             for lineno, row in enumerate(rows, 1):

@@ -16,6 +16,7 @@ Example:
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -116,6 +117,7 @@ def polars_schema() -> pl.Schema:
     return pl.Schema({name: _to_polars(t) for name, t in RECORD_FIELDS})
 
 
+@functools.cache
 def arrow_schema() -> Any:
     """The same layout as a ``pyarrow.Schema``."""
     return pl.DataFrame(schema=polars_schema()).to_arrow().schema
@@ -275,9 +277,17 @@ def record_from_row(row: Mapping[str, Any]) -> RationaleRecord:
     )
 
 
+def rows_to_frame(rows: list[dict[str, Any]]) -> pl.DataFrame:
+    """Row dicts → a frame with exactly ``polars_schema()``. Goes through pyarrow: it is ~3x faster than polars'
+    row constructor on nested rows and, unlike it, raises on a mistyped nested value instead of writing null."""
+    import pyarrow as pa
+
+    return pl.from_arrow(pa.Table.from_pylist(rows, schema=arrow_schema()))  # type: ignore[return-value]
+
+
 def records_to_frame(records: Iterable[RationaleRecord]) -> pl.DataFrame:
     """Records → a polars frame with exactly ``polars_schema()``."""
-    return pl.DataFrame([record_to_row(r) for r in records], schema=polars_schema(), orient="row")
+    return rows_to_frame([record_to_row(r) for r in records])
 
 
 def frame_to_records(df: pl.DataFrame) -> list[RationaleRecord]:
