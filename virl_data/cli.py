@@ -132,6 +132,80 @@ def mine_shapes(
     console.print(f"mined {len(records)} shapes records → {out} (images under {images})")
 
 
+def _write_mined(records: Any, out: Path, images: Path | None, source: str) -> None:
+    """Stream a miner's records into a corpus file, with a progress counter and a status summary."""
+    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    from virl_data import corpus
+
+    collected = []
+    with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=err_console) as bar:
+        task = bar.add_task(f"mining {source}: 0 records", total=None)
+        for i, record in enumerate(records, 1):
+            collected.append(record)
+            if i % 1000 == 0:
+                bar.update(task, description=f"mining {source}: {i} records")
+    corpus.write(collected, out, image_root=images)
+    rejected = sum(r.status.value == "rejected" for r in collected)
+    console.print(
+        f"mined {len(collected)} {source} records ({rejected} rejected while mining) → {out}"
+        + (f" (images under {images})" if images else " (no image folder: image checks will be skipped)")
+    )
+
+
+Images = Annotated[Path | None, typer.Option(help="The source's image folder (sizes are read from it; optional).")]
+Limit = Annotated[int | None, typer.Option(help="Stop after this many records.", min=1)]
+
+
+@mine_app.command("gqa")
+@user_errors
+def mine_gqa(
+    questions: Annotated[Path, typer.Option(help="GQA questions JSON (e.g. val_balanced_questions.json).")],
+    scene_graphs: Annotated[Path, typer.Option(help="GQA scene graphs JSON (e.g. val_sceneGraphs.json).")],
+    out: OutPath,
+    images: Images = None,
+    limit: Limit = None,
+) -> None:
+    """GQA: each question's semantic program, walked in order, gives the chain of scene-graph objects."""
+    from virl_data.miners import gqa
+
+    records = gqa.mine(questions=questions, scene_graphs=scene_graphs, images=images, limit=limit)
+    _write_mined(records, out, images, "gqa")
+
+
+@mine_app.command("vg")
+@user_errors
+def mine_vg(
+    relationships: Annotated[Path, typer.Option(help="Visual Genome relationships.json.")],
+    out: OutPath,
+    attributes: Annotated[Path | None, typer.Option(help="Visual Genome attributes.json (colour questions).")] = None,
+    images: Images = None,
+    limit: Limit = None,
+) -> None:
+    """Visual Genome: templated relation and colour questions whose answers the scene graph fixes."""
+    from virl_data.miners import vg
+
+    records = vg.mine(relationships=relationships, attributes=attributes, images=images, limit=limit)
+    _write_mined(records, out, images, "vg")
+
+
+@mine_app.command("coco")
+@user_errors
+def mine_coco(
+    instances: Annotated[Path, typer.Option(help="COCO instances JSON (or the LLaVA caps_boxes JSONL).")],
+    out: OutPath,
+    captions: Annotated[Path | None, typer.Option(help="COCO captions JSON (image names and sizes).")] = None,
+    images: Images = None,
+    limit: Limit = None,
+    small_frac: Annotated[float, typer.Option(help="Targets under this image-area fraction are 'small'.")] = 0.01,
+) -> None:
+    """COCO: counting, left/right and small-object questions that the boxes themselves answer."""
+    from virl_data.miners import coco
+
+    records = coco.mine(instances=instances, captions=captions, images=images, limit=limit, small_frac=small_frac)
+    _write_mined(records, out, images, "coco")
+
+
 @app.command()
 @user_errors
 def verify(
