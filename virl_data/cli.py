@@ -206,6 +206,67 @@ def mine_coco(
     _write_mined(records, out, images, "coco")
 
 
+@mine_app.command("refcoco")
+@user_errors
+def mine_refcoco(
+    refs: Annotated[Path, typer.Option(help="RefCOCO/+/g expressions (REC JSONL or Ground-R1 JSONL, or a folder).")],
+    out: OutPath,
+    images: Images = None,
+    variant: Annotated[str | None, typer.Option(help="refcoco | refcoco+ | refcocog (default: from the file).")] = None,
+    limit: Limit = None,
+) -> None:
+    """RefCOCO / RefCOCO+ / RefCOCOg: each referring expression grounds its target box."""
+    from virl_data.miners import refcoco
+
+    _write_mined(refcoco.mine(refs=refs, images=images, variant=variant, limit=limit), out, images, "refcoco")
+
+
+@mine_app.command("flickr30k")
+@user_errors
+def mine_flickr30k(
+    sentences: Annotated[Path, typer.Option(help="Flickr30k Entities Sentences/ folder.")],
+    out: OutPath,
+    annotations: Annotated[Path | None, typer.Option(help="Flickr30k Entities Annotations/ folder (XML).")] = None,
+    splits: Annotated[Path | None, typer.Option(help="Folder with train/val/test.txt.")] = None,
+    images: Images = None,
+    limit: Limit = None,
+) -> None:
+    """Flickr30k Entities: captions whose phrases link to boxes; the chain follows phrase order."""
+    from virl_data.miners import flickr30k
+
+    records = flickr30k.mine(sentences=sentences, annotations=annotations, images=images, splits=splits, limit=limit)
+    _write_mined(records, out, images, "flickr30k")
+
+
+@mine_app.command("viscot")
+@user_errors
+def mine_viscot(
+    annotations: Annotated[Path, typer.Option(help="VisCoT benchmark JSON / benchmark_det / cot_train JSONL.")],
+    out: OutPath,
+    images: Images = None,
+    sizes: Annotated[Path | None, typer.Option(help="Files giving image width/height (e.g. benchmark_det/).")] = None,
+    limit: Limit = None,
+) -> None:
+    """Visual-CoT: question, answer and the evidence box (padded-square boxes converted and cross-checked)."""
+    from virl_data.miners import viscot
+
+    _write_mined(viscot.mine(annotations=annotations, images=images, sizes=sizes, limit=limit), out, images, "viscot")
+
+
+@mine_app.command("treebench")
+@user_errors
+def mine_treebench(
+    annotations: Annotated[Path, typer.Option(help="TreeBench records or V* Bench per-image JSON files.")],
+    out: OutPath,
+    images: Images = None,
+    limit: Limit = None,
+) -> None:
+    """TreeBench / V* Bench: multiple-choice questions with their target boxes."""
+    from virl_data.miners import treebench
+
+    _write_mined(treebench.mine(annotations=annotations, images=images, limit=limit), out, images, "treebench")
+
+
 @app.command()
 @user_errors
 def verify(
@@ -301,12 +362,14 @@ def dedup(
 
     df = corpus.read(src)
     root = corpus.image_root(src, image_root)
-    kept, dropped = curate.dedup(df, image_root=root)
-    kept_df = kept.collect()
+    result = curate.dedup(df, image_root=root)
+    kept_df, dropped = result.kept.collect(), result.removed
     corpus.write(kept_df, out, image_root=root)
     if removed is not None:
         dropped.write_parquet(removed) if removed.suffix == ".parquet" else dropped.write_ndjson(removed)
     console.print(f"kept {kept_df.height} of {df.height} records ({dropped.height} duplicates removed) → {out}")
+    for note in result.notes:
+        console.print(f"[yellow]note:[/] {note}")
 
 
 @app.command()

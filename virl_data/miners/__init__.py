@@ -1,18 +1,17 @@
-"""Miners: one module per source, each turning that source's files into ``RationaleRecord``s.
+"""Miners: one module per source, each turning that source's own files into ``RationaleRecord``s.
 
-The interface every miner exposes (and the only thing the CLI and pipelines call)::
+Every miner is a generator function ``mine(*, <the source's files as keyword paths>, images=None, limit=None)
+-> Iterator[RationaleRecord]`` (the synthetic ``shapes`` world takes ``mine(image_dir, *, limit, seed)``):
 
-    mine(src_dir: str | Path, *, limit: int | None = None) -> Iterator[RationaleRecord]
+- records come out with ``status=MINED``, or ``REJECTED`` with a ``mining`` check naming the reason (unknown object
+  ids, ambiguous referents, unknown image size...), so counts in = counts out;
+- boxes are canonical (absolute-pixel ``x1, y1, x2, y2`` on the original image, converted by ``virl_data.boxconv``),
+  image paths are relative to the image root, ids come from ``types.record_id(source, *native_ids)``,
+  ``provenance.miner`` is ``"<name>@<version>"``;
+- a miner streams and never writes the corpus itself: ``corpus.write`` does. Unreadable files raise
+  ``CorpusReadError`` naming the file.
 
-- ``src_dir`` is the source's folder as downloaded (for the synthetic ``shapes`` world: the image root to render
-  the scenes into);
-- ``limit`` caps the number of records yielded (``None`` = all; ``shapes`` has no end and defaults to 200);
-- records come out with ``status=MINED``, no checks, ``provenance.miner = "<name>@<version>"``, boxes in the
-  canonical convention (absolute-pixel ``x1, y1, x2, y2`` on the original image, converted by ``virl_data.boxconv``),
-  image paths relative to the image root, and a stable ``id`` from ``types.record_id(source, *native_ids)``;
-- a miner streams (it is a generator over the source) and never writes the corpus itself: ``corpus.write`` does.
-
-``MINERS`` maps a source name to its ``mine`` function; add a source by adding its module and one entry here.
+``MINERS`` maps a source name to its ``mine`` function; ``virl-data mine SOURCE`` exposes each with its own options.
 
 Example:
     >>> from virl_data.miners import MINERS
@@ -25,9 +24,18 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from virl_data.miners import shapes
+from virl_data.miners import coco, flickr30k, gqa, refcoco, shapes, treebench, vg, viscot
 
-MINERS: dict[str, Callable] = {"shapes": shapes.mine}
+MINERS: dict[str, Callable] = {
+    "shapes": shapes.mine,
+    "gqa": gqa.mine,
+    "vg": vg.mine,
+    "coco": coco.mine,
+    "refcoco": refcoco.mine,
+    "flickr30k": flickr30k.mine,
+    "viscot": viscot.mine,
+    "treebench": treebench.mine,
+}
 """Source name → ``mine(src_dir, *, limit=None)``."""
 
 __all__ = ["MINERS"]
