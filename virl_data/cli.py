@@ -96,7 +96,7 @@ def _status_table(df: Any, title: str) -> Table:
 @user_errors
 def demo(
     out: Annotated[Path, typer.Option("--out", "-o", help="Folder to write everything under.")] = Path("virl_demo"),
-    n: Annotated[int, typer.Option(help="Number of demo records (questions).", min=1)] = 400,
+    n: Annotated[int, typer.Option(help="Number of demo records (questions).", min=1)] = 1000,
     seed: Annotated[int, typer.Option(help="Seed of the shapes world and the split.")] = 0,
     image_size: Annotated[int, typer.Option(help="Side of the square demo images, pixels.", min=64)] = 224,
 ) -> None:
