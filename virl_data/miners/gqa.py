@@ -106,7 +106,8 @@ def walk_order(semantic: Any) -> Sequence[int]:
     """Operation indices in dependency order: a topological order, ties to the lower index.
 
     A program whose dependencies all point backwards (GQA lists them so) is walked as listed; others are sorted.
-    Raises ``MalformedProgram`` for a non-list, an operation without a ``dependencies`` list of in-range ints, or a cycle.
+    Raises ``MalformedProgram`` for a non-list, an operation without a ``dependencies`` list of in-range ints, or a
+    cycle.
 
     >>> walk_order([{"dependencies": []}, {"dependencies": [2]}, {"dependencies": [0]}])
     [0, 2, 1]
@@ -318,7 +319,8 @@ def _types(q: dict[str, Any]) -> tuple[str | None, str | None]:
     if type(types) is not dict:
         return None, None
     structural, detailed = types.get("structural"), types.get("detailed") or types.get("semantic")
-    return ANSWER_TYPES.get(structural) if type(structural) is str else None, detailed if type(detailed) is str else None
+    answer_type = ANSWER_TYPES.get(structural) if type(structural) is str else None
+    return answer_type, detailed if type(detailed) is str else None
 
 
 def _failed(reasons: list[str]) -> tuple[CheckResult, ...]:
@@ -429,5 +431,5 @@ def mine(
             gc.unfreeze()
 
 
-__all__ = ["ANSWER_TYPES", "MINER", "SOURCE", "MalformedProgram", "SceneIndex", "SceneObject", "mine", "mine_question", "object_refs",
-           "split_of", "walk_order"]
+__all__ = ["ANSWER_TYPES", "MINER", "SOURCE", "MalformedProgram", "SceneIndex", "SceneObject", "mine",
+           "mine_question", "object_refs", "split_of", "walk_order"]
