@@ -5,17 +5,15 @@
 
 from __future__ import annotations
 
-import functools
-import os
 from collections import Counter
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
-from virl_data.errors import VirlError
+from virl_data.cli import user_errors
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help="Train VLMs against ground-truth visual rationales.")
 console = Console()
@@ -24,23 +22,6 @@ console = Console()
 @app.callback()
 def _group() -> None:
     """Train VLMs against ground-truth visual rationales (ViRL)."""
-
-
-def user_errors(fn: Any) -> Any:
-    """One line on stderr and exit code 2 for user errors (``VIRL_DEBUG=1`` shows the traceback)."""
-
-    @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return fn(*args, **kwargs)
-        except (VirlError, OSError) as exc:
-            if os.environ.get("VIRL_DEBUG"):
-                raise
-            message = " ".join(str(exc).split())
-            Console(stderr=True).print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
-            raise typer.Exit(2) from None
-
-    return wrapper
 
 
 @app.command()
