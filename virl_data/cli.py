@@ -10,6 +10,7 @@ prints a summary. User errors (``VirlError``, unreadable paths) print one line a
     virl-data dedup IN --out OUT
     virl-data split IN --out OUT [--ratios train=0.8,val=0.1,test=0.1] [--seed 0]
     virl-data export IN --format hf|parquet|jsonl|coco --out DIR
+    virl-data run pipelines/NAME.yaml [--out DIR]
     virl-data schema
 """
 
@@ -111,6 +112,20 @@ def demo(
     for what, path in result.items():
         table.add_row(what, str(path))
     console.print(table)
+
+
+@app.command("run")
+@user_errors
+def run_cmd(
+    pipeline: Annotated[Path, typer.Argument(help="Pipeline YAML (see pipelines/*.yaml).")],
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="Run folder (default: the YAML's `out`).")] = None,
+) -> None:
+    """Run a declarative pipeline: mine → verify → filters → dedup → split → exports, with a per-stage report."""
+    from virl_data.pipeline import run_pipeline, stages_table
+
+    report = run_pipeline(pipeline, out=out, console=console)
+    console.print(stages_table(report))
+    console.print(f"report → {report.report_path}")
 
 
 @mine_app.command("shapes")
