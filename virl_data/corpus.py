@@ -38,8 +38,6 @@ from virl_data.schema import (
     arrow_schema,
     check_versions,
     frame_to_records,
-    polars_schema,
-    record_to_row,
     records_to_frame,
     rows_to_frame,
     validate_schema,

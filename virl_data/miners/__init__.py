@@ -24,7 +24,16 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from virl_data.miners import coco, flickr30k, gqa, refcoco, shapes, treebench, vg, viscot
+from virl_data.miners import (
+    coco,
+    flickr30k,
+    gqa,
+    refcoco,
+    shapes,
+    treebench,
+    vg,
+    viscot,
+)
 
 MINERS: dict[str, Callable] = {
     "shapes": shapes.mine,

@@ -57,7 +57,15 @@ from PIL import Image
 
 from virl_data import boxconv, boxes
 from virl_data.errors import ConfigError, CorpusReadError, VirlError
-from virl_data.types import Box, CheckResult, ImageRef, Provenance, RationaleRecord, RationaleStep, Status, record_id
+from virl_data.miners._common import check_limit, mining_outcome
+from virl_data.types import (
+    Box,
+    ImageRef,
+    Provenance,
+    RationaleRecord,
+    RationaleStep,
+    record_id,
+)
 
 SOURCE = "coco"
 MINER = "coco@1"
@@ -403,8 +411,7 @@ def _record(info: ImageInfo, image: ImageRef, split: str | None, q: Question) ->
             ("image_id", info.image_id), ("template", q.template), ("key", q.key))),
         answer_type=q.answer_type,
         question_type=q.template,
-        checks=tuple(CheckResult(name="mining", passed=False, reason=r) for r in q.reasons),
-        status=Status.REJECTED if q.reasons else Status.MINED,
+        **mining_outcome(q.reasons),
     )
 
 
@@ -423,8 +430,7 @@ def mine(
     ``images``: the image directory, read for sizes only. ``small_frac``: area fraction under which an object is
     "small"; ``margin``: the least centre gap, as a fraction of the width, for a left/right question.
     """
-    if limit is not None and limit < 0:
-        raise ConfigError(f"limit must be >= 0, got {limit}")
+    check_limit(limit)
     if not 0 < small_frac < 1 or not 0 <= margin < 1:
         raise ConfigError(f"need 0 < small_frac < 1 and 0 <= margin < 1, got {small_frac}, {margin}")
     split = split_of(Path(instances).name)

@@ -55,8 +55,16 @@ from pathlib import Path
 
 from PIL import Image
 
-from virl_data.errors import ConfigError, CorpusReadError
-from virl_data.types import Box, CheckResult, ImageRef, Provenance, RationaleRecord, RationaleStep, Status, record_id
+from virl_data.errors import CorpusReadError
+from virl_data.miners._common import check_limit, mining_outcome
+from virl_data.types import (
+    Box,
+    ImageRef,
+    Provenance,
+    RationaleRecord,
+    RationaleStep,
+    record_id,
+)
 
 SOURCE = "flickr30k"
 MINER = "flickr30k@1"
@@ -260,8 +268,7 @@ def mine_image(image_id: str, sentences: list[Sentence], ann: Annotation | None,
                                   native_ids=(("image_id", image_id), ("sentence", str(i)))),
             answer_type="caption",
             question_type="grounded_caption",
-            checks=tuple(CheckResult(name="mining", passed=False, reason=r) for r in reasons),
-            status=Status.REJECTED if reasons else Status.MINED,
+            **mining_outcome(reasons),
         )
 
 
@@ -290,8 +297,7 @@ def mine(
     ``annotations``: the ``Annotations/`` folder of ``<id>.xml`` (boxes and sizes); ``images``: the image root, for
     sizes; ``splits``: the folder with ``train/val/test.txt`` and ``UNRELATED_CAPTIONS``. ``limit`` caps the records.
     """
-    if limit is not None and limit < 0:
-        raise ConfigError(f"limit must be >= 0, got {limit}")
+    check_limit(limit)
     if annotations is not None and not Path(annotations).is_dir():
         raise CorpusReadError(f"Flickr30k annotations folder {annotations} does not exist")
     split_of, unrelated = read_splits(splits) if splits is not None else ({}, set())

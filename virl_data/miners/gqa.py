@@ -67,8 +67,16 @@ import orjson
 from PIL import Image
 
 from virl_data import boxconv
-from virl_data.errors import BoxConventionError, ConfigError, CorpusReadError
-from virl_data.types import Box, CheckResult, ImageRef, Provenance, RationaleRecord, RationaleStep, Status, record_id
+from virl_data.errors import BoxConventionError, CorpusReadError
+from virl_data.miners._common import check_limit, mining_outcome
+from virl_data.types import (
+    Box,
+    ImageRef,
+    Provenance,
+    RationaleRecord,
+    RationaleStep,
+    record_id,
+)
 
 SOURCE = "gqa"
 MINER = "gqa@1"
@@ -323,11 +331,6 @@ def _types(q: dict[str, Any]) -> tuple[str | None, str | None]:
     return answer_type, detailed if type(detailed) is str else None
 
 
-def _failed(reasons: list[str]) -> tuple[CheckResult, ...]:
-    # dict.fromkeys: an unknown id named by two operations is one reason
-    return tuple(CheckResult(name="mining", passed=False, reason=r) for r in dict.fromkeys(reasons))
-
-
 def mine_question(qid: str, q: Any, index: SceneIndex, split: str | None) -> RationaleRecord:
     """One question → its record (REJECTED with reasons when the chain or the image cannot be resolved)."""
     q = q if type(q) is dict else {}
@@ -362,8 +365,8 @@ def mine_question(qid: str, q: Any, index: SceneIndex, split: str | None) -> Rat
                               native_ids=(("question_id", qid), ("image_id", image_id))),
         answer_type=answer_type,
         question_type=question_type,
-        checks=_failed(reasons) if reasons else (),
-        status=Status.REJECTED if reasons else Status.MINED,
+        # dict.fromkeys: an unknown id named by two operations is one reason
+        **mining_outcome(dict.fromkeys(reasons)),
     )
 
 
@@ -417,8 +420,7 @@ def mine(
     froze objects (theirs are never unfrozen here); meanwhile cyclic garbage of the caller that predates the call
     is collected only after the generator ends.
     """
-    if limit is not None and limit < 0:
-        raise ConfigError(f"limit must be >= 0, got {limit}")
+    check_limit(limit)
     qs, graphs, frozen = _load(questions, scene_graphs)
     try:
         index, split = SceneIndex(graphs, images), split_of(questions)

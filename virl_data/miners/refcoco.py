@@ -64,7 +64,15 @@ from PIL import Image
 
 from virl_data import boxconv
 from virl_data.errors import ConfigError, CorpusReadError
-from virl_data.types import Box, CheckResult, ImageRef, Provenance, RationaleRecord, RationaleStep, Status, record_id
+from virl_data.miners._common import check_limit, mining_outcome
+from virl_data.types import (
+    Box,
+    ImageRef,
+    Provenance,
+    RationaleRecord,
+    RationaleStep,
+    record_id,
+)
 
 SOURCE = "refcoco"
 MINER = "refcoco@1"
@@ -336,8 +344,7 @@ def _record(e: Expression, variant: str | None, images: Path | None, cache: dict
         provenance=Provenance(source=SOURCE, source_split=e.split, native_ids=native, miner=MINER),
         answer_type="object",
         question_type="referring_relation" if ref.relational else "referring_expression",
-        checks=tuple(CheckResult(name="mining", passed=False, reason=r) for r in reasons),
-        status=Status.REJECTED if reasons else Status.MINED,
+        **mining_outcome(reasons),
     )
 
 
@@ -354,8 +361,7 @@ def mine(
     ``variant``: the variant to assume where neither the line nor the file name tells; a line that names another
     variant is REJECTED (``variant_mismatch``). ``limit`` caps the records yielded.
     """
-    if limit is not None and limit < 0:
-        raise ConfigError(f"limit must be >= 0, got {limit}")
+    check_limit(limit)
     if variant is not None and variant not in VARIANTS:
         raise ConfigError(f"unknown RefCOCO variant {variant!r}; known: {', '.join(VARIANTS)}")
     cache: dict[str, SizedImage] = {}

@@ -56,7 +56,15 @@ from pathlib import Path
 from PIL import Image, ImageDraw
 
 from virl_data.errors import ConfigError
-from virl_data.types import Box, ImageRef, Provenance, RationaleRecord, RationaleStep, Status, record_id
+from virl_data.types import (
+    Box,
+    ImageRef,
+    Provenance,
+    RationaleRecord,
+    RationaleStep,
+    Status,
+    record_id,
+)
 
 SOURCE = "shapes"
 MINER = "shapes@1"

@@ -59,8 +59,16 @@ import orjson
 from PIL import Image
 
 from virl_data import boxconv
-from virl_data.errors import ConfigError, CorpusReadError
-from virl_data.types import Box, CheckResult, ImageRef, Provenance, RationaleRecord, RationaleStep, Status, record_id
+from virl_data.errors import CorpusReadError
+from virl_data.miners._common import check_limit, mining_outcome
+from virl_data.types import (
+    Box,
+    ImageRef,
+    Provenance,
+    RationaleRecord,
+    RationaleStep,
+    record_id,
+)
 
 MINER = "treebench@1"
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".JPG", ".JPEG", ".PNG")
@@ -300,8 +308,7 @@ def _record(q: Question, root: Path | None) -> RationaleRecord:
         provenance=Provenance(source=q.source, source_split="test", native_ids=q.native, miner=MINER),
         answer_type="choice",
         question_type=q.category,
-        checks=tuple(CheckResult(name="mining", passed=False, reason=r) for r in reasons),
-        status=Status.REJECTED if reasons else Status.MINED,
+        **mining_outcome(reasons),
     )
 
 
@@ -311,8 +318,7 @@ def mine(*, annotations: Path, images: Path | None = None, limit: int | None = N
     ``images``: the image root; without it, V* images are looked for beside their json and TreeBench rows need
     ``width`` / ``height``. ``limit`` caps the records yielded.
     """
-    if limit is not None and limit < 0:
-        raise ConfigError(f"limit must be >= 0, got {limit}")
+    check_limit(limit)
     files, root = _files(annotations)
     n = 0
     for path in files:

@@ -58,8 +58,16 @@ import orjson
 from PIL import Image
 
 from virl_data import boxconv, boxes
-from virl_data.errors import ConfigError, CorpusReadError, VirlError
-from virl_data.types import Box, CheckResult, ImageRef, Provenance, RationaleRecord, RationaleStep, Status, record_id
+from virl_data.errors import CorpusReadError, VirlError
+from virl_data.miners._common import check_limit, mining_outcome
+from virl_data.types import (
+    Box,
+    ImageRef,
+    Provenance,
+    RationaleRecord,
+    RationaleStep,
+    record_id,
+)
 
 SOURCE = "vg"
 MINER = "vg@1"
@@ -328,8 +336,7 @@ def _record(image_id: str, rel_id: str, d: _Draft, image: ImageRef, size_reason:
             ("image_id", image_id), ("relationship_id", rel_id), ("template", d.template))),
         answer_type="color" if d.template == "relation_color" else "object",
         question_type=d.template,
-        checks=tuple(CheckResult(name="mining", passed=False, reason=r) for r in reasons),
-        status=Status.REJECTED if reasons else Status.MINED,
+        **mining_outcome(reasons),
     )
 
 
@@ -369,8 +376,7 @@ def mine(
     ``images``: the VG image root (``<id>.jpg`` directly or under ``VG_100K``/``VG_100K_2``), read for the image
     size only. ``limit`` caps the records yielded. Raises ``CorpusReadError`` for unreadable files.
     """
-    if limit is not None and limit < 0:
-        raise ConfigError(f"limit must be >= 0, got {limit}")
+    check_limit(limit)
     rel_entries = _load_images(relationships, "relationships")
     objects: dict[str, list[Any]] = {}
     if attributes is not None:

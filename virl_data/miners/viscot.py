@@ -57,8 +57,16 @@ import orjson
 from PIL import Image
 
 from virl_data import boxconv, boxes
-from virl_data.errors import ConfigError, CorpusReadError
-from virl_data.types import Box, CheckResult, ImageRef, Provenance, RationaleRecord, RationaleStep, Status, record_id
+from virl_data.errors import CorpusReadError
+from virl_data.miners._common import check_limit, mining_outcome
+from virl_data.types import (
+    Box,
+    ImageRef,
+    Provenance,
+    RationaleRecord,
+    RationaleStep,
+    record_id,
+)
 
 SOURCE = "viscot"
 MINER = "viscot@1"
@@ -318,8 +326,7 @@ def _record(item: Item, images: Path | None, lent: dict[str, tuple[int, int]],
         chain=chain,
         provenance=Provenance(source=SOURCE, source_split=item.split, native_ids=native, miner=MINER),
         question_type=item.dataset or None,
-        checks=tuple(CheckResult(name="mining", passed=False, reason=r) for r in reasons),
-        status=Status.REJECTED if reasons else Status.MINED,
+        **mining_outcome(reasons),
     )
 
 
@@ -336,8 +343,7 @@ def mine(
     ``sizes``: files whose records give ``width`` / ``height`` (e.g. ``benchmark_det/``), lending them by image
     path before ``images`` is looked at. ``limit`` caps the records yielded.
     """
-    if limit is not None and limit < 0:
-        raise ConfigError(f"limit must be >= 0, got {limit}")
+    check_limit(limit)
     lent = lent_sizes(sizes) if sizes is not None else {}
     cache: dict[str, SizedImage] = {}
     n = 0
