@@ -53,11 +53,10 @@ from typing import Any
 
 import numpy as np
 import orjson
-from PIL import Image
 
 from virl_data import boxconv, boxes
 from virl_data.errors import ConfigError, CorpusReadError, VirlError
-from virl_data.miners._common import check_limit, mining_outcome
+from virl_data.miners._common import check_limit, mining_outcome, size_from_files
 from virl_data.types import (
     Box,
     ImageRef,
@@ -371,14 +370,9 @@ def _resolve(info: ImageInfo, lent: dict[str, ImageInfo], images: Path | None) -
         return ImageRef(path=default, width=other.width, height=other.height), None
     if images is None:
         return ImageRef(default, 0, 0), f"image_size_unknown: image {info.image_id} (no size in the file, no images)"
-    for name in dict.fromkeys(filter(None, [file_name, *_candidates(info)])):
-        path = Path(images) / name
-        if path.is_file():
-            try:
-                with Image.open(path) as im:
-                    return ImageRef(path=name, width=im.width, height=im.height), None
-            except OSError as e:
-                return ImageRef(name, 0, 0), f"image_size_unknown: {name}: {e}"
+    found = size_from_files(images, filter(None, [file_name, *_candidates(info)]))
+    if found is not None:
+        return found
     where = f"no size in the file, no file in {images}"
     return ImageRef(default, 0, 0), f"image_size_unknown: image {info.image_id} ({where})"
 

@@ -53,10 +53,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from PIL import Image
-
 from virl_data.errors import CorpusReadError
-from virl_data.miners._common import check_limit, mining_outcome
+from virl_data.miners._common import check_limit, mining_outcome, size_from_files
 from virl_data.types import (
     Box,
     ImageRef,
@@ -234,15 +232,9 @@ def _image(image_id: str, ann: Annotation | None, images: Path | None) -> tuple[
         return ImageRef(name, ann.width, ann.height), None
     if images is None:
         return ImageRef(name, 0, 0), f"image_size_unknown: {name} (no size in an annotation, no images directory)"
-    for sub in IMAGE_SUBDIRS:
-        file = Path(images) / sub / name
-        if file.is_file():
-            rel = file.relative_to(images).as_posix()
-            try:
-                with Image.open(file) as im:
-                    return ImageRef(rel, im.width, im.height), None
-            except OSError as e:
-                return ImageRef(rel, 0, 0), f"image_size_unknown: {rel}: {e}"
+    found = size_from_files(images, (f"{sub}/{name}" if sub else name for sub in IMAGE_SUBDIRS))
+    if found is not None:
+        return found
     return ImageRef(name, 0, 0), f"image_size_unknown: no size in an annotation and no {name} under {images}"
 
 

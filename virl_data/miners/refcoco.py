@@ -60,11 +60,10 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-from PIL import Image
 
 from virl_data import boxconv
 from virl_data.errors import ConfigError, CorpusReadError
-from virl_data.miners._common import check_limit, mining_outcome
+from virl_data.miners._common import check_limit, mining_outcome, size_from_files
 from virl_data.types import (
     Box,
     ImageRef,
@@ -306,16 +305,7 @@ def image_ref(path: str, width: Any, height: Any, images: Path | None, cache: di
                                                 "(no width/height in the file, no images directory given)")
     if images is not None and path:
         found = (ImageRef(path, 0, 0), f"image_size_unknown: no width/height in the file and no {path} under {images}")
-        for sub in IMAGE_SUBDIRS:
-            file = Path(images) / sub / path
-            if file.is_file():
-                rel = file.relative_to(images).as_posix()
-                try:
-                    with Image.open(file) as im:
-                        found = (ImageRef(rel, im.width, im.height), None)
-                except OSError as e:
-                    found = (ImageRef(rel, 0, 0), f"image_size_unknown: {rel}: {e}")
-                break
+        found = size_from_files(images, (f"{sub}/{path}" if sub else path for sub in IMAGE_SUBDIRS)) or found
     cache[path] = found
     return found
 

@@ -56,11 +56,10 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-from PIL import Image
 
 from virl_data import boxconv
 from virl_data.errors import CorpusReadError
-from virl_data.miners._common import check_limit, mining_outcome
+from virl_data.miners._common import check_limit, mining_outcome, size_from_files
 from virl_data.types import (
     Box,
     ImageRef,
@@ -286,14 +285,10 @@ def _image(q: Question, root: Path | None) -> tuple[ImageRef, str | None]:
     if root is None or not q.image_path:
         return ImageRef(q.image_path, 0, 0), f"image_size_unknown: {q.image_path or '(no image)'} (no width/height " \
                                              "in the record, no images directory given)"
-    file = root / q.image_path
-    if not file.is_file():
-        return ImageRef(q.image_path, 0, 0), f"image_size_unknown: no {q.image_path} under {root}"
-    try:
-        with Image.open(file) as im:
-            return ImageRef(q.image_path, im.width, im.height), None
-    except OSError as e:
-        return ImageRef(q.image_path, 0, 0), f"image_size_unknown: {q.image_path}: {e}"
+    return size_from_files(root, [q.image_path]) or (
+        ImageRef(q.image_path, 0, 0),
+        f"image_size_unknown: no {q.image_path} under {root}",
+    )
 
 
 def _record(q: Question, root: Path | None) -> RationaleRecord:

@@ -55,11 +55,10 @@ from typing import Any
 
 import numpy as np
 import orjson
-from PIL import Image
 
 from virl_data import boxconv, boxes
 from virl_data.errors import CorpusReadError, VirlError
-from virl_data.miners._common import check_limit, mining_outcome
+from virl_data.miners._common import check_limit, mining_outcome, size_from_files
 from virl_data.types import (
     Box,
     ImageRef,
@@ -310,16 +309,8 @@ def _image_ref(image_id: str, images: Path | None, cache: dict[str, SizedImage])
         found = (default, f"image_size_unknown: VG image {image_id} (no images directory given)")
     else:
         found = (default, f"image_size_unknown: VG image {image_id}: no {image_id}.jpg under {images}")
-        for sub in IMAGE_SUBDIRS:
-            path = Path(images) / sub / f"{image_id}.jpg"
-            if path.is_file():
-                rel = path.relative_to(images).as_posix()
-                try:
-                    with Image.open(path) as im:
-                        found = (ImageRef(path=rel, width=im.width, height=im.height), None)
-                except OSError as e:
-                    found = (ImageRef(path=rel, width=0, height=0), f"image_size_unknown: {rel}: {e}")
-                break
+        name = f"{image_id}.jpg"
+        found = size_from_files(images, (f"{sub}/{name}" if sub else name for sub in IMAGE_SUBDIRS)) or found
     cache[image_id] = found
     return found
 

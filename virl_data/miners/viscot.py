@@ -54,11 +54,10 @@ from typing import Any
 
 import numpy as np
 import orjson
-from PIL import Image
 
 from virl_data import boxconv, boxes
 from virl_data.errors import CorpusReadError
-from virl_data.miners._common import check_limit, mining_outcome
+from virl_data.miners._common import check_limit, mining_outcome, size_from_files
 from virl_data.types import (
     Box,
     ImageRef,
@@ -284,15 +283,10 @@ def _image(item: Item, images: Path | None, lent: dict[str, tuple[int, int]],
         found: SizedImage = (ImageRef(path, 0, 0), f"image_size_unknown: {path} (no width/height in the file, "
                                                     "no images directory given)")
         if images is not None:
-            file = Path(images) / path
-            found = (ImageRef(path, 0, 0), f"image_size_unknown: no width/height in the file and no {path} "
-                                           f"under {images}")
-            if file.is_file():
-                try:
-                    with Image.open(file) as im:
-                        found = (ImageRef(path, im.width, im.height), None)
-                except OSError as e:
-                    found = (ImageRef(path, 0, 0), f"image_size_unknown: {path}: {e}")
+            found = size_from_files(images, [path]) or (
+                ImageRef(path, 0, 0),
+                f"image_size_unknown: no width/height in the file and no {path} under {images}",
+            )
         cache[path] = found
     return cache[path]
 
