@@ -215,6 +215,20 @@ def outside_expr(box: pl.Expr, width: pl.Expr, height: pl.Expr) -> pl.Expr:
     )
 
 
+def union_list_expr(boxes: pl.Expr) -> pl.Expr:
+    """The smallest box around a ``List(Struct{x1, y1, x2, y2})`` column, row-wise (fields null for an empty list)."""
+
+    def corner(name: str) -> pl.Expr:
+        return boxes.list.eval(pl.element().struct.field(name))
+
+    return pl.struct(
+        corner("x1").list.min().alias("x1"),
+        corner("y1").list.min().alias("y1"),
+        corner("x2").list.max().alias("x2"),
+        corner("y2").list.max().alias("y2"),
+    )
+
+
 def valid_expr(box: pl.Expr) -> pl.Expr:
     """Finite coordinates with ``x1 < x2`` and ``y1 < y2``."""
     fields = [_f(box, n) for n in ("x1", "y1", "x2", "y2")]

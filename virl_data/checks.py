@@ -46,7 +46,7 @@ from pathlib import Path
 
 import polars as pl
 
-from virl_data.boxes import area_expr, clip_expr, iou_expr, outside_expr, valid_expr
+from virl_data.boxes import area_expr, clip_expr, iou_expr, outside_expr, union_list_expr, valid_expr
 from virl_data.errors import ConfigError
 from virl_data.schema import COLUMNS, polars_schema, validate_schema
 from virl_data.types import Status
@@ -403,11 +403,7 @@ def zoom_need(df: pl.DataFrame, cfg: CheckConfig, image_root: Path | None = None
     needs more zoom. E.g. final box ``(10, 10, 30, 30)`` on a 100x80 image → ``400 / 8000 = 0.05``. No final box or
     an invalid image size → score null with reason ``no_final_box`` / ``image_size_invalid``."""
     last = pl.col("chain").list.last().struct.field("boxes")
-    corner = [last.list.eval(pl.element().struct.field(c)) for c in _COORDS]
-    union = pl.struct(
-        corner[0].list.min().alias("x1"), corner[1].list.min().alias("y1"),
-        corner[2].list.max().alias("x2"), corner[3].list.max().alias("y2"),
-    )
+    union = union_list_expr(last)
     has_box = (last.list.len() > 0).fill_null(False)
     score = pl.when(has_box & _size_valid()).then(area_expr(union) / (_width() * _height()))
     reason = (

@@ -39,7 +39,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from virl_data.boxes import area_expr
+from virl_data.boxes import area_expr, union_list_expr
 from virl_data.checks import rejection_reasons
 from virl_data.corpus import atomic_path
 from virl_data.errors import ConfigError
@@ -73,17 +73,6 @@ def _all_boxes() -> pl.Expr:
     return pl.col("chain").list.eval(pl.element().struct.field("boxes").explode(keep_nulls=False))
 
 
-def _union_box(boxes: pl.Expr) -> pl.Expr:
-    """The smallest box around a list of boxes (fields null when the list is empty)."""
-    def corner(name: str) -> pl.Expr:
-        return boxes.list.eval(pl.element().struct.field(name))
-
-    return pl.struct(
-        corner("x1").list.min().alias("x1"), corner("y1").list.min().alias("y1"),
-        corner("x2").list.max().alias("x2"), corner("y2").list.max().alias("y2"),
-    )
-
-
 def zoom_need_expr() -> pl.Expr:
     """Zoom need per record: the recorded ``zoom_need`` check score, else ``area(final-step union) / image area``.
 
@@ -92,7 +81,7 @@ def zoom_need_expr() -> pl.Expr:
     recorded = pl.col("checks").list.eval(
         pl.element().filter(pl.element().struct.field("name") == "zoom_need").struct.field("score")
     ).list.first()
-    final = _union_box(pl.col("chain").list.last().struct.field("boxes"))
+    final = union_list_expr(pl.col("chain").list.last().struct.field("boxes"))
     return pl.coalesce(recorded, area_expr(final) / _image_area()).alias("zoom_need")
 
 

@@ -210,3 +210,13 @@ def test_valid_expr_rejects_non_finite_like_is_valid() -> None:
     a = np.array([[0, 0, 1, 1], [np.nan, 0, 1, 1], [0, 0, np.inf, 1], [0, -np.inf, 1, 1], [1, 0, 1, 1]], float)
     df = _frame(a, a, np.full(5, 10), np.full(5, 10)).select(valid=B.valid_expr(pl.col("a")))
     assert df["valid"].to_list() == B.is_valid(a).tolist() == [True, False, False, False, False]
+
+
+def test_union_list_expr_matches_numpy_union() -> None:
+    rows = [[(0.0, 5.0, 10.0, 12.0), (3.0, 1.0, 20.0, 8.0)], [(4.0, 4.0, 6.0, 9.0)], []]
+    as_structs = [[dict(zip(("x1", "y1", "x2", "y2"), b)) for b in r] for r in rows]
+    df = pl.DataFrame({"boxes": as_structs}, schema={"boxes": pl.List(pl.Struct({k: pl.Float64 for k in ("x1", "y1", "x2", "y2")}))})
+    got = df.select(B.union_list_expr(pl.col("boxes")).alias("u"))["u"].to_list()
+    for row, union in zip(rows[:2], got[:2]):
+        assert tuple(union.values()) == tuple(B.union(np.array(row)))
+    assert got[2] == {"x1": None, "y1": None, "x2": None, "y2": None}
