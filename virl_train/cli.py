@@ -1,6 +1,7 @@
 """``virl-train``: the command line of the trainer half.
 
     virl-train data EXPORT [--split train]     what the trainer will read from an export
+    virl-train score TRAJ.jsonl [--preset full] [-p KEY=VALUE]   score logged trajectories with the training reward
 """
 
 from __future__ import annotations
@@ -50,6 +51,41 @@ def data(
             f"{mean_boxes:.2f}",
         )
     console.print(table)
+
+
+@app.command()
+@user_errors
+def score(
+    trajectories: Annotated[Path, typer.Argument(help="JSONL of logged trajectories (format: virl_train.score).")],
+    preset: Annotated[str, typer.Option(help="Reward preset: outcome | process | shaping | full.")] = "full",
+    param: Annotated[
+        list[str] | None, typer.Option("--param", "-p", help="Override a reward/matching parameter: KEY=VALUE.")
+    ] = None,
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="Output JSONL (default: stdout).")] = None,
+) -> None:
+    """Score logged trajectories with the training reward: per-action labels, reward components, total."""
+    import sys
+
+    import yaml
+
+    from virl_data.corpus import atomic_path
+    from virl_data.errors import ConfigError
+    from virl_train.rewards import RewardConfig
+    from virl_train.score import score_file
+
+    params = {}
+    for item in param or []:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise ConfigError(f"--param expects KEY=VALUE, got {item!r}")
+        params[key.strip()] = yaml.safe_load(value)
+    cfg = RewardConfig.from_params(preset, params)
+    if out is None:
+        score_file(trajectories, cfg, sys.stdout.buffer)
+        return
+    with atomic_path(out) as tmp, tmp.open("wb") as fh:
+        n = score_file(trajectories, cfg, fh)
+    console.print(f"scored {n} trajectories ({preset}) → {out}")
 
 
 def main() -> None:
