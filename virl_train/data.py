@@ -16,6 +16,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from virl_data import corpus
+from virl_data.review import effective
 from virl_data.errors import CorpusReadError
 from virl_data.schema import COLUMNS, record_from_row
 from virl_data.types import RationaleRecord
@@ -55,8 +56,15 @@ def _load_hf(path: Path, split: str | None) -> list[RationaleRecord]:
 
 
 def load_split(path: str | Path, split: str | None = None) -> list[RationaleRecord]:
-    """Records of one split of an export (or all records when ``split`` is None and the export is not split)."""
-    path = Path(path)
+    """Records of one split of an export (or all records when ``split`` is None and the export is not split).
+
+    Reviewed records come back as a person last corrected them (``virl_data.review.effective``): the trainer sees
+    the fixed chain and answer while the corpus keeps the mined original.
+    """
+    return [effective(r) for r in _load(Path(path), split)]
+
+
+def _load(path: Path, split: str | None) -> list[RationaleRecord]:
     if is_hf_dataset_dir(path):
         return _load_hf(path, split)
     if path.is_dir() and split is not None and (path / f"{split}.parquet").exists():

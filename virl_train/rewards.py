@@ -50,7 +50,8 @@ class RewardConfig:
 
     ``process`` use R_rat in the trajectory bonus; ``shaping`` add r_k to the step credits; ``credit`` add the label
     credits; ``gate`` gated | ungated | none; ``lambda_fmt`` 0.2; ``lambda_rat`` 0.5 (< 1 when ungated); ``alpha`` 1.0
-    (correct), ``beta_red`` 0.05 (redundant), ``beta`` 0.5 (erroneous); ``numeric_rel_tol`` of numeric answers;
+    (correct), ``beta_red`` 0.05 (redundant), ``beta`` 0.5 (erroneous); ``eta`` 0.5, the weight of the normalized
+    step credit Â_k on the tokens of action k (``virl_train.advantages``); ``numeric_rel_tol`` of numeric answers;
     ``match`` the matching thresholds.
 
     >>> RewardConfig.preset("outcome").gate, RewardConfig.preset("full").credit
@@ -66,6 +67,7 @@ class RewardConfig:
     alpha: float = 1.0
     beta_red: float = 0.05
     beta: float = 0.5
+    eta: float = 0.5
     numeric_rel_tol: float = 1e-6
     match: MatchConfig = field(default_factory=MatchConfig)
 
