@@ -54,3 +54,36 @@ def test_virl_train_data_command(exported):
     assert "train" in result.output and "val" in result.output
     bad = CliRunner().invoke(app, ["data", str(tmp_path / "absent")])
     assert bad.exit_code == 2
+
+
+@pytest.mark.parametrize("fmt", ["hf", "parquet"])
+def test_example_set_opens_the_original_images(exported, fmt):
+    from virl_train.data import ExampleSet
+
+    tmp_path, images, df, records = exported
+    out = tmp_path / fmt
+    export.export(df, out, fmt, image_root=images)
+    root = None if fmt == "hf" else images
+    ex = ExampleSet.load(out, "train", limit=3, image_root=root)
+    assert len(ex) == 3 and ex[1] == records[1]
+    img = ex.image(2)
+    assert img.mode == "RGB" and img.size == (100, 80) and img.getpixel((0, 0)) == (90, 0, 0)  # img/1.png, last written by record 3
+
+
+def test_example_set_bad_input(exported):
+    from virl_train.data import ExampleSet, ImageLoadError
+
+    tmp_path, images, df, records = exported
+    out = tmp_path / "pq"
+    export.export(df, out, "parquet", image_root=images)
+    ex = ExampleSet.load(out, "train", image_root=tmp_path / "nowhere")
+    with pytest.raises(ImageLoadError, match=f"record {records[0].id}: cannot load image 'img/0.png'"):
+        ex.image(0)
+    Image.new("RGB", (50, 50)).save(images / "img/1.png")
+    ex = ExampleSet.load(out, "train", image_root=images)
+    with pytest.raises(ImageLoadError, match="is 50x50, the record says 100x80"):
+        ex.image(2)
+    bare = [make_record(9, chain=[], status=Status.ACCEPTED, split="train")]
+    corpus.write(bare, tmp_path / "bare.parquet")
+    with pytest.raises(CorpusReadError, match="no rationale boxes"):
+        ExampleSet.load(tmp_path / "bare.parquet", "train")
