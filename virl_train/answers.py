@@ -145,7 +145,8 @@ def _choice(pred: str, gold: str, options: Sequence[str] | Mapping[str, str] | N
     opts = _option_list(options) if options is not None else None
     gold_set = _choice_candidates(gold, opts)
     if len(gold_set) != 1:
-        return None
+        # no options given and the gold is an option's text ("the blue circle"), not a letter: compare the texts
+        return _exact(pred, gold) if opts is None else None
     return 1.0 if _choice_candidates(pred, opts) == gold_set else 0.0
 
 

@@ -2,6 +2,9 @@
 
     virl-train data EXPORT [--split train]     what the trainer will read from an export
     virl-train score TRAJ.jsonl [--preset full] [-p KEY=VALUE]   score logged trajectories with the training reward
+    virl-train show-config [--config C.yaml] [KEY=VALUE ...]     the resolved config (defaults + file + overrides)
+    virl-train train --config C.yaml [KEY=VALUE ...]            GRPO with the ViRL reward; resumes from out_dir
+    virl-train eval --config C.yaml [--checkpoint DIR] [KEY=VALUE ...]   accuracy, grounding, illusion probe
 """
 
 from __future__ import annotations
@@ -86,6 +89,85 @@ def score(
     with atomic_path(out) as tmp, tmp.open("wb") as fh:
         n = score_file(trajectories, cfg, fh)
     console.print(f"scored {n} trajectories ({preset}) → {out}")
+
+
+ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help="YAML config (configs/*.yaml).")]
+Overrides = Annotated[list[str] | None, typer.Argument(help="Dotted overrides, e.g. run.max_steps=3 grpo.group_size=4.")]
+
+
+@app.command("show-config")
+@user_errors
+def show_config(config: ConfigOpt = None, overrides: Overrides = None) -> None:
+    """Print the resolved config as YAML (defaults, then the file, then the overrides)."""
+    import yaml
+
+    from virl_train.config import config_to_dict, load_config
+
+    cfg = load_config(config, overrides or [])
+    typer.echo(yaml.safe_dump(config_to_dict(cfg), sort_keys=False), nl=False)
+
+
+@app.command()
+@user_errors
+def train(
+    config: ConfigOpt = None,
+    overrides: Overrides = None,
+    fresh: Annotated[bool, typer.Option("--fresh", help="Ignore checkpoints in run.out_dir (start over).")] = False,
+) -> None:
+    """Train with GRPO and the ViRL reward; resumes from the newest checkpoint in run.out_dir unless --fresh."""
+    from virl_train.config import load_config
+    from virl_train.train import train as run_training
+
+    cfg = load_config(config, overrides or [])
+
+    def progress(step: int, m: dict[str, float]) -> None:
+        console.print(
+            f"step {step}/{cfg.run.max_steps}  reward {m['reward/total']:+.3f}  acc {m['reward/accuracy']:.2f}  "
+            f"rationale {m['reward/rationale']:.2f}  actions/ep {m['actions/per_episode']:.2f}  "
+            f"loss {m.get('loss', float('nan')):+.4f}  {m['time/step_s']:.1f}s"
+        )
+
+    result = run_training(cfg, callbacks=[progress], resume=not fresh)
+    where = f" (resumed at step {result.resumed_from})" if result.resumed_from else ""
+    console.print(f"trained {result.steps} steps{where} → {result.out_dir} (log.jsonl, tb/, checkpoints/, final/)")
+
+
+@app.command("eval")
+@user_errors
+def eval_cmd(
+    config: ConfigOpt = None,
+    overrides: Overrides = None,
+    checkpoint: Annotated[
+        Path | None, typer.Option(help="A policy saved by training (RUN/final) or a run folder; default: model.name_or_path.")
+    ] = None,
+    split: Annotated[str | None, typer.Option(help="Split to evaluate (default: data.eval_split).")] = None,
+    limit: Annotated[int | None, typer.Option(min=1, help="Evaluate the first N records.")] = None,
+    out: Annotated[Path | None, typer.Option(help="Report folder (default: RUN.out_dir/eval).")] = None,
+    probe: Annotated[str, typer.Option(help="Illusion probe: random | full | none.")] = "random",
+    sample: Annotated[bool, typer.Option("--sample", help="Sample (grpo.temperature) instead of greedy decoding.")] = False,
+) -> None:
+    """Answer accuracy, grounding metrics and the illusion probe; writes eval.json and eval.png."""
+    import dataclasses
+
+    from virl_train.config import load_config
+    from virl_train.data import ExampleSet
+    from virl_train.eval import evaluate, render_report, write_report
+    from virl_train.policy import load_policy
+
+    cfg = load_config(config, overrides or [])
+    if checkpoint is not None:
+        path = checkpoint / "final" if (checkpoint / "final").is_dir() else checkpoint
+        cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, name_or_path=str(path)))
+    name = split or cfg.data.eval_split or cfg.data.train_split
+    examples = ExampleSet.load(cfg.data.path, name, limit=limit or cfg.data.limit)
+    policy = load_policy(cfg.model, seed=cfg.run.seed)
+    report = evaluate(
+        policy, examples.records, examples.image, cfg, probe=probe != "none",
+        probe_kind="random" if probe == "none" else probe, seed=cfg.run.seed, greedy=not sample,
+    )
+    console.print(render_report(report))
+    json_path, png_path = write_report(report, out or Path(cfg.run.out_dir) / "eval")
+    console.print(f"evaluated {len(examples)} records of split {name!r} → {json_path}, {png_path}")
 
 
 def main() -> None:

@@ -22,6 +22,9 @@ Rules:
 - **INVALID** actions count against ``max_actions`` and return an observation without an image whose text is
   ``<crop_error>…</crop_error>`` with the reason (``actions.ERRORS``).
 - **ANSWER** ends the episode (``done``, no observation).
+- **Region transform** (the illusion probe, ``virl_train.eval``): when ``region_transform`` is set, the region
+  actually cut is ``region_transform(region, (W, H))`` of the region above: the pixels shown change, the ACTION keeps
+  the model's box (rewards and metrics judge what the model asked for).
 - **Budget**: the observation of the ``max_actions``-th visual action tells the model to answer now. The turn after
   it must answer: any other turn ends the episode (``done``) as a visual action, a crop becoming INVALID
   ``action_limit`` (not executed). So an episode has at most ``max_actions + 1`` turns and ``max_actions + 1``
@@ -34,6 +37,7 @@ prompt agree.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -110,7 +114,8 @@ class CropEnv:
     ``max_pixels`` / ``factor``: the processor's (they size the crops and give the ``resized`` view of the original
     for ``qwen25_abs_resized``); ``fmt``: ``"tag"`` or ``"json"``; ``oob_tol``: see ``actions.parse_turn``;
     ``frame``: ``"original"`` (boxes refer to the original image) or ``"last_crop"`` (to the view last shown);
-    ``scale``: the 0–scale range of ``qwen3_norm1000``.
+    ``scale``: the 0–scale range of ``qwen3_norm1000``; ``region_transform``: ``(region, (W, H)) -> Box``, applied to
+    the whole-pixel region a crop cuts (after ``crop_region``); it must return a non-empty box inside the image.
     """
 
     def __init__(
@@ -127,6 +132,7 @@ class CropEnv:
         oob_tol: float = 0.02,
         frame: str = "original",
         scale: float = 1000.0,
+        region_transform: Callable[[Box, tuple[int, int]], Box] | None = None,
     ) -> None:
         if convention not in MODEL_CONVENTIONS:
             raise ConfigError(
@@ -148,6 +154,7 @@ class CropEnv:
         )
         self.min_pixels, self.max_pixels, self.factor = min_pixels, max_pixels, factor
         self.oob_tol = oob_tol
+        self.region_transform = region_transform
         self.params = {"scale": scale} if convention == "qwen3_norm1000" else {}
         self._image: Image.Image | None = None
         self._view: Observation | None = None
@@ -248,12 +255,25 @@ class CropEnv:
                 action, kind=ActionKind.INVALID, box=None, error="aspect_ratio"
             )
             return action, self._error(action, index)
+        if self.region_transform is not None:
+            region = self._transformed(region)
+            size = self._crop_size(region) or size  # a transform may change the size (e.g. the full image)
         pixels = tuple(int(v) for v in region.as_tuple())
         image = self._image.crop(pixels).resize(size, Image.Resampling.BICUBIC)
         text = CROP_TEXT.format(index=index, limit=self.max_actions) + self._suffix(
             index
         )
         return action, Observation(image, text, region, size, index)
+
+    def _transformed(self, region: Box) -> Box:
+        """``region_transform(region, (W, H))``, checked to be a non-empty whole-pixel box inside the image."""
+        assert self.region_transform is not None and self._image is not None
+        new = self.region_transform(region, self._image.size)
+        w, h = self._image.size
+        inside = 0 <= new.x1 < new.x2 <= w and 0 <= new.y1 < new.y2 <= h
+        if not inside or any(v != int(v) for v in new.as_tuple()):
+            raise ConfigError(f"CropEnv: region_transform returned {new}, not a whole-pixel box inside {w}x{h}")
+        return new
 
     def _crop_size(self, region: Box) -> tuple[int, int] | None:
         try:

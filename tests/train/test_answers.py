@@ -110,3 +110,12 @@ def test_huge_adversarial_input_is_fast_and_wrong():
     assert score_answer(pred, "red") == 0.0
     assert score_answer("1 " * 10000, "1") == 1.0  # one distinct number repeated is not a hedge
     assert score_answer("1 2 " * 10000, "1") == 0.0
+
+
+def test_choice_without_options_compares_option_text():
+    from virl_train.answers import score_answer
+
+    # the shapes world asks "Which is closer to X: the blue circle or the green square?" with the option text as gold
+    assert score_answer("The blue circle.", "the blue circle", answer_type="choice") == 1.0
+    assert score_answer("the green square", "the blue circle", answer_type="choice") == 0.0
+    assert score_answer("B", "B", answer_type="choice") == 1.0

@@ -272,3 +272,31 @@ def test_system_prompt_json_and_frame():
     assert '"bbox_2d"' in text and "currently looking at" in text
     with pytest.raises(ConfigError):
         system_prompt("coco_xywh", (10, 10))
+
+
+def test_region_transform_changes_the_pixels_not_the_action():
+    """The illusion-probe hook: the env cuts the transformed region, the action keeps the model's box."""
+    seen = []
+
+    def shift(region, image_size):
+        seen.append((region, image_size))
+        return Box(region.x1 + 100, region.y1 + 50, region.x2 + 100, region.y2 + 50)
+
+    env = make_env(region_transform=shift)
+    env.reset(coordinate_image(), "q")
+    result = crop(env, (28, 14, 84, 42))
+    assert seen == [(Box(28, 14, 84, 42), (200, 120))]  # called with the region crop_region chose
+    assert result.action.kind is ActionKind.CROP and result.action.box == Box(28, 14, 84, 42)
+    view = result.observation
+    assert view.frame == Box(128, 64, 184, 92) and view.image.size == (56, 28)
+    assert tuple(np.asarray(view.image)[0, 0, :2]) == (128, 64)  # pixels come from the shifted region
+    plain = make_env()
+    plain.reset(coordinate_image(), "q")
+    assert crop(plain, (28, 14, 84, 42)).observation.frame == Box(28, 14, 84, 42)
+
+
+def test_region_transform_must_stay_inside_the_image():
+    env = make_env(region_transform=lambda region, size: Box(150, 0, 250, 50))
+    env.reset(coordinate_image(), "q")
+    with pytest.raises(ConfigError, match="region_transform"):
+        crop(env, (28, 14, 84, 42))
