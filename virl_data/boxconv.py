@@ -190,6 +190,19 @@ def canonical_to_fiftyone_rel_xywh(arr: ArrayLike, *, width: Size, height: Size)
     return _to_relative(arr, width, height, 1.0, xywh=True)
 
 
+def canonical_to_fiftyone_rel_centers(arr: ArrayLike, *, width: Size, height: Size) -> np.ndarray:
+    """Canonical boxes → their centres as FiftyOne relative points (``Polyline.points``), shape ``(2,)`` or
+    ``(N, 2)``: ``[(x1 + x2) / (2 W), (y1 + y2) / (2 H)]``. One-way: a centre does not determine a box.
+
+    >>> canonical_to_fiftyone_rel_centers([[50, 50, 100, 75], [0, 0, 200, 100]], width=200, height=100).tolist()
+    [[0.375, 0.625], [0.5, 0.5]]
+    """
+    a, single = _boxes(arr, canonical=True)
+    w, h = _size(width, "width", len(a)), _size(height, "height", len(a))
+    centers = np.stack([(a[:, 0] + a[:, 2]) / (2 * w), (a[:, 1] + a[:, 3]) / (2 * h)], axis=-1)
+    return centers[0] if single else centers
+
+
 # --- Label Studio ----------------------------------------------------------------------------------------------------
 def labelstudio_pct_to_canonical(arr: ArrayLike, *, width: Size, height: Size) -> np.ndarray:
     """Label Studio percent ``[x, y, width, height]`` → ``[x W, y H, (x + width) W, (y + height) H] / 100``.
@@ -531,6 +544,7 @@ __all__ = [
     "CONVENTIONS",
     "box_to_labelstudio_value",
     "canonical_to_coco_xywh",
+    "canonical_to_fiftyone_rel_centers",
     "canonical_to_fiftyone_rel_xywh",
     "canonical_to_labelstudio_pct",
     "canonical_to_padded_square_rel",

@@ -12,6 +12,9 @@ prints a summary. User errors (``VirlError``, unreadable paths) print one line a
     virl-data export IN --format hf|parquet|jsonl|coco --out DIR
     virl-data run pipelines/NAME.yaml [--out DIR]
     virl-data schema
+    virl-data fiftyone push CORPUS --dataset NAME | pull NAME --corpus CORPUS --out OUT
+    virl-data app CORPUS | --dataset NAME [--remote]
+    virl-data labelstudio push CORPUS --project TITLE | pull TITLE --corpus CORPUS --out OUT
 """
 
 from __future__ import annotations
@@ -454,6 +457,22 @@ def schema_cmd() -> None:
     for name, dtype in polars_schema().items():
         table.add_row(name, str(dtype))
     console.print(table)
+
+
+def _review_tools() -> None:
+    """The review-tool commands live in their own modules (they import FiftyOne / Label Studio lazily)."""
+    from virl_data.cli_fiftyone import app_command, fiftyone_app
+
+    app.add_typer(fiftyone_app, name="fiftyone", help="Look at and fix chains in FiftyOne: push a corpus, pull reviews.")
+    app.command("app")(app_command)
+    try:
+        from virl_data.cli_labelstudio import labelstudio_app
+    except ImportError:  # pragma: no cover - the module is part of the package
+        return
+    app.add_typer(labelstudio_app, name="labelstudio", help="Human review in Label Studio: push tasks, pull annotations.")
+
+
+_review_tools()
 
 
 def main() -> None:
