@@ -48,15 +48,16 @@ QWEN_SPECIAL_TOKENS = (
     "<|image_pad|>", "<|video_pad|>",
 )  # fmt: skip
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-TINY_TEXT = dict(
-    hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
-    max_position_embeddings=8192, rope_parameters={"rope_type": "default", "mrope_section": [2, 3, 3],
-                                                   "rope_theta": 1_000_000.0},
-)  # fmt: skip  # head_dim 16: mrope_section sums to head_dim / 2
-TINY_VISION = dict(
-    depth=2, hidden_size=64, intermediate_size=128, num_heads=4, out_hidden_size=64, fullatt_block_indexes=[1],
-    window_size=112, patch_size=14, spatial_merge_size=2, temporal_patch_size=2,
-)  # fmt: skip
+TINY_TEXT = {  # head_dim 16: mrope_section sums to head_dim / 2
+    "hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2, "num_attention_heads": 4,
+    "num_key_value_heads": 2, "max_position_embeddings": 8192,
+    "rope_parameters": {"rope_type": "default", "mrope_section": [2, 3, 3], "rope_theta": 1_000_000.0},
+}  # fmt: skip
+TINY_VISION = {
+    "depth": 2, "hidden_size": 64, "intermediate_size": 128, "num_heads": 4, "out_hidden_size": 64,
+    "fullatt_block_indexes": [1], "window_size": 112, "patch_size": 14, "spatial_merge_size": 2,
+    "temporal_patch_size": 2,
+}  # fmt: skip
 TINY_VOCAB = 1024
 
 
@@ -210,8 +211,8 @@ def _tiny_corpus() -> list[str]:
             f"Which is closer to the {c} {k}: the {s} {k} or the {colors[i % len(colors)]} {kinds[i % 3]}?",
             f"What shape is nearest to the other object that has the same colour as the {s} {k}?",
             f"I need to look at the {s} {c} {k} first. <crop>[{a}, {b}, {a + 24}, {b + 31}]</crop>",
-            f'The {k} is {c}, so the answer is <answer>{c}</answer> {{"name": "crop", "arguments": '
-            f'{{"bbox_2d": [{b}, {a}, {b + 9}, {a + 16}]}}}} <answer>{k}</answer> <answer>{i % 10}</answer>',
+            (f'The {k} is {c}, so the answer is <answer>{c}</answer> {{"name": "crop", "arguments": '
+             f'{{"bbox_2d": [{b}, {a}, {b + 9}, {a + 16}]}}}} <answer>{k}</answer> <answer>{i % 10}</answer>'),
             "Let me zoom in on the region to see it better. Now I can answer. <answer>yes</answer> <answer>no</answer>",
         ]
     out += [
@@ -254,7 +255,9 @@ def tiny_tokenizer() -> Any:
 
 
 def _pil_image_processor(cfg: ModelConfig) -> Any:
-    from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
+    from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import (
+        Qwen2VLImageProcessorPil,
+    )
 
     return Qwen2VLImageProcessorPil(min_pixels=cfg.min_pixels, max_pixels=cfg.max_pixels)
 
@@ -289,7 +292,7 @@ def has_torchvision() -> bool:
         return False
     try:
         import torchvision  # noqa: F401
-    except Exception:  # a wheel built for another torch fails at import (e.g. "operator torchvision::nms")
+    except (ImportError, OSError, RuntimeError):  # a wheel for another torch: "operator torchvision::nms ..."
         return False
     return True
 

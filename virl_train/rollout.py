@@ -309,7 +309,7 @@ def rollout_group(
 def batch_inputs(policy: Policy, rollouts: Sequence[Rollout], device: torch.device | str | None = None) -> ModelBatch:
     """Right-pad ``prompt + completion`` of each rollout into one batch (see ``ModelBatch``)."""
     if not rollouts:
-        raise ConfigError("batch_inputs: no rollouts")
+        raise ValueError("batch_inputs: no rollouts")
     eps = [r.episode for r in rollouts]
     rows = [list(e.prompt_ids) + list(e.completion_ids) for e in eps]
     width, c_width = max(map(len, rows)), max(len(e.completion_ids) for e in eps)

@@ -242,6 +242,8 @@ def train(cfg: TrainConfig, *, callbacks: Sequence[StepCallback] = (), resume: b
     from accelerate.utils import set_seed
 
     out_dir = Path(cfg.run.out_dir)
+    if cfg.grpo.temperature <= 0:
+        raise ConfigError("grpo.temperature must be > 0 for training (the policy ratio is taken at that temperature)")
     if cfg.grpo.batch_size * cfg.grpo.group_size < cfg.optim.grad_accum:
         raise ConfigError(
             f"optim.grad_accum={cfg.optim.grad_accum} exceeds the {cfg.grpo.batch_size * cfg.grpo.group_size} "

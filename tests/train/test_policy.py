@@ -12,11 +12,11 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
-from PIL import Image  # noqa: E402
+from PIL import Image
 
-from virl_data.errors import ConfigError  # noqa: E402
-from virl_train.config import LoraConfig, ModelConfig  # noqa: E402
-from virl_train.policy import (  # noqa: E402
+from virl_data.errors import ConfigError
+from virl_train.config import LoraConfig, ModelConfig
+from virl_train.policy import (
     TINY_NAME,
     Policy,
     _tiny_tokenizer_json,
@@ -24,7 +24,7 @@ from virl_train.policy import (  # noqa: E402
     save_policy,
 )
 
-SMALL = dict(min_pixels=56 * 56, max_pixels=224 * 224)
+SMALL = {"min_pixels": 56 * 56, "max_pixels": 224 * 224}
 
 
 def _cfg(**kw) -> ModelConfig:

@@ -9,14 +9,14 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
-from PIL import Image  # noqa: E402
+from PIL import Image
 
-from virl_data.errors import ConfigError  # noqa: E402
-from virl_data.types import Box  # noqa: E402
-from virl_train.config import LoraConfig, ModelConfig  # noqa: E402
-from virl_train.env import CROP_TEXT, CropEnv  # noqa: E402
-from virl_train.policy import TINY_NAME, load_policy  # noqa: E402
-from virl_train.rollout import (  # noqa: E402
+from virl_data.errors import ConfigError
+from virl_data.types import Box
+from virl_train.config import LoraConfig, ModelConfig
+from virl_train.env import CROP_TEXT, CropEnv
+from virl_train.policy import TINY_NAME, load_policy
+from virl_train.rollout import (
     _Context,
     batch_inputs,
     completion_logprobs,
@@ -25,7 +25,7 @@ from virl_train.rollout import (  # noqa: E402
     sample_token,
     turn_stopped,
 )
-from virl_train.types import ActionKind  # noqa: E402
+from virl_train.types import ActionKind
 
 MIN_PX, MAX_PX = 56 * 56, 224 * 224
 SCRIPT = (
@@ -107,7 +107,7 @@ def test_scripted_rollout_masks_spans_boxes_and_crops(policy, record, image):
     assert CROP_TEXT.format(index=1, limit=2) + "<|vision_start|>" in text
     assert text.count("<|vision_start|>") == 1 and "<crop_error>" in text
     # env tokens: everything between the spans; the first one closes the model turn
-    s0, t0 = e.actions[0].token_span
+    t0 = e.actions[0].token_span[1]
     assert e.completion_ids[t0] == policy.im_end_id and e.loss_mask[t0] == 0
     assert e.prompt_ids[-3:] == tuple(policy.text_ids("<|im_start|>assistant\n"))
 
