@@ -116,18 +116,26 @@ def train(
 ) -> None:
     """Train with GRPO and the ViRL reward; resumes from the newest checkpoint in run.out_dir unless --fresh."""
     from virl_train.config import load_config
+    from virl_train.train import is_main_process
     from virl_train.train import train as run_training
 
     cfg = load_config(config, overrides or [])
 
+    main_process = is_main_process()
+
     def progress(step: int, m: dict[str, float]) -> None:
+        if not main_process:
+            return
         console.print(
             f"step {step}/{cfg.run.max_steps}  reward {m['reward/total']:+.3f}  acc {m['reward/accuracy']:.2f}  "
             f"rationale {m['reward/rationale']:.2f}  actions/ep {m['actions/per_episode']:.2f}  "
-            f"loss {m.get('loss', float('nan')):+.4f}  {m['time/step_s']:.1f}s"
+            f"loss {m.get('loss', float('nan')):+.4f}  {m['time/step_s']:.1f}s",
+            soft_wrap=True,
         )
 
     result = run_training(cfg, callbacks=[progress], resume=not fresh)
+    if not main_process:
+        return
     where = f" (resumed at step {result.resumed_from})" if result.resumed_from else ""
     console.print(f"trained {result.steps} steps{where} → {result.out_dir} (log.jsonl, tb/, checkpoints/, final/)")
 
@@ -173,3 +181,7 @@ def eval_cmd(
 def main() -> None:
     """Console-script entry point."""
     app()
+
+
+if __name__ == "__main__":
+    main()

@@ -125,6 +125,13 @@ def advantages_for(
     return token_advantages(a_out, credit_hat, spans, length, eta)
 
 
+def is_main_process() -> bool:
+    """Whether this process is the main one of an ``accelerate launch`` group (True in a plain run)."""
+    from accelerate import PartialState
+
+    return PartialState(cpu=not torch.cuda.is_available()).is_main_process
+
+
 # --- checkpoints -------------------------------------------------------------------------------------------------
 def latest_checkpoint(out_dir: Path) -> Path | None:
     """The newest complete checkpoint folder (one with a ``trainer_state.json``), or None."""
@@ -213,8 +220,9 @@ def _ref_logprobs(ref: torch.nn.Module | None, model: torch.nn.Module, batch: An
     with torch.no_grad():
         if ref is not None:
             return completion_logprobs(ref, batch, cfg.grpo.temperature)
-        with model.disable_adapter():  # LoRA: the base model is the reference
-            return completion_logprobs(model, batch, cfg.grpo.temperature)
+        base = model.module if hasattr(model, "module") else model  # DDP-wrapped in multi-process runs
+        with base.disable_adapter():  # LoRA: the base model is the reference
+            return completion_logprobs(base, batch, cfg.grpo.temperature)
 
 
 def _rollouts(policy: Policy, examples: ExampleSet, idx: list[int], cfg: TrainConfig, step: int, rank: int):
@@ -251,7 +259,7 @@ def train(cfg: TrainConfig, *, callbacks: Sequence[StepCallback] = (), resume: b
         )
     accelerator = Accelerator(
         mixed_precision=PRECISION[cfg.run.mixed_precision], gradient_accumulation_steps=cfg.optim.grad_accum,
-        cpu=not torch.cuda.is_available(),
+        cpu=not torch.cuda.is_available(),  # accelerate only forms a multi-CPU (gloo) group when told cpu=True
     )
     set_seed(cfg.run.seed)
     rewards_cfg = reward_config(cfg)
@@ -305,6 +313,9 @@ def train(cfg: TrainConfig, *, callbacks: Sequence[StepCallback] = (), resume: b
                 "lr": scheduler.get_last_lr()[0], "time/rollout_s": t_roll,
                 "time/step_s": time.perf_counter() - t0, "time/wall_s": time.perf_counter() - wall0,
             }
+            if world > 1:  # every process rolled out its own prompts: log the mean over processes
+                values = accelerator.reduce(torch.tensor(list(metrics.values()), device=accelerator.device), "mean")
+                metrics = dict(zip(metrics, values.tolist()))
             if (step + 1) % cfg.run.log_every == 0 or step + 1 == cfg.run.max_steps:
                 logger.log(step + 1, metrics)
             if (step + 1) % cfg.run.save_every == 0 or step + 1 == cfg.run.max_steps:

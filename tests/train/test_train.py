@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -127,3 +128,26 @@ def test_cli_eval_writes_a_report_with_the_probe(demo_export, tmp_path):
     assert report["counts"]["n_episodes"] == 3 and report["probe_counts"]["n_episodes"] == 3
     assert 0 <= report["metrics"]["accuracy"] <= 1 and report["probe_drop"] == report["probe_drop"]
     assert (run / "eval" / "eval.png").stat().st_size > 0
+
+
+@pytest.mark.integration
+def test_two_process_run_on_cpu_logs_once_and_resumes(demo_export, tmp_path):
+    """``accelerate launch`` with 2 gloo processes: one log line per step, one final model, resume across a rerun."""
+    import shutil
+    import subprocess
+
+    launcher = shutil.which("accelerate")
+    if launcher is None:
+        pytest.skip("the accelerate launcher is not on PATH")
+    run = tmp_path / "mp"
+    args = [launcher, "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1", "--mixed_precision",
+            "no", "--dynamo_backend", "no", "-m", "virl_train.cli", "train", "--config",
+            str(REPO / "configs" / "tiny_cpu.yaml"), f"data.path={demo_export}", f"run.out_dir={run}",
+            "data.limit=8", "grpo.max_new_tokens=8", "env.max_actions=1"]
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    for steps in (1, 2):
+        done = subprocess.run([*args, f"run.max_steps={steps}"], capture_output=True, text=True, env=env, timeout=300)
+        assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
+        assert done.stdout.count(f"step {steps}/{steps}") == 1, done.stdout  # printed by the main process only
+    assert "resumed at step 1" in done.stdout
+    assert [json.loads(x)["step"] for x in (run / "log.jsonl").read_text().splitlines()] == [1, 2]
