@@ -5,7 +5,8 @@ Each integration is one module and the only one importing its tool's library, im
 
 - ``virl_data.integrations.fiftyone``: a corpus as a FiftyOne dataset (chain = ``Detections`` with a step order,
   a ``Polylines`` through the box centres, saved curator views); tags and edited boxes come back as reviews.
-- ``virl_data.integrations.labelstudio``: a corpus as Label Studio tasks with the chain as predictions.
+- ``virl_data.integrations.labelstudio``: a corpus as Label Studio tasks with the chain as predictions; the task
+  layout and the rules turning annotations into reviews (no server needed) are in ``labelstudio_tasks``.
 
 Both turn what a person did into ``virl_data.review.ReviewEdit`` s and merge them with ``review.merge_reviews``:
 append-only, matched by record id, idempotent, every corpus record kept.
