@@ -3,6 +3,7 @@
     virl-train data EXPORT [--split train]     what the trainer will read from an export
     virl-train score TRAJ.jsonl [--preset full] [-p KEY=VALUE]   score logged trajectories with the training reward
     virl-train show-config [--config C.yaml] [KEY=VALUE ...]     the resolved config (defaults + file + overrides)
+    virl-train sft --config C.yaml --steps N [--out DIR]        warm start on the ground-truth rationale trajectories
     virl-train train --config C.yaml [KEY=VALUE ...]            GRPO with the ViRL reward; resumes from out_dir
     virl-train eval --config C.yaml [--checkpoint DIR] [KEY=VALUE ...]   accuracy, grounding, illusion probe
 """
@@ -105,6 +106,35 @@ def show_config(config: ConfigOpt = None, overrides: Overrides = None) -> None:
 
     cfg = load_config(config, overrides or [])
     typer.echo(yaml.safe_dump(config_to_dict(cfg), sort_keys=False), nl=False)
+
+
+@app.command()
+@user_errors
+def sft(
+    config: ConfigOpt = None,
+    overrides: Overrides = None,
+    steps: Annotated[int, typer.Option(help="Optimizer steps.", min=1)] = 300,
+    lr: Annotated[float | None, typer.Option(help="Peak learning rate (default: optim.lr).")] = None,
+    batch_size: Annotated[
+        int | None, typer.Option(help="Reference episodes per step (default: grpo.batch_size x grpo.group_size).")
+    ] = None,
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="Output folder (default: run.out_dir).")] = None,
+) -> None:
+    """Supervised warm start: the ground-truth crop chain and answer of each train record, played through the crop
+    environment (real crops fed back), learned by next-token loss. RL then starts from OUT/final."""
+    from virl_train.config import load_config
+    from virl_train.sft import sft as run_sft
+
+    cfg = load_config(config, overrides or [])
+    every = max(1, steps // 20)
+
+    def progress(step: int, m: dict[str, float]) -> None:
+        if step % every == 0 or step == steps:
+            console.print(f"sft step {step}/{steps}  loss {m['loss']:.4f}  lr {m['lr']:.2e}  {m['time/wall_s']:.0f}s",
+                          soft_wrap=True)
+
+    result = run_sft(cfg, steps, lr=lr, batch_size=batch_size, out_dir=out, callbacks=[progress])
+    console.print(f"SFT done → {result / 'final'}; start RL from it with model.name_or_path={result / 'final'}")
 
 
 @app.command()

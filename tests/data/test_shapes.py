@@ -288,3 +288,26 @@ def test_bad_counts_are_user_errors():
     with pytest.raises(ValueError, match="unknown shape"):
         shapes.Shape("hexagon", "red", "small", 0, 0, 10)
     assert shapes.Shape("circle", "red", "small", 3, 4, 10).box == Box(3, 4, 13, 14)
+
+
+def test_grid_world_centres_each_shape_in_its_own_cell():
+    cfg = ShapesConfig(image_size=(112, 112), min_shapes=2, max_shapes=3, grid=2, size_fractions=(0.18, 0.27, 0.38))
+    for i in range(20):
+        scene = make_scene(i, seed=3, config=cfg)
+        cells = set()
+        for s in scene.shapes:
+            cx, cy = (s.box.x1 + s.box.x2) / 2, (s.box.y1 + s.box.y2) / 2
+            col, row = int(cx // 56), int(cy // 56)
+            assert abs(s.x + s.side / 2 - (col * 56 + 28)) <= 1 and abs(s.y + s.side / 2 - (row * 56 + 28)) <= 1
+            cells.add((row, col))
+        assert len(cells) == len(scene.shapes) and 2 <= len(scene.shapes) <= 3
+    assert make_scene(5, seed=3, config=cfg) == make_scene(5, seed=3, config=cfg)
+
+
+@pytest.mark.parametrize("kwargs, words", [
+    ({"grid": 1, "max_shapes": 3}, "g*g >= max_shapes"),
+    ({"grid": 3, "size_fractions": (0.1, 0.2, 0.4)}, "does not fit a grid cell"),
+])
+def test_grid_world_refuses_layouts_that_cannot_fit(kwargs, words):
+    with pytest.raises(ConfigError, match=words):
+        ShapesConfig(image_size=(112, 112), **kwargs)

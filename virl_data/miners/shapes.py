@@ -100,7 +100,9 @@ class ShapesConfig:
 
     ``size_fractions``: side of a small/medium/large shape's box as a fraction of the shorter image side.
     ``min_gap``: pixels kept free between any two shape boxes. ``nearest_margin``: how much farther (ratio of centre
-    distances) the runner-up must be for a "nearest"/"closer" question to be asked.
+    distances) the runner-up must be for a "nearest"/"closer" question to be asked. ``grid``: 0 places shapes anywhere
+    (rejection sampling); ``g > 0`` centres each shape in its own cell of a ``g x g`` lattice, so the positions a
+    model must learn are few (the learnable task of ``benchmarks/learning.py``).
 
     >>> ShapesConfig(image_size=(128, 128)).sides()
     (12, 19, 32)
@@ -115,6 +117,7 @@ class ShapesConfig:
     min_gap: int = 4
     nearest_margin: float = 1.3
     size_fractions: tuple[float, float, float] = (0.09, 0.15, 0.25)
+    grid: int = 0
 
     def __post_init__(self) -> None:
         for name in ("image_size", "background", "families", "size_fractions"):
@@ -140,6 +143,11 @@ class ShapesConfig:
         if len(sides) != 3 or sides[0] < _MIN_SIDE or not sides[0] < sides[1] < sides[2]:
             raise ConfigError(f"image_size {w}x{h} with size_fractions {self.size_fractions} gives shape sides "
                               f"{sides} px; need 3 increasing sides >= {_MIN_SIDE} px (use a larger image)")
+        if self.grid < 0 or (self.grid and self.max_shapes > self.grid**2):
+            raise ConfigError(f"grid must be 0 or a g with g*g >= max_shapes={self.max_shapes}, got {self.grid}")
+        if self.grid and sides[2] + self.min_gap > min(w, h) // self.grid:
+            raise ConfigError(f"a large shape ({sides[2]} px + min_gap {self.min_gap}) does not fit a grid cell of "
+                              f"{min(w, h) // self.grid} px (use a smaller grid or smaller size_fractions)")
         if self.min_shapes * (sides[2] + self.min_gap) ** 2 > 0.5 * w * h:
             raise ConfigError(f"image_size {w}x{h} too small for min_shapes={self.min_shapes} large shapes")
 
@@ -220,6 +228,8 @@ def _place_shapes(rng: random.Random, index: int, seed: int, cfg: ShapesConfig) 
     sides, gap = cfg.sides(), cfg.min_gap
     # A per-scene palette of 3-6 colours makes shared colours (needed by same_color_nearest) common enough.
     palette = rng.sample(tuple(COLORS), rng.randint(3, len(COLORS)))
+    if cfg.grid:
+        return _place_on_grid(rng, index, seed, cfg, palette)
     shapes: list[Shape] = []
     for _ in range(rng.randint(cfg.min_shapes, cfg.max_shapes)):
         kind, color, size = rng.choice(KINDS), rng.choice(palette), rng.randrange(3)
@@ -234,6 +244,20 @@ def _place_shapes(rng: random.Random, index: int, seed: int, cfg: ShapesConfig) 
             break  # the image is full: keep what fits
     if len(shapes) < cfg.min_shapes:
         return None
+    return Scene(index, seed, w, h, cfg.background, tuple(shapes))
+
+
+def _place_on_grid(rng: random.Random, index: int, seed: int, cfg: ShapesConfig, palette: list[str]) -> Scene:
+    """One shape centred in each of ``n`` distinct random cells of the ``grid x grid`` lattice."""
+    w, h = cfg.image_size
+    cw, ch, sides = w // cfg.grid, h // cfg.grid, cfg.sides()
+    cells = rng.sample(range(cfg.grid * cfg.grid), rng.randint(cfg.min_shapes, cfg.max_shapes))
+    shapes = []
+    for cell in cells:
+        kind, color, size = rng.choice(KINDS), rng.choice(palette), rng.randrange(3)
+        row, col = divmod(cell, cfg.grid)
+        side = sides[size]
+        shapes.append(Shape(kind, color, SIZES[size], col * cw + (cw - side) // 2, row * ch + (ch - side) // 2, side))
     return Scene(index, seed, w, h, cfg.background, tuple(shapes))
 
 

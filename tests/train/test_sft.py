@@ -1,0 +1,132 @@
+"""virl_train.sft: reference trajectories in the model's own convention, played through the env, learned by SFT."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("transformers")
+
+from PIL import Image  # noqa: E402
+from rich.console import Console  # noqa: E402
+from typer.testing import CliRunner  # noqa: E402
+
+from virl_data import boxes  # noqa: E402
+from virl_data.errors import ConfigError  # noqa: E402
+from virl_data.pipeline import run_demo  # noqa: E402
+from virl_train.cli import app  # noqa: E402
+from virl_train.config import load_config  # noqa: E402
+from virl_train.data import ExampleSet  # noqa: E402
+from virl_train.env import CropEnv  # noqa: E402
+from virl_train.policy import load_policy  # noqa: E402
+from virl_train.rewards import RewardConfig, score_record  # noqa: E402
+from virl_train.sft import crop_text, model_box, reference_loss, reference_rollout, reference_turns, sft  # noqa: E402
+from virl_train.train import make_env  # noqa: E402
+from virl_train.types import LabelKind  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def demo_export(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("demo")
+    return run_demo(out, n=24, image_size=112, console=Console(quiet=True))["HF export"]
+
+
+def _cfg(data: Path, out: Path, *more: str):
+    return load_config(REPO / "configs" / "shapes_learn.yaml",
+                       [f"data.path={data}", f"run.out_dir={out}", "data.limit=6", "env.max_actions=3", *more])
+
+
+@pytest.fixture
+def record():
+    from tests.conftest import make_record
+
+    return make_record(1, size=(448, 336), chain=[[(100, 80, 230, 170)], [(300, 200, 350, 240), (360, 250, 400, 300)]])
+
+
+@pytest.mark.parametrize("convention", ["qwen25_abs_resized", "qwen2_norm1000", "qwen3_norm1000", "rel_xyxy", "padded_square_rel", "abs"])
+def test_reference_turns_parse_back_to_the_union_of_each_step(record, convention):
+    env = CropEnv(convention, max_actions=3, min_pixels=56 * 56, max_pixels=224 * 224)
+    turns = reference_turns(record, env)
+    assert len(turns) == 3 and turns[-1] == f"<answer>{record.answer}</answer>"
+    env.reset(Image.new("RGB", (448, 336)), record.question)
+    for step, turn in zip(record.chain, turns):
+        action = env.step(turn).action
+        union = boxes.union(boxes.as_array(step.boxes))
+        got = boxes.as_array([action.box])[0]
+        assert float(boxes.iou(got, union)) > 0.95, (turn, got, union)
+
+
+def test_model_box_uses_the_convention_and_crop_text_the_syntax():
+    env = CropEnv("qwen2_norm1000")
+    assert model_box((10, 20, 30, 40), env, (100, 200)) == [100.0, 100.0, 300.0, 200.0]
+    assert crop_text([100.0, 100.0, 300.0, 200.0], env) == "<crop>[100, 100, 300, 200]</crop>"
+    json_env = CropEnv("rel_xyxy", fmt="json")
+    assert crop_text([0.1, 0.2, 0.3, 0.4], json_env) == '{"name": "crop", "arguments": {"bbox_2d": [0.100, 0.200, 0.300, 0.400]}}'
+
+
+def test_a_chain_longer_than_the_action_budget_is_a_config_error(record):
+    with pytest.raises(ConfigError, match="max_actions"):
+        reference_turns(record, CropEnv("qwen25_abs_resized", max_actions=1))
+
+
+def test_the_reference_rollout_scores_as_a_perfect_trajectory(demo_export, tmp_path):
+    cfg = _cfg(demo_export, tmp_path)
+    examples = ExampleSet.load(demo_export, "train", limit=6)
+    policy = load_policy(cfg.model)
+    for i in range(len(examples)):
+        rec = examples[i]
+        r = reference_rollout(policy, make_env(cfg), rec, examples.image(i), cfg.grpo.max_new_tokens)
+        s = score_record(r.episode, rec, RewardConfig.preset("full"))
+        assert r.episode.answer == rec.answer and r.episode.format_ok
+        assert [lab.kind for lab in s.labels] == [LabelKind.CORRECT] * len(rec.chain), rec.chain
+        assert s.components["accuracy"] == 1.0 and s.components["rationale"] > 0.6
+        assert sum(r.episode.loss_mask) < len(r.episode.loss_mask)  # the env's crops are in, masked out
+
+
+def test_sft_lowers_the_reference_loss_and_writes_a_loadable_policy(demo_export, tmp_path):
+    cfg = _cfg(demo_export, tmp_path / "sft")
+    examples = ExampleSet.load(demo_export, "train", limit=6)
+    before_policy = load_policy(cfg.model, seed=cfg.run.seed)
+    refs = [reference_rollout(before_policy, make_env(cfg), examples[i], examples.image(i), 24) for i in range(6)]
+    before = reference_loss(before_policy, refs)
+    out = sft(cfg, 12, lr=3e-3, batch_size=6, warmup=2)
+    after_policy = load_policy(load_config(REPO / "configs" / "shapes_learn.yaml",
+                                           [f"model.name_or_path={out / 'final'}"]).model)
+    after = reference_loss(after_policy, refs)
+    assert after < 0.7 * before, (before, after)
+    log = [json.loads(x) for x in (out / "log.jsonl").read_text().splitlines()]
+    assert [x["step"] for x in log] == list(range(1, 13)) and all(np.isfinite(x["loss"]) for x in log)
+    assert (out / "config.yaml").is_file()
+
+
+def test_cli_sft_then_train_from_its_checkpoint(demo_export, tmp_path):
+    runner = CliRunner()
+    base = ["--config", str(REPO / "configs" / "shapes_learn.yaml"), f"data.path={demo_export}", "data.limit=4",
+            "env.max_actions=3"]
+    done = runner.invoke(app, ["sft", *base, "--steps", "2", "--out", str(tmp_path / "sft")])
+    assert done.exit_code == 0, done.output
+    assert "SFT done" in done.output and (tmp_path / "sft" / "final").is_dir()
+    done = runner.invoke(app, ["train", *base, f"model.name_or_path={tmp_path / 'sft' / 'final'}",
+                               f"run.out_dir={tmp_path / 'rl'}", "run.max_steps=1", "grpo.batch_size=2",
+                               "grpo.group_size=2", "grpo.max_new_tokens=8"])
+    assert done.exit_code == 0, done.output
+    assert (tmp_path / "rl" / "final").is_dir()
+
+
+def test_sft_refuses_zero_steps(demo_export, tmp_path):
+    with pytest.raises(ConfigError, match="steps"):
+        sft(_cfg(demo_export, tmp_path), 0)

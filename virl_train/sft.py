@@ -1,0 +1,197 @@
+"""SFT warm start (``virl-train sft``): teach the policy the environment's action format on ground-truth rationales.
+
+For every training record the *reference trajectory* is rendered in the environment's own language::
+
+    turn k (one per chain step)  <crop>[x1, y1, x2, y2]</crop>     the union box of step k, in the model's convention
+    last turn                    <answer>gold</answer>
+
+and played through ``rollout.rollout_episode(..., script=turns)``: the environment parses each turn, cuts the real
+crop and inserts it (loss mask 0), so the model is trained on exactly the token stream it will later sample in.
+The loss is the mean negative log-likelihood over the model's own tokens (loss mask 1)::
+
+    L = − Σ_{b,j} m_bj · log π(y_bj | y_b<j, images) / Σ_{b,j} m_bj
+
+The policy is written with ``policy.save_policy`` to ``OUT/final``; RL then starts from it with
+``model.name_or_path=OUT/final``. Teacher-forced episodes are deterministic, so each record's rollout (token ids,
+encoded images) is built once and reused every step.
+
+Example:
+    >>> cfg = load_config("configs/shapes_learn.yaml")                  # doctest: +SKIP
+    >>> out = sft(cfg, steps=200, lr=3e-3, out_dir="runs/sft")          # doctest: +SKIP
+    >>> load_policy(ModelConfig(name_or_path=str(out / "final")))       # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import torch
+
+from virl_data import boxconv, boxes
+from virl_data.errors import ConfigError
+from virl_data.types import RationaleRecord
+from virl_train.actions import ABSOLUTE
+from virl_train.config import TrainConfig, save_config
+from virl_train.data import ExampleSet
+from virl_train.env import CropEnv
+from virl_train.policy import Policy, load_policy, save_policy
+from virl_train.rollout import Rollout, batch_inputs, completion_logprobs, rollout_episode
+from virl_train.train import batch_indices, make_env
+
+FRACTIONAL = ("rel_xyxy", "padded_square_rel")
+"""Conventions whose values are fractions (written with 3 decimals); the others are written as integers."""
+
+StepCallback = Callable[[int, dict[str, float]], None]
+
+
+# --- the reference trajectory (pure) ---------------------------------------------------------------------------------
+def model_box(box: Sequence[float], env: CropEnv, image_size: tuple[int, int]) -> list[float]:
+    """An ORIGINAL-pixel box ``(x1, y1, x2, y2)`` → the 4 values the model writes in ``env``'s convention (boxconv).
+
+    >>> env = CropEnv("qwen2_norm1000")
+    >>> model_box((10, 20, 30, 40), env, (100, 200))
+    [100.0, 100.0, 300.0, 200.0]
+    """
+    w, h = image_size
+    if env.convention == ABSOLUTE:
+        return [float(v) for v in box]
+    params: dict[str, object] = {"width": w, "height": h, **env.params}
+    if env.convention == "qwen25_abs_resized":
+        params["resized"] = env.view_size(w, h)
+    return [float(v) for v in boxconv.from_canonical(env.convention, list(box), **params)]
+
+
+def _fmt_values(values: Sequence[float], convention: str) -> str:
+    if convention in FRACTIONAL:
+        return ", ".join(f"{v:.3f}" for v in values)
+    return ", ".join(str(int(round(v))) for v in values)
+
+
+def crop_text(values: Sequence[float], env: CropEnv) -> str:
+    """One crop turn in ``env``'s action syntax: ``<crop>[x1, y1, x2, y2]</crop>`` or the JSON tool call."""
+    inner = f"[{_fmt_values(values, env.convention)}]"
+    if env.fmt == "json":
+        return f'{{"name": "crop", "arguments": {{"bbox_2d": {inner}}}}}'
+    return f"<crop>{inner}</crop>"
+
+
+def reference_turns(record: RationaleRecord, env: CropEnv) -> list[str]:
+    """The record's ground-truth trajectory as turn texts: one crop per chain step (the union box of the step's
+    boxes, in the model's convention, rounded), then ``<answer>gold</answer>``.
+
+    A chain longer than ``env.max_actions`` cannot be played in the environment: ``ConfigError``.
+    """
+    if len(record.chain) > env.max_actions:
+        raise ConfigError(f"record {record.id}: its chain has {len(record.chain)} steps but env.max_actions is "
+                          f"{env.max_actions}; raise env.max_actions to at least the longest chain")
+    size = (record.image.width, record.image.height)
+    turns = []
+    for step in record.chain:
+        union = boxes.union(boxes.as_array(step.boxes))
+        turns.append(crop_text(model_box(union.tolist(), env, size), env))
+    return turns + [f"<answer>{record.answer}</answer>"]
+
+
+def reference_rollout(policy: Policy, env: CropEnv, record: RationaleRecord, image, max_new_tokens: int) -> Rollout:
+    """The teacher-forced rollout of ``record``'s reference trajectory (real crops inserted by ``env``)."""
+    return rollout_episode(policy, env, record, image, max_new_tokens=max_new_tokens,
+                           script=reference_turns(record, env))
+
+
+def nll_loss(logp: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean negative log-likelihood over the masked tokens: ``−Σ m·logp / max(Σ m, 1)``."""
+    return -(logp * mask).sum() / mask.sum().clamp(min=1.0)
+
+
+# --- the loop --------------------------------------------------------------------------------------------------------
+def _optimizer(model: torch.nn.Module, lr: float, steps: int, warmup: int, weight_decay: float):
+    params = [p for p in model.parameters() if p.requires_grad]
+    if not params:
+        raise ConfigError("the policy has no trainable parameters (check model.lora)")
+    opt = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+
+    def factor(step: int) -> float:  # linear warmup, then cosine to 10 % of lr
+        if step < warmup:
+            return (step + 1) / warmup
+        t = (step - warmup) / max(steps - warmup, 1)
+        return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(t, 1.0)))
+
+    return opt, torch.optim.lr_scheduler.LambdaLR(opt, factor)
+
+
+def sft(
+    cfg: TrainConfig,
+    steps: int,
+    *,
+    lr: float | None = None,
+    batch_size: int | None = None,
+    out_dir: str | Path | None = None,
+    warmup: int = 10,
+    callbacks: Sequence[StepCallback] = (),
+) -> Path:
+    """Supervised warm start on the reference trajectories of ``cfg.data`` (train split, ``data.limit``).
+
+    ``lr`` defaults to ``optim.lr``, ``batch_size`` to ``grpo.batch_size × grpo.group_size`` episodes per step;
+    warmup then cosine decay to 0.1·lr; gradients clipped at ``optim.grad_clip``. Batches follow
+    ``train.batch_indices`` (a seeded permutation per epoch). Writes ``OUT/config.yaml``, ``OUT/log.jsonl``
+    (``loss``, ``lr``, ``time/*`` per step) and the policy to ``OUT/final``; returns ``OUT``
+    (``out_dir`` or ``run.out_dir``).
+    """
+    if steps < 1:
+        raise ConfigError(f"sft: steps must be >= 1, got {steps}")
+    out = Path(out_dir if out_dir is not None else cfg.run.out_dir)
+    lr = cfg.optim.lr if lr is None else lr
+    bs = batch_size or cfg.grpo.batch_size * cfg.grpo.group_size
+    torch.manual_seed(cfg.run.seed)
+    examples = ExampleSet.load(cfg.data.path, cfg.data.train_split, limit=cfg.data.limit)
+    policy = load_policy(cfg.model, seed=cfg.run.seed)
+    cache = [reference_rollout(policy, make_env(cfg), examples[i], examples.image(i), cfg.grpo.max_new_tokens)
+             for i in range(len(examples))]
+    model = policy.model
+    opt, sched = _optimizer(model, lr, steps, min(warmup, steps), cfg.optim.weight_decay)
+    out.mkdir(parents=True, exist_ok=True)
+    save_config(cfg, out / "config.yaml")
+    log = (out / "log.jsonl").open("w")
+    model.train()
+    t_start = time.perf_counter()
+    try:
+        for step in range(steps):
+            t0 = time.perf_counter()
+            idx = batch_indices(step, len(cache), bs, cfg.run.seed)
+            batch = batch_inputs(policy, [cache[i] for i in idx], policy.device)
+            loss = nll_loss(completion_logprobs(model, batch), batch.completion_mask)
+            loss.backward()
+            norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.optim.grad_clip or math.inf)
+            opt.step()
+            sched.step()
+            opt.zero_grad()
+            metrics = {"loss": float(loss.detach()), "grad_norm": float(norm), "lr": sched.get_last_lr()[0],
+                       "time/step_s": time.perf_counter() - t0, "time/wall_s": time.perf_counter() - t_start}
+            log.write(json.dumps({"step": step + 1, **metrics}) + "\n")
+            log.flush()
+            for cb in callbacks:
+                cb(step + 1, metrics)
+    finally:
+        log.close()
+    model.eval()
+    save_policy(policy, out / "final")
+    return out
+
+
+def reference_loss(policy: Policy, rollouts: Sequence[Rollout]) -> float:
+    """The SFT loss of ``policy`` on ``rollouts`` (no gradients): how well it already predicts the references."""
+    was = policy.model.training
+    policy.model.eval()
+    try:
+        with torch.no_grad():
+            batch = batch_inputs(policy, rollouts, policy.device)
+            return float(nll_loss(completion_logprobs(policy.model, batch), batch.completion_mask))
+    finally:
+        policy.model.train(was)
+
+
+__all__ = ["crop_text", "model_box", "nll_loss", "reference_loss", "reference_rollout", "reference_turns", "sft"]
