@@ -15,7 +15,8 @@ TRL sees the images through ``image_text_processor``: the stock ``Qwen2_5_VLProc
 needs torchvision (CPU torch here cannot import it), so a subclass without one wraps our tokenizer and PIL image
 processor, with a chat template that writes our prompt token for token.
 
-1. **generation**: ours ``train._rollouts`` (our token loop with a KV cache, one episode at a time); TRL
+1. **generation**: ours ``train._rollouts`` (our token loop with a KV cache, the batch's episodes sampled together:
+   each record's prompt pre-filled once, one forward per step for all rows); TRL
    ``GRPOTrainer._generate_and_score_completions`` (processor + batched ``model.generate``, then rewards and
    advantages). TRL's reward time (measured inside its reward function) is subtracted and reported as reward.
 2. **reward**: ours ``score_record`` per episode, then ``batch_inputs`` + ``advantages_for``; TRL its reward call
@@ -26,13 +27,14 @@ processor, with a chat template that writes our prompt token for token.
 
 What still differs: our sampler never draws the vision placeholder tokens and stops a turn at a closing action tag,
 TRL's ``generate`` stops at EOS only (the sampled token counts are printed; a random model rarely stops early); TRL
-computes token entropies for its logs and a chunked log-prob head; TRL generates the batch at once, we go episode by
-episode (the rollout is multi-turn in general).
+computes token entropies for its logs and a chunked log-prob head; TRL pre-fills every row's prompt, we pre-fill each
+record's prompt once for its group.
 
 Also: the reward computation for 1k synthetic trajectories (a mix of crops: hits, repeats, misses, malformed) with
 ``score_record`` (presets outcome and full), as ms, as % of one measured virl step, and per trajectory as % of the
-step time per episode; and multi-turn ``rollout_episode`` (``env.max_actions=2``) sampled tokens/s (policy tokens only)
-vs a plain ``model.generate`` loop over the same prompts with the same number of new tokens per prompt (batch 1,
+step time per episode; and multi-turn rollouts (``env.max_actions=2``) sampled tokens/s (policy tokens only), one
+``rollout_episode`` at a time and the same seeded episodes as one ``rollout_batch`` (checked equal), vs a plain
+``model.generate`` loop over the same prompts with the same number of new tokens per prompt (batch 1,
 ``min_new_tokens = max_new_tokens``). The random model seldom writes a valid crop, so its extra turns mostly get the
 env's text reply (the crop count is printed). Writes ``docs/bench_trainer.json`` and ``docs/bench_trainer.md``.
 """
@@ -68,7 +70,7 @@ from virl_train.data import ExampleSet  # noqa: E402
 from virl_train.env import CropEnv  # noqa: E402
 from virl_train.policy import Policy, load_policy  # noqa: E402
 from virl_train.rewards import RewardConfig, score_record  # noqa: E402
-from virl_train.rollout import Rollout, batch_inputs, env_system_prompt, rollout_episode  # noqa: E402
+from virl_train.rollout import Rollout, batch_inputs, env_system_prompt, rollout_batch, rollout_episode  # noqa: E402
 from virl_train.types import Action, ActionKind, Episode  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -413,7 +415,8 @@ def reward_bench(o: Ours, repeats: int) -> dict[str, float]:
 
 
 def rollout_bench(data: Path, tmp: Path, args: argparse.Namespace) -> dict[str, float]:
-    """Multi-turn ``rollout_episode`` (max_actions=2) vs ``model.generate`` on the same prompts and token counts."""
+    """Multi-turn ``rollout_episode`` (max_actions=2), the same episodes as one ``rollout_batch``, and
+    ``model.generate`` on the same prompts and token counts."""
     cfg = bench_config(data, tmp / "mt", args, "env.max_actions=2")
     policy = load_policy(cfg.model, seed=cfg.run.seed)
     examples = ExampleSet.load(cfg.data.path, cfg.data.train_split, limit=args.episodes)
@@ -426,18 +429,29 @@ def rollout_bench(data: Path, tmp: Path, args: argparse.Namespace) -> dict[str, 
                                        max_new_tokens=cfg.grpo.max_new_tokens, generator=gen))
         return out
 
+    def batched():
+        return rollout_batch(
+            policy, [tr.make_env(cfg) for _ in range(len(examples))], [examples[i] for i in range(len(examples))],
+            [examples.image(i) for i in range(len(examples))], max_new_tokens=cfg.grpo.max_new_tokens,
+            generator=[torch.Generator().manual_seed(i) for i in range(len(examples))],
+        )  # fmt: skip
+
     rollouts = ours()  # seeded per episode: every call samples the same episodes
+    if [r.episode for r in batched()] != [r.episode for r in rollouts]:
+        raise RuntimeError("the batched rollouts differ from the same episodes sampled one by one")
     tokens = sum(sum(r.episode.loss_mask) for r in rollouts)
     images = [r.images[0] for r in rollouts]
-    timed = race({"ours": ours, "generate": lambda: generate_loop(policy, rollouts, images, 0)}, args.repeats)
-    (t_ours, _), (t_gen, gen_tokens) = timed["ours"], timed["generate"]
+    timed = race({"ours": ours, "batched": batched, "generate": lambda: generate_loop(policy, rollouts, images, 0)},
+                 args.repeats)  # fmt: skip
+    (t_ours, _), (t_batch, _), (t_gen, gen_tokens) = timed["ours"], timed["batched"], timed["generate"]
     if gen_tokens != tokens:
         raise RuntimeError(f"model.generate made {gen_tokens} tokens, the rollouts sampled {tokens}")
     return {"episodes": len(rollouts), "mean_turns": statistics.mean(r.episode.n_turns for r in rollouts),
             "policy_tokens": tokens, "env_tokens": sum(len(r.episode.loss_mask) - sum(r.episode.loss_mask)
                                                        for r in rollouts),
             "crops": sum(len(r.images) - 1 for r in rollouts),
-            "ours_s": t_ours, "generate_s": t_gen, "ours_tok_s": tokens / t_ours, "generate_tok_s": tokens / t_gen}
+            "ours_s": t_ours, "batched_s": t_batch, "generate_s": t_gen, "ours_tok_s": tokens / t_ours,
+            "batched_tok_s": tokens / t_batch, "generate_tok_s": tokens / t_gen}
 
 
 def _version(name: str) -> str:
@@ -472,6 +486,8 @@ def table_rows(res: dict[str, Any]) -> list[tuple[str, str, str, str]]:
          f"{share(rw['outcome_ms'])} (outcome)", "", ""),
         (f"rollout tokens/s ({ro['episodes']} ep., {ro['mean_turns']:.1f} turns, {ro['crops']} crops)",
          f"{ro['ours_tok_s']:,.0f}", f"{ro['generate_tok_s']:,.0f}", ratio(ro["ours_s"], ro["generate_s"])),
+        ("same episodes as one batch (vs generate at batch 1)", f"{ro['batched_tok_s']:,.0f}",
+         f"{ro['generate_tok_s']:,.0f}", ratio(ro["batched_s"], ro["generate_s"])),
     ]  # fmt: skip
     return rows
 
@@ -501,12 +517,14 @@ HELD_EQUAL = (
     "prompts (token ids and pixel values checked equal), `max_new_tokens`, the torch thread count, outcome-only "
     "reward, single turn, no KL, one update per batch, token-mean loss, AdamW learning rate and weight decay, gradient "
     "clipping, no gradient checkpointing (TRL's default is on).\n\n"
-    "**Still differs**: we generate episode by episode (batch 1: our loop is multi-turn, each episode's turns "
-    "diverge), TRL runs one batched `model.generate`; our sampler never draws the vision tokens and stops a turn "
+    "**Still differs**: both sample the batch together, but we pre-fill each record's prompt once for its group "
+    "(TRL pre-fills every row) and decode with our own multi-turn loop (each row its own generator, stop rule and "
+    "budget), TRL with one `model.generate`; our sampler never draws the vision tokens and stops a turn "
     "at a closing action tag, TRL stops at EOS only (sampled token counts above); TRL's loss also computes token "
     "entropies and uses a chunked log-prob head; TRL's reward call parses the completion, ours was parsed by the env "
-    "during the rollout. The multi-turn rollout row compares policy tokens/s; ours also pre-fills the env's replies "
-    "(a random model rarely writes a valid crop, so they carry text, not crops)."
+    "during the rollout. The multi-turn rollout rows compare policy tokens/s (the batched row samples the same "
+    "seeded episodes as the one-by-one row, checked equal; `model.generate` runs at batch 1); ours also pre-fills "
+    "the env's replies (a random model rarely writes a valid crop, so they carry text, not crops)."
 )
 
 

@@ -1,6 +1,6 @@
 """Multi-turn rollouts of a ``Policy`` in the ``CropEnv``, and the padded batch the loss forward runs on.
 
-One episode (``rollout_episode``)::
+One episode::
 
     prompt     = system prompt (the env's rules and box convention) + original image + question
     repeat:    the model samples one turn (mask 1) until a stop: </crop>, </answer>, <|im_end|>, eos, or the budget
@@ -14,13 +14,28 @@ out before the env says done is cut there (``format_ok`` False, no answer). ``fo
 turn was cut by its budget. Garbage text never raises: the env turns it into INVALID actions. The vision
 placeholder tokens (``<|image_pad|>`` …) are never sampled, so every completion stays a valid model input.
 
-Generation is our own loop over the model with a KV cache kept across turns: each env reply (with its crop) is
-pre-filled once with its 3-D rotary positions, each sampled token is one cached step. Sampling takes
-``torch.Generator`` (CPU), so a seeded generator gives the same episode; ``greedy`` (or ``temperature == 0``) takes
-the arg-max. ``script`` teacher-forces the given turn texts instead (SFT, tests): no model call at all.
-Measured on the tiny model (2 CPU cores, one intra-op thread): ~1000 sampled tokens/s over 3-turn episodes, vs
-~950 tokens/s for ``model.generate`` on a single turn (which cannot carry its cache across env turns nor take a
-``torch.Generator``).
+Generation is our own loop over the model with a KV cache kept across turns, batched over episodes
+(``rollout_batch``; ``rollout_group`` for one record, ``rollout_episode`` for one episode)::
+
+    prefill    each distinct prompt once (a GRPO group shares one), then copy its cache to the group's rows
+    each step  every live row samples one token from its own logits (own ``torch.Generator``, own stop rule and
+               budgets); ONE forward then feeds each row what follows: the token, or token + env reply (+ crop)
+    ragged     rows whose chunks are shorter are right-padded; padding slots stay masked in the cache, and each
+               row keeps its own 3-D rotary positions (text +1, an image block ``(s, s+i, s+j)``), so a row sees
+               exactly the sequence it would alone
+    finished   episodes leave the batch (their cache rows are dropped)
+
+So a row's episode is the one ``rollout_episode`` samples with that row's generator (identical in tests, up to
+float noise of batched matmuls). ``greedy`` (or ``temperature == 0``) takes the arg-max. ``script`` teacher-forces
+the given turn texts instead (SFT, tests): no model call at all. A training step samples all its episodes as one
+batch (``train._rollouts``), as TRL's ``generate`` does: the cache holds every live row, plus its padding slots.
+
+Measured on the tiny model (2 shared CPU cores, one intra-op thread; ``benchmarks/bench_trainer.py``, table in
+``docs/bench_trainer.md``; absolute times move with the machine's load, ratios hold): a GRPO step's generation
+(2 records × 4 episodes, ≤ 32 tokens each) takes ~100 ms, 0.6-0.7× the time of TRL's batched ``model.generate``
+(it took 2.1-2.3× when the episodes ran one at a time). Over 3-turn episodes one episode alone samples 550-780
+tokens/s, about ``model.generate`` at batch 1 (which can neither carry its cache across env turns nor take a
+generator per row); the same 4 episodes sampled as one batch 2.3-2.6× faster than that.
 
 Loss side (``batch_inputs`` + ``completion_logprobs``): rows ``prompt + completion`` right-padded, all images
 concatenated in order; ``completion_logprobs[b, j]`` = log π(completion_j | everything before it) at the sampling
@@ -31,10 +46,13 @@ Example:
     >>> r = rollout_episode(policy, make_env(cfg), record, image, max_new_tokens=64,
     ...                     generator=torch.Generator().manual_seed(0))                      # doctest: +SKIP
     >>> r.episode.loss_mask[:3], r.episode.actions[0].token_span                             # doctest: +SKIP
+    >>> group = rollout_group(policy, lambda: make_env(cfg), record, image, 8, max_new_tokens=64,
+    ...                       generator=[torch.Generator().manual_seed(k) for k in range(8)])  # doctest: +SKIP
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import re
 from collections.abc import Callable, Sequence
@@ -127,32 +145,65 @@ def sample_token(
 
 
 class _Context:
-    """The model's KV cache over the sequence so far, extended chunk by chunk with explicit 3-D positions."""
+    """The model's KV cache over a batch of rows, each row extended chunk by chunk with explicit 3-D positions.
+
+    Rows may take chunks of different lengths in one forward: each chunk is right-padded to the longest, and the
+    padding slots stay masked out (``mask``) from then on, so every row attends to exactly its own sequence.
+    ``select`` keeps (or repeats) rows: one pre-filled prompt fans out to its group, finished episodes leave.
+    """
 
     def __init__(self, policy: Policy) -> None:
-        self.policy, self.cache, self.next_pos = policy, None, 0
+        self.policy, self.cache, self.padded = policy, None, False
+        self.next_pos = torch.zeros(0, dtype=torch.long)  # [B] each row's next rotary position
+        self.mask = torch.zeros((0, 0), dtype=torch.long)  # [B, L] 1 = a real token, 0 = a padding slot
 
-    def extend(self, ids: Sequence[int], images: Sequence[EncodedImage] = ()) -> torch.Tensor:
-        """Feed ``ids`` (with the ``images`` their placeholders stand for); returns the last position's logits."""
+    def extend(self, chunks: Sequence[Sequence[int]], images: Sequence[Sequence[EncodedImage]] = ()) -> torch.Tensor:
+        """Feed row ``r`` the ids ``chunks[r]`` (non-empty; with the ``images[r]`` its placeholders stand for);
+        returns the logits ``[B, V]`` at each row's last token."""
         p, device = self.policy, self.policy.device
-        input_ids = torch.tensor([list(ids)], dtype=torch.long, device=device)
-        mm = (input_ids == p.image_token_id).to(torch.int32)
-        grid = torch.cat([im.image_grid_thw for im in images]).to(device) if images else None
-        pos = p.rope_positions(input_ids, mm, grid) + self.next_pos
-        pixels = torch.cat([im.pixel_values for im in images]).to(device) if images else None
+        images = images or [()] * len(chunks)
+        if self.cache is None:
+            self.next_pos = torch.zeros(len(chunks), dtype=torch.long)
+            self.mask = torch.zeros((len(chunks), 0), dtype=torch.long, device=device)
+        lengths = torch.tensor([len(c) for c in chunks])
+        ids, pos = self._padded_rows(chunks, images)
+        self.next_pos = pos.amax(dim=(0, 2)) + 1
+        self.mask = torch.cat([self.mask, (torch.arange(ids.shape[1]) < lengths[:, None]).long().to(device)], dim=1)
+        self.padded |= bool((lengths < ids.shape[1]).any())
+        flat = [im for ims in images for im in ims]
+        last = lengths - 1
+        keep = torch.unique(last)  # the columns whose logits some row needs
         out = p.model(
-            input_ids=input_ids, position_ids=pos, pixel_values=pixels, image_grid_thw=grid, mm_token_type_ids=mm,
-            cache=self.cache, use_cache=True, logits_to_keep=1,
+            input_ids=ids.to(device), position_ids=pos.to(device), attention_mask=self.mask if self.padded else None,
+            pixel_values=torch.cat([im.pixel_values for im in flat]).to(device) if flat else None,
+            image_grid_thw=torch.cat([im.image_grid_thw for im in flat]).to(device) if flat else None,
+            mm_token_type_ids=(ids == p.image_token_id).to(device=device, dtype=torch.int32), cache=self.cache,
+            use_cache=True, logits_to_keep=1 if len(keep) == 1 else keep.to(device),
         )  # fmt: skip
-        self.cache, self.next_pos = out.cache, int(pos.max()) + 1
-        return out.logits[0, -1]
+        self.cache = out.cache
+        column = torch.searchsorted(keep, last) if len(keep) > 1 else torch.zeros_like(last)
+        return out.logits[torch.arange(len(chunks), device=out.logits.device), column.to(out.logits.device)]
 
+    def _padded_rows(self, chunks, images) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(ids [B, W], positions [3, B, W])`` of the chunks right-padded to the longest; each row's positions
+        continue from its ``next_pos`` (padding: the pad id, at the row's first position; masked anyway)."""
+        if all(len(c) == 1 for c in chunks) and not any(images):  # a decoding step: one text token per row
+            return torch.tensor(chunks, dtype=torch.long), self.next_pos.view(1, -1, 1).expand(3, -1, 1)
+        p = self.policy
+        ids = torch.full((len(chunks), max(map(len, chunks))), p.pad_id, dtype=torch.long)
+        pos = torch.zeros((3, *ids.shape), dtype=torch.long)
+        for r, (chunk, ims) in enumerate(zip(chunks, images)):
+            row = torch.tensor([list(chunk)], dtype=torch.long)
+            grid = torch.cat([im.image_grid_thw for im in ims]) if ims else None
+            ids[r, : row.shape[1]] = row[0]
+            pos[:, r, : row.shape[1]] = p.rope_positions(row, (row == p.image_token_id).to(torch.int32), grid)[:, 0]
+        return ids, pos + self.next_pos.view(1, -1, 1)
 
-@dataclass
-class _Turn:
-    ids: list[int]
-    logprobs: list[float]
-    cut: bool  # ended by the budget, not by a stop
+    def select(self, rows: Sequence[int]) -> None:
+        """Keep the rows ``rows``, in that order (an index may repeat: that row is copied)."""
+        idx = torch.tensor(list(rows), dtype=torch.long)
+        self.cache.batch_select_indices(idx.to(self.policy.device))
+        self.next_pos, self.mask = self.next_pos[idx], self.mask[idx.to(self.mask.device)]
 
 
 def turn_stopped(policy: Policy, ids: Sequence[int]) -> bool:
@@ -166,21 +217,6 @@ def turn_stopped(policy: Policy, ids: Sequence[int]) -> bool:
     return STOP_TEXT.search(policy.tokenizer.decode(list(ids))) is not None
 
 
-def _sample_turn(ctx: _Context, logits: torch.Tensor, budget: int, gen: dict) -> _Turn:
-    """Sample up to ``budget`` tokens, the first from ``logits``; stop as ``turn_stopped`` says. The last sampled
-    token is left out of the cache (it is fed with the env's reply)."""
-    ids: list[int] = []
-    logps: list[float] = []
-    while True:
-        tok, lp = sample_token(logits, banned=ctx.policy.banned_ids, **gen)
-        ids.append(tok)
-        logps.append(lp)
-        stop = turn_stopped(ctx.policy, ids)
-        if stop or len(ids) >= budget:
-            return _Turn(ids, logps, cut=not stop)
-        logits = ctx.extend([tok])
-
-
 def env_system_prompt(env: CropEnv, image: Image.Image) -> str:
     """``env.system_prompt`` for this env's settings and ``image`` (its convention, view size, action budget)."""
     return system_prompt(
@@ -189,11 +225,11 @@ def env_system_prompt(env: CropEnv, image: Image.Image) -> str:
     )  # fmt: skip
 
 
-def _encode_view(policy: Policy, obs: Observation) -> EncodedImage:
-    """Encode the env's image, checking the model sees it at exactly the size the env computed (the
-    ``qwen25_abs_resized`` coordinates depend on it)."""
+def _encode_view(policy: Policy, obs: Observation, enc: EncodedImage | None = None) -> EncodedImage:
+    """Encode the env's image (or take ``enc``, its encoding already made), checking the model sees it at exactly
+    the size the env computed (the ``qwen25_abs_resized`` coordinates depend on it)."""
     assert obs.image is not None
-    enc = policy.encode_image(obs.image)
+    enc = enc if enc is not None else policy.encode_image(obs.image)
     if enc.size != tuple(obs.resized):
         raise ConfigError(
             f"the policy's processor shows a {obs.image.width}x{obs.image.height} image at {enc.size}, the env "
@@ -202,29 +238,184 @@ def _encode_view(policy: Policy, obs: Observation) -> EncodedImage:
     return enc
 
 
-class _Builder:
-    """Accumulates the completion of one episode: tokens, mask, log-probs, actions, images."""
+class _Episode:
+    """One episode in progress: its env, prompt, and the completion so far (tokens, mask, log-probs, actions,
+    turn texts, images)."""
 
-    def __init__(self, images: list[EncodedImage]) -> None:
+    def __init__(self, policy: Policy, env: CropEnv, record_id: str, prompt: list[int], first: EncodedImage) -> None:
+        self.policy, self.env, self.record_id, self.prompt = policy, env, record_id, prompt
+        self.images = [first]
         self.ids: list[int] = []
         self.mask: list[int] = []
         self.logps: list[float] = []
         self.actions: list[Action] = []
         self.texts: list[str] = []
-        self.images = images
+        self.answer: str | None = None
+        self.format_ok = True
 
-    def model_turn(self, ids: list[int], logps: list[float] | None, text: str) -> tuple[int, int]:
-        start = len(self.ids)
+    def _append(self, ids: list[int], mask: int, logps: list[float] | None = None) -> None:
         self.ids += ids
-        self.mask += [1] * len(ids)
+        self.mask += [mask] * len(ids)
         self.logps += logps if logps is not None else [0.0] * len(ids)
-        self.texts.append(text)
-        return start, len(self.ids)
 
-    def env_turn(self, ids: list[int]) -> None:
-        self.ids += ids
-        self.mask += [0] * len(ids)
-        self.logps += [0.0] * len(ids)
+    def play(self, ids: list[int], logps: list[float] | None, text: str, cut: bool) -> tuple[list[int], list] | None:
+        """Append one model turn (mask 1) and step the env with ``text``. Returns the env's reply ``(ids, crop
+        images)``, already appended (mask 0), or None when the env says the episode is over."""
+        start = len(self.ids)
+        self._append(ids, 1, logps)
+        self.texts.append(text)
+        self.format_ok &= not cut
+        result = self.env.step(text)
+        self.actions.append(dataclasses.replace(result.action, token_span=(start, len(self.ids))))
+        if result.done:
+            self.answer = result.action.answer if result.action.kind is ActionKind.ANSWER else None
+            return None
+        obs = result.observation
+        crop = [_encode_view(self.policy, obs)] if obs.image is not None else []
+        closed = bool(ids) and ids[-1] == self.policy.im_end_id
+        env_ids = self.policy.env_ids(obs.text, crop[0] if crop else None, close_turn=not closed)
+        self._append(env_ids, 0)
+        self.images += crop
+        return env_ids, crop
+
+    def cut_off(self) -> None:
+        """End the episode before the env said done (budget or script spent): no answer, format broken."""
+        self.answer, self.format_ok = None, False
+
+    def rollout(self, sampled: bool) -> Rollout:
+        episode = Episode(
+            record_id=self.record_id, prompt_ids=tuple(self.prompt), completion_ids=tuple(self.ids),
+            loss_mask=tuple(self.mask), actions=tuple(self.actions), answer=self.answer, n_turns=len(self.texts),
+            format_ok=self.format_ok,
+        )  # fmt: skip
+        return Rollout(episode, tuple(self.images), self.record_id, tuple(self.texts),
+                       tuple(self.logps) if sampled else None)  # fmt: skip
+
+
+class _Row:
+    """One row of a sampled batch: its episode, generator, token budgets and the turn being sampled."""
+
+    def __init__(self, episode: _Episode, generator: torch.Generator | None, max_new_tokens: int, budget: int):
+        self.episode, self.generator = episode, generator
+        self.max_new_tokens, self.left = max_new_tokens, budget  # left: tokens the episode may still sample
+        self.ids: list[int] = []
+        self.logps: list[float] = []
+
+    @property
+    def limit(self) -> int:
+        """The current turn's token budget."""
+        return min(self.max_new_tokens, self.left)
+
+    def add(self, tok: int, logp: float) -> tuple[list[int], list[EncodedImage]] | None:
+        """Append one sampled token. Returns what the model must take next: ``[tok]`` mid-turn, ``[tok, *env
+        reply]`` and its crops after a turn, or None when the episode is over (the last token of a turn is only
+        fed with what follows it)."""
+        policy = self.episode.policy
+        self.ids.append(tok)
+        self.logps.append(logp)
+        stop = turn_stopped(policy, self.ids)
+        if not stop and len(self.ids) < self.limit:
+            return [tok], []
+        ids, logps, self.ids, self.logps = self.ids, self.logps, [], []
+        self.left -= len(ids)
+        reply = self.episode.play(ids, logps, policy.tokenizer.decode(ids), cut=not stop)
+        if reply is None:
+            return None
+        if self.limit <= 0:
+            self.episode.cut_off()
+            return None
+        return [tok, *reply[0]], reply[1]
+
+
+@contextlib.contextmanager
+def _sampling(model: torch.nn.Module):
+    """Eval mode and no gradients while sampling; the model's mode is restored after."""
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            yield
+    finally:
+        model.train(was_training)
+
+
+def _start(policy: Policy, envs: Sequence[CropEnv], records: Sequence[RationaleRecord],
+           images: Sequence[Image.Image], n: int) -> list[_Episode]:  # fmt: skip
+    """Reset every env (episode ``k`` plays record ``k // n``); each record's image is encoded once."""
+    encoded: dict[int, EncodedImage] = {}
+    episodes = []
+    for k, env in enumerate(envs):
+        record = records[k // n]
+        obs = env.reset(images[k // n], record.question)
+        first = encoded[k // n] = _encode_view(policy, obs, encoded.get(k // n))
+        prompt = policy.prompt_ids(env_system_prompt(env, obs.image), record.question, first)
+        episodes.append(_Episode(policy, env, record.id, prompt, first))
+    return episodes
+
+
+def _prefill(ctx: _Context, rows: Sequence[_Row]) -> torch.Tensor:
+    """Pre-fill each distinct prompt once (the same image and token ids), then give every row a copy of its
+    prompt's cache; returns the rows' ``[B, V]`` logits."""
+    index: dict[tuple, int] = {}  # (first image, prompt ids) → its row in the pre-fill
+    which = [index.setdefault((id(r.episode.images[0]), tuple(r.episode.prompt)), len(index)) for r in rows]
+    firsts = {j: r.episode.images[0] for j, r in zip(which, rows)}
+    logits = ctx.extend([list(ids) for _, ids in index], [[firsts[j]] for j in range(len(index))])
+    ctx.select(which)
+    return logits[which]
+
+
+def _decode(ctx: _Context, logits: torch.Tensor, rows: list[_Row], gen: dict) -> None:
+    """Sample every row in lockstep until all episodes are over: at each step every live row draws one token from
+    its own logits and generator, then ONE forward feeds each row what follows (a token, or a token + the env's
+    reply); finished rows leave the batch."""
+    banned = ctx.policy.banned_ids
+    while rows:
+        logits = logits.detach().float().cpu()
+        feed, keep = [], []
+        for i, row in enumerate(rows):
+            tok, logp = sample_token(logits[i], banned=banned, generator=row.generator, **gen)
+            nxt = row.add(tok, logp)
+            if nxt is not None:
+                feed.append(nxt)
+                keep.append(i)
+        if len(keep) < len(rows):
+            rows = [rows[i] for i in keep]
+            if rows:
+                ctx.select(keep)
+        if rows:
+            logits = ctx.extend([ids for ids, _ in feed], [ims for _, ims in feed])
+
+
+def rollout_batch(
+    policy: Policy, envs: Sequence[CropEnv], records: Sequence[RationaleRecord], images: Sequence[Image.Image],
+    n: int = 1, *, max_new_tokens: int, temperature: float = 1.0, top_p: float = 1.0, greedy: bool = False,
+    generator: torch.Generator | Sequence[torch.Generator] | None = None, max_episode_tokens: int | None = None,
+) -> list[Rollout]:  # fmt: skip
+    """``n`` episodes of each of ``records`` (``images`` = their ORIGINAL images), sampled together (see the module
+    docstring). ``envs``: one fresh env per episode, record-major, as the result (episodes ``i·n … i·n + n − 1``
+    play record ``i``). ``generator``: one per episode (each row then draws as ``rollout_episode`` would with it), or
+    one shared by all rows (drawn row by row at each step)."""
+    if max_new_tokens < 1:
+        raise ConfigError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
+    if len(images) != len(records) or len(envs) != n * len(records):
+        raise ValueError(f"rollout_batch: {len(records)} records x {n} need as many images and {n * len(records)} "
+                         f"envs, got {len(images)} images and {len(envs)} envs")  # fmt: skip
+    gens = list(generator) if isinstance(generator, Sequence) else [generator] * len(envs)
+    if len(gens) != len(envs):
+        raise ValueError(f"rollout_batch: {len(gens)} generators for {len(envs)} episodes")
+    episodes = _start(policy, envs, records, images, n)
+    rows = [_Row(ep, g, max_new_tokens, max_episode_tokens if max_episode_tokens is not None
+                 else max_new_tokens * (ep.env.max_actions + 1)) for ep, g in zip(episodes, gens)]  # fmt: skip
+    for row in rows:
+        if row.limit <= 0:  # no budget at all: over before the first token
+            row.episode.cut_off()
+    live = [row for row in rows if row.limit > 0]
+    if live:
+        with _sampling(policy.model):
+            ctx = _Context(policy)
+            gen = {"temperature": temperature, "top_p": top_p, "greedy": greedy}
+            _decode(ctx, _prefill(ctx, live), live, gen)
+    return [ep.rollout(sampled=True) for ep in episodes]
 
 
 def rollout_episode(
@@ -232,77 +423,31 @@ def rollout_episode(
     temperature: float = 1.0, top_p: float = 1.0, greedy: bool = False, generator: torch.Generator | None = None,
     script: Sequence[str] | None = None, max_episode_tokens: int | None = None,
 ) -> Rollout:  # fmt: skip
-    """One multi-turn episode of ``policy`` on ``record`` (``image`` = its ORIGINAL image); see the module
-    docstring for the loop, the stops and the budgets. ``script`` = teacher-forced turn texts (mask 1; the episode
-    ends when the env is done or the script runs out, ``format_ok`` False then)."""
+    """One multi-turn episode of ``policy`` on ``record`` (``image`` = its ORIGINAL image): ``rollout_batch`` of
+    one. ``script`` = teacher-forced turn texts (mask 1, no model call; the episode ends when the env is done or
+    the script runs out, ``format_ok`` False then)."""
+    if script is None:
+        return rollout_batch(
+            policy, [env], [record], [image], max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p,
+            greedy=greedy, generator=generator, max_episode_tokens=max_episode_tokens,
+        )[0]  # fmt: skip
     if max_new_tokens < 1:
         raise ConfigError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
-    budget = max_episode_tokens if max_episode_tokens is not None else max_new_tokens * (env.max_actions + 1)
-    obs = env.reset(image, record.question)
-    first = _encode_view(policy, obs)
-    prompt = policy.prompt_ids(env_system_prompt(env, obs.image), record.question, first)
-    b = _Builder([first])
-    gen = {"temperature": temperature, "top_p": top_p, "greedy": greedy, "generator": generator}
-    model = policy.model
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            answer, n_turns, format_ok = _run_turns(policy, env, b, prompt, script, max_new_tokens, budget, gen)
-    finally:
-        model.train(was_training)
-    episode = Episode(
-        record_id=record.id, prompt_ids=tuple(prompt), completion_ids=tuple(b.ids), loss_mask=tuple(b.mask),
-        actions=tuple(b.actions), answer=answer, n_turns=n_turns, format_ok=format_ok,
-    )  # fmt: skip
-    logps = None if script is not None else tuple(b.logps)
-    return Rollout(episode, tuple(b.images), record.id, tuple(b.texts), logps)
-
-
-def _run_turns(policy, env, b: _Builder, prompt, script, max_new_tokens, budget, gen) -> tuple[str | None, int, bool]:
-    """The turn loop; returns ``(answer, n_turns, format_ok)``."""
-    ctx = _Context(policy)
-    logits = ctx.extend(prompt, b.images) if script is None else None
-    used, turn, format_ok = 0, 0, True
-    while True:
-        if script is not None:
-            if turn >= len(script):
-                return None, turn, False
-            text = script[turn]
-            ids, logps, cut = policy.text_ids(text), None, False
-        else:
-            limit = min(max_new_tokens, budget - used)
-            if limit <= 0:
-                return None, turn, False
-            sampled = _sample_turn(ctx, logits, limit, gen)
-            ids, logps, cut = sampled.ids, sampled.logprobs, sampled.cut
-            used += len(ids)
-            text = policy.tokenizer.decode(ids)
-        format_ok &= not cut
-        span = b.model_turn(ids, logps, text)
-        result = env.step(text)
-        turn += 1
-        b.actions.append(dataclasses.replace(result.action, token_span=span))
-        if result.done:
-            answer = result.action.answer if result.action.kind is ActionKind.ANSWER else None
-            return answer, turn, format_ok
-        obs = result.observation
-        crop = [_encode_view(policy, obs)] if obs.image is not None else []
-        closed = bool(ids) and ids[-1] == policy.im_end_id
-        env_ids = policy.env_ids(obs.text, crop[0] if crop else None, close_turn=not closed)
-        b.env_turn(env_ids)
-        b.images.extend(crop)
-        if script is None:
-            # the last sampled token is not in the cache yet: feed it together with the env reply
-            logits = ctx.extend([ids[-1], *env_ids], crop)
+    (ep,) = _start(policy, [env], [record], [image], 1)
+    for text in script:
+        if ep.play(policy.text_ids(text), None, text, cut=False) is None:
+            break
+    else:  # the script ran out before the env was done
+        ep.cut_off()
+    return ep.rollout(sampled=False)
 
 
 def rollout_group(
     policy: Policy, env_factory: Callable[[], CropEnv], record: RationaleRecord, image: Image.Image, n: int, **gen
 ) -> list[Rollout]:
-    """``n`` episodes of one record, each in a fresh env from ``env_factory``; ``gen`` as ``rollout_episode``
-    (one generator drawn from in turn, so the group is deterministic given its seed)."""
-    return [rollout_episode(policy, env_factory(), record, image, **gen) for _ in range(n)]
+    """``n`` episodes of one record sampled together, each in a fresh env from ``env_factory``; ``gen`` as
+    ``rollout_batch``: the prompt is pre-filled once and its cache shared by the ``n`` rows."""
+    return rollout_batch(policy, [env_factory() for _ in range(n)], [record], [image], n, **gen)
 
 
 # --- the loss forward ------------------------------------------------------------------------------------------------
@@ -364,6 +509,7 @@ __all__ = [
     "batch_inputs",
     "completion_logprobs",
     "env_system_prompt",
+    "rollout_batch",
     "rollout_episode",
     "rollout_group",
     "sample_token",

@@ -2,7 +2,7 @@
 
     for step in range(start, max_steps):
         records  = the next batch of prompts (a seeded permutation per epoch; the position is a function of the step)
-        rollouts = group_size multi-turn episodes per record               (virl_train.rollout, CropEnv)
+        rollouts = group_size multi-turn episodes per record, sampled as one batch (virl_train.rollout, CropEnv)
         rewards  = score_record(episode, record)  → total + step credits c_k  (virl_train.rewards, pure)
         A        = group_advantages(total) on every completion token, + η·Â_k on the tokens of action k
         loss     = clipped policy loss (+ k3 KL to the reference) over the policy's own tokens (env tokens masked)
@@ -38,7 +38,7 @@ from virl_train.env import CropEnv
 from virl_train.loss import policy_loss
 from virl_train.policy import Policy, load_policy, save_policy
 from virl_train.rewards import RewardConfig, score_record
-from virl_train.rollout import Rollout, batch_inputs, completion_logprobs, rollout_episode
+from virl_train.rollout import Rollout, batch_inputs, completion_logprobs, rollout_batch
 from virl_train.types import LabelKind, RewardBreakdown
 
 PRECISION = {"fp32": "no", "bf16": "bf16", "fp16": "fp16"}
@@ -226,20 +226,17 @@ def _ref_logprobs(ref: torch.nn.Module | None, model: torch.nn.Module, batch: An
 
 
 def _rollouts(policy: Policy, examples: ExampleSet, idx: list[int], cfg: TrainConfig, step: int, rank: int):
-    rollouts, records = [], []
+    """``group_size`` episodes of each record of the batch, all sampled together (``rollout_batch``); episode
+    ``(b, k)`` draws from its own generator seeded by ``(seed, step, rank, b, k)``."""
     g = cfg.grpo
-    for b, i in enumerate(idx):
-        record, image = examples[i], examples.image(i)
-        for k in range(g.group_size):
-            gen = torch.Generator().manual_seed(hash((cfg.run.seed, step, rank, b, k)) % (2**63))
-            rollouts.append(
-                rollout_episode(
-                    policy, make_env(cfg), record, image, max_new_tokens=g.max_new_tokens,
-                    temperature=g.temperature, top_p=g.top_p, generator=gen,
-                )
-            )
-            records.append(record)
-    return rollouts, records
+    records = [examples[i] for i in idx]
+    gens = [torch.Generator().manual_seed(hash((cfg.run.seed, step, rank, b, k)) % (2**63))
+            for b in range(len(idx)) for k in range(g.group_size)]  # fmt: skip
+    rollouts = rollout_batch(
+        policy, [make_env(cfg) for _ in gens], records, [examples.image(i) for i in idx], g.group_size,
+        max_new_tokens=g.max_new_tokens, temperature=g.temperature, top_p=g.top_p, generator=gens,
+    )  # fmt: skip
+    return rollouts, [rec for rec in records for _ in range(g.group_size)]
 
 
 def train(cfg: TrainConfig, *, callbacks: Sequence[StepCallback] = (), resume: bool = True) -> TrainResult:

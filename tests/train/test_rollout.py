@@ -20,6 +20,7 @@ from virl_train.rollout import (
     _Context,
     batch_inputs,
     completion_logprobs,
+    rollout_batch,
     rollout_episode,
     rollout_group,
     sample_token,
@@ -184,6 +185,115 @@ def test_rollout_group_is_deterministic_given_its_generator(policy, record, imag
     assert len({r.episode.completion_ids for r in a}) > 1
 
 
+# --- batched rollouts (a group or a whole step sampled together) ----------------------------------------------------
+class _ForcedEnv(CropEnv):
+    """A crop env that acts on ``texts[turn]`` whatever the model wrote: a random model rarely writes a valid crop,
+    this one makes the rows of a batch get crops (images of different sizes), errors and answers at different turns."""
+
+    def __init__(self, texts: tuple[str, ...]) -> None:
+        super().__init__("qwen25_abs_resized", max_actions=2, min_pixels=MIN_PX, max_pixels=MAX_PX)
+        self.texts, self.turn = texts, 0
+
+    def reset(self, image, question):
+        self.turn = 0
+        return super().reset(image, question)
+
+    def step(self, text: str):
+        self.turn += 1
+        return super().step(self.texts[min(self.turn, len(self.texts)) - 1])
+
+
+CROP_A, CROP_B, CROP_C = "<crop>[63, 42, 126, 84]</crop>", "<crop>[10, 10, 200, 150]</crop>", "<crop>[0, 0, 60, 60]</crop>"
+FORCED = (  # per row: crop, crop, answer / malformed, crop / answer at once / crop, answer / …
+    (CROP_A, CROP_B, "<answer>red</answer>"), ("<crop>[1, 2, 3]</crop>", CROP_C, "<answer>x</answer>"),
+    ("<answer>blue</answer>",), (CROP_B, "<answer>red</answer>"), (CROP_C, CROP_A, "<answer>no</answer>"),
+    (CROP_A, "<crop>[1, 2, 3]</crop>", "<answer>red</answer>"),
+)  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def two_records(record, image):
+    """Two records whose prompts differ in length (the batch pre-fill is ragged)."""
+    from tests.conftest import make_record
+
+    other = make_record(2, size=(300, 200), question="How many circles are there?")
+    small = Image.fromarray((np.random.default_rng(5).random((200, 300, 3)) * 255).astype("uint8"))
+    return [record, other], [image, small]
+
+
+def _one_by_one(policy, records, images, n, **gen):
+    """The episodes of ``rollout_batch(…, n, generator=[g_0, …])`` sampled one at a time, in the same forced envs."""
+    gens = gen.pop("generators", [None] * len(FORCED))
+    return [rollout_episode(policy, _ForcedEnv(FORCED[k]), records[k // n], images[k // n], generator=gens[k], **gen)
+            for k in range(n * len(records))]  # fmt: skip
+
+
+@pytest.mark.parametrize("budgets", [(10, None), (6, 9)], ids=["turn_budget", "episode_budget"])
+def test_greedy_batch_equals_the_episodes_one_by_one(policy, two_records, budgets):
+    """Same prompts pre-filled once, rows diverging at the env's crops (ragged replies with images), rows finishing
+    at different turns or cut by their budget: token for token what ``rollout_episode`` gives alone."""
+    records, images = two_records
+    gen = {"max_new_tokens": budgets[0], "max_episode_tokens": budgets[1], "greedy": True}
+    batch = rollout_batch(policy, [_ForcedEnv(t) for t in FORCED], records, images, 3, **gen)
+    alone = _one_by_one(policy, records, images, 3, **gen)
+    assert [r.episode for r in batch] == [r.episode for r in alone]
+    assert [r.turn_texts for r in batch] == [r.turn_texts for r in alone]
+    assert [r.record_id for r in batch] == [records[0].id] * 3 + [records[1].id] * 3
+    for b, a in zip(batch, alone):
+        _check_invariants(policy, b)
+        assert [im.size for im in b.images] == [im.size for im in a.images]
+        assert all(torch.equal(x.pixel_values, y.pixel_values) for x, y in zip(b.images, a.images))
+        assert np.allclose(b.logprobs, a.logprobs, atol=1e-5)
+    # the forced envs really made the batch ragged: crops in some rows, an early answer in another
+    assert [len(r.images) - 1 for r in batch[:3]] == [2, 1, 0]
+    assert batch[2].episode.n_turns == 1 and batch[2].episode.answer == "blue"
+    if budgets[1] is not None:  # 9 tokens: the second turn is cut by the episode budget
+        assert not batch[0].episode.format_ok and sum(batch[0].episode.loss_mask) == 9
+
+
+def test_batched_sampling_logprobs_match_the_loss_forward(policy, two_records):
+    records, images = two_records
+    gens = [torch.Generator().manual_seed(s) for s in range(6)]
+    batch = rollout_batch(policy, [_ForcedEnv(t) for t in FORCED], records, images, 3, max_new_tokens=8,
+                          temperature=0.7, generator=gens)  # fmt: skip
+    assert sum(len(r.images) - 1 for r in batch) >= 4  # crops inside the completions
+    with torch.no_grad():
+        lp = completion_logprobs(policy.model, batch_inputs(policy, batch), temperature=0.7)
+    for row, r in zip(lp, batch):
+        n = len(r.episode.completion_ids)
+        assert torch.allclose(row[:n], torch.tensor(r.logprobs), atol=1e-5) and (row[n:] == 0).all()
+
+
+def test_a_seeded_batch_is_deterministic_and_samples_each_episode_as_alone(policy, two_records):
+    records, images = two_records
+
+    def batch(seed0):
+        gens = [torch.Generator().manual_seed(seed0 + s) for s in range(6)]
+        return rollout_batch(policy, [_ForcedEnv(t) for t in FORCED], records, images, 3, max_new_tokens=6,
+                             generator=gens)  # fmt: skip
+
+    a, b, c = batch(0), batch(0), batch(100)
+    assert [r.episode for r in a] == [r.episode for r in b] and [r.logprobs for r in a] == [r.logprobs for r in b]
+    assert [r.episode for r in a] != [r.episode for r in c]
+    assert len({r.episode.completion_ids for r in a[:3]}) == 3  # one prompt, three different samples
+    # row k draws from its own generator: the episode rollout_episode samples with that generator
+    alone = _one_by_one(policy, records, images, 3, max_new_tokens=6,
+                        generators=[torch.Generator().manual_seed(s) for s in range(6)])  # fmt: skip
+    assert [r.episode for r in a] == [r.episode for r in alone]
+
+
+def test_rollout_batch_argument_checks(policy, record, image):
+    with pytest.raises(ValueError, match="need as many images"):
+        rollout_batch(policy, [_env()], [record], [image], 2, max_new_tokens=4)
+    with pytest.raises(ValueError, match="1 generators for 2 episodes"):
+        rollout_batch(policy, [_env(), _env()], [record], [image], 2, max_new_tokens=4,
+                      generator=[torch.Generator()])  # fmt: skip
+    with pytest.raises(ConfigError, match="max_new_tokens"):
+        rollout_batch(policy, [_env()], [record], [image], max_new_tokens=0)
+    (r,) = rollout_batch(policy, [_env()], [record], [image], max_new_tokens=4, max_episode_tokens=0)
+    assert r.episode.n_turns == 0 and not r.episode.format_ok and r.episode.completion_ids == ()
+
+
 def test_lora_policy_rolls_out(record, image):
     cfg = ModelConfig(name_or_path=TINY_NAME, dtype="float32", min_pixels=MIN_PX, max_pixels=MAX_PX,
                       lora=LoraConfig(enabled=True, r=2, alpha=4))
@@ -200,7 +310,7 @@ def _cached_logprobs(policy, r, temperature=1.0) -> torch.Tensor:
     e, ctx = r.episode, _Context(policy)
     crops = iter(r.images[1:])
     with torch.no_grad():
-        logits = ctx.extend(e.prompt_ids, r.images[:1])
+        logits = ctx.extend([e.prompt_ids], [r.images[:1]])[0]
         out, i, ids = [], 0, list(e.completion_ids)
         while i < len(ids):
             j = i
@@ -212,9 +322,9 @@ def _cached_logprobs(policy, r, temperature=1.0) -> torch.Tensor:
                 lp = torch.log_softmax(logits.float() / temperature, -1)[tok].item()
                 out.append(lp if e.loss_mask[i + k] else 0.0)
                 if e.loss_mask[i]:
-                    logits = ctx.extend([tok])
+                    logits = ctx.extend([[tok]])[0]
             if not e.loss_mask[i]:
-                logits = ctx.extend(chunk, images)
+                logits = ctx.extend([chunk], [images])[0]
             i = j
     return torch.tensor(out)
 
@@ -226,7 +336,7 @@ def test_batch_logprobs_match_sampling_and_the_cached_multi_image_path(policy, r
     with torch.no_grad():
         lp = completion_logprobs(policy.model, batch_inputs(policy, [sampled]), temperature=0.7)[0]
         lp_script = completion_logprobs(policy.model, batch_inputs(policy, [scripted]))[0]
-    assert torch.allclose(lp, torch.tensor(sampled.logprobs), atol=1e-4)
+    assert torch.allclose(lp, torch.tensor(sampled.logprobs), atol=1e-5)
     # the cache path with a crop image in the middle gives the same numbers as one full forward
     assert torch.allclose(lp_script, _cached_logprobs(policy, scripted), atol=1e-4)
     assert (lp_script[torch.tensor(scripted.episode.loss_mask) == 0] == 0).all()
