@@ -326,19 +326,26 @@ def _images(images: Sequence[Any] | Callable[[int], Any], n: int) -> Callable[[i
     return images.__getitem__
 
 
+EVAL_CHUNK = 32
+"""Episodes sampled together by ``rollout_batch`` during evaluation (bounds the KV cache of one batch)."""
+
+
 def _run(policy: Any, records, image_of, env_factory, cfg, *, seed: int, greedy: bool) -> list[Any]:
-    """One rollout per record with the same per-record generator seed in every run (so runs differ only by env)."""
+    """One rollout per record with the same per-record generator seed in every run (so runs differ only by env),
+    ``EVAL_CHUNK`` records at a time through ``rollout_batch`` (each row = ``rollout_episode`` with its generator)."""
     import torch
 
-    from virl_train.rollout import rollout_episode
+    from virl_train.rollout import rollout_batch
 
     out = []
-    for i, record in enumerate(records):
-        gen = torch.Generator().manual_seed(int(np.random.default_rng([seed, i]).integers(2**62)))
-        out.append(rollout_episode(
-            policy, env_factory(i), record, image_of(i), max_new_tokens=cfg.grpo.max_new_tokens,
-            temperature=cfg.grpo.temperature, top_p=cfg.grpo.top_p, greedy=greedy, generator=gen,
-        ))
+    for lo in range(0, len(records), EVAL_CHUNK):
+        idx = range(lo, min(lo + EVAL_CHUNK, len(records)))
+        gens = [torch.Generator().manual_seed(int(np.random.default_rng([seed, i]).integers(2**62))) for i in idx]
+        out += rollout_batch(
+            policy, [env_factory(i) for i in idx], [records[i] for i in idx], [image_of(i) for i in idx], 1,
+            max_new_tokens=cfg.grpo.max_new_tokens, temperature=cfg.grpo.temperature, top_p=cfg.grpo.top_p,
+            greedy=greedy, generator=gens,
+        )  # fmt: skip
     return out
 
 
