@@ -27,6 +27,7 @@ Example (chain of two steps on a 100 × 100 image, one crop exactly on step 0):
 
 from __future__ import annotations
 
+import functools
 import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -116,7 +117,28 @@ def invalid_reason(box: Box | None, image_size: ImageSize, oob_tol: float = DEFA
 def overlaps(
     actions: Sequence[Box | None], chain: Sequence[Sequence[Box]], image_size: ImageSize = None, cfg: MatchConfig = DEFAULT
 ) -> tuple[np.ndarray, list[str | None]]:
-    """``(K, M)`` overlaps s(b_k, g_j) (rows of invalid actions are 0) and each action's invalid reason."""
+    """``(K, M)`` overlaps s(b_k, g_j) (rows of invalid actions are 0) and each action's invalid reason.
+
+    Scoring one episode asks for the same matrix three times (labels, R_rat, potentials): hashable inputs (boxes,
+    ``RationaleStep`` tuples, frozen config) are served from a small cache, each caller getting its own copy."""
+    try:
+        s, reasons = _overlaps_cached(tuple(actions), tuple(chain), _hashable_size(image_size), cfg)
+    except TypeError:  # unhashable input (e.g. a chain given as lists of boxes): compute directly
+        return _overlaps(actions, chain, image_size, cfg)
+    return s.copy(), list(reasons)
+
+
+def _hashable_size(image_size: ImageSize) -> tuple[float, float] | None:
+    return None if image_size is None else (float(image_size[0]), float(image_size[1]))
+
+
+@functools.lru_cache(maxsize=512)
+def _overlaps_cached(actions: tuple, chain: tuple, image_size, cfg: MatchConfig) -> tuple[np.ndarray, tuple]:
+    s, reasons = _overlaps(actions, chain, image_size, cfg)
+    return s, tuple(reasons)
+
+
+def _overlaps(actions, chain, image_size, cfg) -> tuple[np.ndarray, list[str | None]]:
     g = chain_array(chain)
     reasons = [invalid_reason(b, image_size, cfg.oob_tol) for b in actions]
     s = np.zeros((len(actions), len(g)))

@@ -156,3 +156,19 @@ def test_config_validation():
         MatchConfig(overlap="giou")
     with pytest.raises(ConfigError):
         MatchConfig(rationale="best")
+
+
+def test_overlaps_serves_repeats_from_its_cache_without_sharing_arrays():
+    from virl_train.matching import _overlaps_cached, overlaps
+
+    chain = ((Box(0, 0, 10, 10),), (Box(20, 20, 40, 40),))
+    acts = (Box(0, 0, 10, 10), None)
+    _overlaps_cached.cache_clear()
+    s1, r1 = overlaps(acts, chain, (50, 50))
+    s1[:] = -1.0  # a caller scribbling on its copy
+    r1.append("x")
+    s2, r2 = overlaps(acts, chain, (50, 50))
+    assert _overlaps_cached.cache_info().hits == 1
+    assert s2.tolist() == [[1.0, 0.0], [0.0, 0.0]] and r2 == [None, "malformed"]
+    lists, _ = overlaps([Box(0, 0, 10, 10)], [[Box(0, 0, 10, 10)], [Box(20, 20, 40, 40)]])  # unhashable: computed
+    assert lists.tolist() == [[1.0, 0.0]]
