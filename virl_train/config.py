@@ -76,6 +76,8 @@ class ModelConfig:
     ``box_convention`` is the one place the model's coordinate language is named (``virl_train.actions`` converts
     through ``virl_data.boxconv``); ``box_scale`` is the 0–scale range of ``qwen3_norm1000`` (1000, or 999 in some
     vendor docs). ``min_pixels`` / ``max_pixels`` are the processor's and also bound the crops the environment returns.
+    ``freeze_vision``: ``none`` trains everything (or the LoRA adapters), ``tower`` keeps the vision encoder's blocks
+    fixed and trains the patch merger and the language model, ``all`` freezes the merger too.
     """
 
     name_or_path: str = "Qwen/Qwen2.5-VL-3B-Instruct"
@@ -85,6 +87,7 @@ class ModelConfig:
     max_pixels: int = _at_least(28 * 28 * 1280, 1)
     dtype: str = _choice("bfloat16", ("float32", "bfloat16", "float16"))
     gradient_checkpointing: bool = False
+    freeze_vision: str = _choice("none", ("none", "tower", "all"))
     lora: LoraConfig = field(default_factory=LoraConfig)
 
 

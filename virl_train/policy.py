@@ -346,6 +346,23 @@ def enable_checkpointing(model: Any) -> None:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
 
 
+def freeze_vision(model: Any, what: str) -> int:
+    """Stop gradients into the vision encoder: ``tower`` = every vision parameter but the patch merger's, ``all`` =
+    the merger too, ``none`` = nothing. Returns how many parameter tensors were frozen. (Small random encoders
+    trained with Adam at language-model learning rates drift and lose what tells colours apart; large pretrained
+    ones are commonly kept fixed for the same reason.)"""
+    if what == "none":
+        return 0
+    frozen = 0
+    for name, param in model.named_parameters():
+        if ".visual." in f".{name}" and (what == "all" or ".merger." not in name):
+            param.requires_grad_(False)
+            frozen += 1
+    if frozen == 0:
+        raise ConfigError(f"model.freeze_vision={what}: the model has no parameters under a 'visual' module")
+    return frozen
+
+
 def load_policy(cfg: ModelConfig, *, seed: int = 0) -> Policy:
     """The policy ``cfg`` names (see the module docstring); ``seed`` only matters for ``tiny-qwen2.5-vl``."""
     if cfg.name_or_path == TINY_NAME:
@@ -357,6 +374,7 @@ def load_policy(cfg: ModelConfig, *, seed: int = 0) -> Policy:
         enable_checkpointing(model)
     if cfg.lora.enabled:
         model = with_lora(model, cfg.lora)
+    freeze_vision(model, cfg.freeze_vision)
     return Policy.from_parts(model, tokenizer, image_processor, cfg, processor)
 
 
@@ -391,6 +409,7 @@ __all__ = [
     "Policy",
     "build_tiny",
     "has_torchvision",
+    "freeze_vision",
     "load_policy",
     "save_policy",
     "tiny_tokenizer",

@@ -168,3 +168,28 @@ def test_load_errors_are_config_errors(tmp_path):
                                     unk_token="[UNK]")
     with pytest.raises(ConfigError, match="Qwen2"):
         Policy.from_parts(None, plain, None, _cfg())
+
+
+@pytest.mark.parametrize("what", ["tower", "all"])
+def test_freeze_vision_stops_gradients_into_the_encoder_only(what):
+    p = load_policy(_cfg(freeze_vision=what), seed=0)
+    trainable = {n for n, t in p.model.named_parameters() if t.requires_grad}
+    vision = {n for n, _ in p.model.named_parameters() if ".visual." in f".{n}"}
+    merger = {n for n in vision if ".merger." in n}
+    assert merger and vision - merger
+    assert not (vision - merger) & trainable  # the blocks and patch embedding are fixed
+    assert (merger <= trainable) == (what == "tower")
+    assert any(n.startswith("model.language_model") or "lm_head" in n for n in trainable)
+    enc = p.encode_image(_noise(112, 112))
+    ids = p.prompt_ids("You look at images.", "What colour is the small square?", enc)
+    out = p.model(input_ids=torch.tensor([ids]), pixel_values=enc.pixel_values, image_grid_thw=enc.image_grid_thw)
+    out.logits.sum().backward()
+    grads = {n for n, t in p.model.named_parameters() if t.grad is not None}
+    assert grads == trainable  # exactly the trainable ones get gradients
+
+
+def test_freeze_vision_is_validated():
+    from virl_train.config import load_config
+
+    with pytest.raises(ConfigError, match="freeze_vision"):
+        load_config(None, ["model.freeze_vision=encoder"])
