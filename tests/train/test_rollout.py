@@ -36,14 +36,7 @@ SCRIPT = (
 )
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Token-by-token decoding of a tiny model is op-overhead bound: one intra-op thread is faster than two (and
-    much faster on a busy 2-core machine). Restored after the module."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

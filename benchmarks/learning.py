@@ -1,0 +1,323 @@
+"""Does the trainer learn? The ViRL reward ablation on the CPU: outcome-only vs + process vs + shaping vs full ViRL.
+
+    python benchmarks/learning.py                      # the full ablation (about 25 min on 2 cores)
+    python benchmarks/learning.py --rl-steps 5 --seeds 0 --sft-steps 20 --eval-n 8 --json /tmp/a.json --png /tmp/a.png
+
+1. **The task**: the demo shapes world sized for a tiny model (``TASK``): 112 x 112 images (4 x 4 = 16 visual tokens),
+   2-3 shapes, each centred in its own cell of a 2 x 2 grid, questions with 1- or 2-step chains (colour of, shape
+   of, colour of the nearest, which is larger), through the real data flow (generate → verify → split → HF export).
+2. **SFT warm start** (``virl_train.sft``) on the train split's reference trajectories: one checkpoint for all runs.
+3. **RL** from that checkpoint with ``configs/shapes_learn.yaml``, equal steps and equal seeds, for each reward preset
+   of ``VIRL_METHOD.md`` (``rewards.preset``; nothing else changes between variants):
+   (a) ``outcome`` answer + format, (b) ``process`` + gated rationale bonus, (c) ``shaping`` + step shaping,
+   (d) ``full`` + per-action credit assignment.
+4. **Evaluation** of every final policy (and of the SFT start) on the same held-out records (``--eval-split``), greedy,
+   with the illusion probe (random crop of the same size): ``virl_train.eval.evaluate``, the metrics of
+   ``virl-train eval``. "Rationale IoU" is R_rat = ½(recall + precision) of the crops against the chain (the dual
+   IoU of ``VIRL_METHOD.md``), "crop precision" / "crop recall" its halves; "crop IoU" is ``mean_fidelity``, each
+   crop's best IoU with a chain box averaged over crops (invalid actions count 0).
+
+Writes ``--json`` (default ``docs/ablation.json``: per variant the metrics' mean and std over seeds, the per-seed
+values, steps, seeds, wall time; the SFT start; the task; the goal check) and ``--png`` (learning curves: training
+reward, R_rat and accuracy per step, mean over seeds, plus the final rationale IoU per variant), and prints the table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+import os
+import statistics
+import sys
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("MPLBACKEND", "Agg")
+
+from rich.console import Console  # noqa: E402
+from rich.table import Table  # noqa: E402
+
+from virl_data import checks, corpus, curate  # noqa: E402
+from virl_data import export as export_mod  # noqa: E402
+from virl_data.corpus import atomic_path, write_json  # noqa: E402
+from virl_data.miners.shapes import ShapesConfig, generate  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+CONFIG = REPO / "configs" / "shapes_learn.yaml"
+TASK = ShapesConfig(
+    image_size=(112, 112), min_shapes=2, max_shapes=3, questions_per_image=2, grid=2, min_gap=4,
+    families=("color_of", "shape_of", "nearest_color", "compare_size"), size_fractions=(0.18, 0.27, 0.38),
+)  # fmt: skip
+VARIANTS: dict[str, str] = {
+    "outcome": "(a) outcome + format",
+    "process": "(b) + process supervision",
+    "shaping": "(c) + step shaping",
+    "full": "(d) full ViRL (+ credit)",
+}
+METRICS: dict[str, str] = {  # eval key → table column
+    "accuracy": "accuracy",
+    "rationale": "rationale IoU",
+    "mean_fidelity": "crop IoU",
+    "rationale_precision": "crop precision",
+    "rationale_recall": "crop recall",
+    "redundant_rate": "redundant",
+    "erroneous_rate": "erroneous",
+    "probe_drop": "probe drop",
+}
+CURVES = ("reward/total", "reward/rationale", "reward/accuracy")
+GOAL_IOU, GOAL_MARGIN = 0.5, 0.1
+
+
+# --- the task --------------------------------------------------------------------------------------------------------
+def build_task(out: Path, n_records: int, seed: int = 0, console: Console | None = None) -> Path:
+    """Generate, verify, split (80/10/10 by image) and export ``n_records`` of ``TASK``; return the HF export folder.
+    Reuses an existing export built with the same parameters (``task.json`` beside it)."""
+    hf_dir, stamp = out / "export" / "hf", out / "task.json"
+    want = {"n_records": n_records, "seed": seed, "task": dataclasses.asdict(TASK)}
+    if hf_dir.is_dir() and stamp.is_file() and json.loads(stamp.read_text()) == json.loads(json.dumps(want)):
+        return hf_dir
+    images = out / "images"
+    records = list(generate(n_records, seed=seed, image_dir=images, config=TASK))
+    mined = corpus.read(corpus.write(records, out / "corpus" / "mined.parquet", image_root=images))
+    verified = checks.verify(mined, checks.CheckConfig(), image_root=images)
+    split = curate.split(verified, seed=seed).collect()
+    export_mod.export(split, hf_dir, "hf", image_root=images)
+    write_json(want, stamp)
+    if console:
+        console.print(f"task: {split.height} records ({n_records} generated) → {hf_dir}")
+    return hf_dir
+
+
+# --- one run ---------------------------------------------------------------------------------------------------------
+def load_cfg(overrides: list[str], extra: list[str] | None = None):
+    """``configs/shapes_learn.yaml`` with ``overrides``, then the user's ``--set`` overrides (``extra``)."""
+    from virl_train.config import load_config
+
+    return load_config(CONFIG, [*overrides, *(extra or [])])
+
+
+def evaluate_policy(cfg, policy_dir: Path, data: Path, split: str, n: int, seed: int) -> dict[str, float]:
+    """Greedy evaluation with the illusion probe on the first ``n`` records of ``split``: the eval metrics plus
+    ``probe_drop``."""
+    from virl_train.data import ExampleSet
+    from virl_train.eval import evaluate
+    from virl_train.policy import load_policy
+
+    cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, name_or_path=str(policy_dir)))
+    policy = load_policy(cfg.model)
+    examples = ExampleSet.load(data, split, limit=n)
+    report = evaluate(policy, [examples[i] for i in range(len(examples))], examples.image, cfg, seed=seed)
+    return {**report.metrics, "probe_drop": report.probe_drop, "probe_accuracy": report.probe_metrics["accuracy"]}
+
+
+def run_sft(data: Path, out: Path, args: argparse.Namespace, console: Console) -> tuple[Path, float]:
+    from virl_train.sft import sft
+
+    cfg = load_cfg([f"data.path={data}", f"run.out_dir={out}", "run.seed=0"], args.set)
+    t0 = time.perf_counter()
+    every = max(1, args.sft_steps // 10)
+
+    def progress(step: int, m: dict[str, float]) -> None:
+        if step % every == 0:
+            console.print(f"  sft {step}/{args.sft_steps}  loss {m['loss']:.4f}  {m['time/wall_s']:.0f}s")
+
+    sft(cfg, args.sft_steps, lr=args.sft_lr, batch_size=args.sft_batch, out_dir=out, callbacks=[progress])
+    return out / "final", time.perf_counter() - t0
+
+
+def run_rl(variant: str, seed: int, start: Path, data: Path, out: Path, args: argparse.Namespace) -> dict[str, Any]:
+    """RL from ``start`` with reward preset ``variant``; returns the per-step curves, eval metrics and wall time."""
+    from virl_train.train import train
+
+    cfg = load_cfg([f"data.path={data}", f"model.name_or_path={start}", f"rewards.preset={variant}",
+                    f"run.seed={seed}", f"run.max_steps={args.rl_steps}", f"run.out_dir={out}",
+                    f"run.save_every={args.rl_steps}"], args.set)
+    curves: dict[str, list[float]] = {k: [] for k in CURVES}
+
+    def record(step: int, m: dict[str, float]) -> None:
+        for k in CURVES:
+            curves[k].append(m[k])
+
+    t0 = time.perf_counter()
+    train(cfg, callbacks=[record], resume=False)
+    wall = time.perf_counter() - t0
+    metrics = evaluate_policy(cfg, out / "final", data, args.eval_split, args.eval_n, seed)
+    return {"curves": curves, "metrics": metrics, "train_wall_s": wall, "wall_s": time.perf_counter() - t0}
+
+
+# --- aggregation and reports -----------------------------------------------------------------------------------------
+def mean_std(values: list[float]) -> tuple[float, float]:
+    """Mean and sample standard deviation (0 for a single value)."""
+    return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
+
+
+def summarize(runs: dict[str, list[dict[str, Any]]], seeds: list[int], steps: int) -> dict[str, Any]:
+    """Per variant: ``{metric: {"mean", "std", "per_seed"}}``, steps, seeds, wall time, mean curves."""
+    out = {}
+    for variant, rs in runs.items():
+        metrics = {}
+        for key in METRICS:
+            vals = [float(r["metrics"][key]) for r in rs]
+            m, s = mean_std(vals)
+            metrics[key] = {"mean": m, "std": s, "per_seed": vals}
+        curves = {k: [statistics.fmean(c) for c in zip(*(r["curves"][k] for r in rs))] for k in CURVES}
+        out[variant] = {
+            "label": VARIANTS[variant], "metrics": metrics, "steps": steps, "seeds": seeds,
+            "wall_s": sum(r["wall_s"] for r in rs), "train_wall_s": sum(r["train_wall_s"] for r in rs),
+            "curves": curves,
+        }  # fmt: skip
+    return out
+
+
+def goal_check(summary: dict[str, Any]) -> dict[str, Any]:
+    """The issue's goal, computed, not asserted: full reaches IoU ≥ 0.5 and beats outcome-only by ≥ 0.1."""
+    if "full" not in summary or "outcome" not in summary:
+        return {}
+    full = summary["full"]["metrics"]["rationale"]["mean"]
+    outcome = summary["outcome"]["metrics"]["rationale"]["mean"]
+    return {"full_iou": full, "outcome_iou": outcome, "margin": full - outcome,
+            "full_reaches_0.5": full >= GOAL_IOU, "full_beats_outcome_by_0.1": full - outcome >= GOAL_MARGIN}
+
+
+def table(summary: dict[str, Any], sft_metrics: dict[str, float] | None) -> Table:
+    t = Table(title="ViRL ablation (mean ± std over seeds; held-out records, greedy)")
+    t.add_column("variant")
+    for col in METRICS.values():
+        t.add_column(col, justify="right")
+    if sft_metrics is not None:
+        t.add_row("SFT start", *(f"{sft_metrics[k]:.3f}" for k in METRICS))
+    for v in summary.values():
+        t.add_row(v["label"], *(f"{v['metrics'][k]['mean']:.3f} ± {v['metrics'][k]['std']:.3f}" for k in METRICS))
+    return t
+
+
+def markdown(summary: dict[str, Any], sft_metrics: dict[str, float] | None) -> str:
+    """The README table."""
+    lines = ["| variant | " + " | ".join(METRICS.values()) + " |", "|---" * (len(METRICS) + 1) + "|"]
+    if sft_metrics is not None:
+        lines.append("| SFT start | " + " | ".join(f"{sft_metrics[k]:.3f}" for k in METRICS) + " |")
+    for v in summary.values():
+        cells = (f"{v['metrics'][k]['mean']:.3f} ± {v['metrics'][k]['std']:.3f}" for k in METRICS)
+        lines.append(f"| {v['label']} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def plot(summary: dict[str, Any], path: Path, sft_iou: float | None = None) -> Path:
+    """Learning curves (training reward, R_rat, accuracy per RL step; mean over seeds, moving average of 10) and the
+    final held-out rationale IoU per variant (mean ± std)."""
+    import numpy as np
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(16, 4), layout="constrained")
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(1, len(CURVES) + 1)
+    for ax, key in zip(axes, CURVES):
+        for v in summary.values():
+            y = np.asarray(v["curves"][key], dtype=float)
+            k = min(10, len(y))
+            smooth = np.convolve(y, np.ones(k) / k, mode="valid") if k else y
+            ax.plot(np.arange(k, len(y) + 1), smooth, label=v["label"])
+        ax.set_title(f"train {key} (sampled)")
+        ax.set_xlabel("RL step")
+    axes[0].legend(fontsize=8)
+    names = list(summary)
+    means = [summary[n]["metrics"]["rationale"]["mean"] for n in names]
+    stds = [summary[n]["metrics"]["rationale"]["std"] for n in names]
+    axes[-1].bar(range(len(names)), means, yerr=stds, capsize=4, color="tab:blue")
+    axes[-1].axhline(GOAL_IOU, color="grey", ls="--", lw=1, label=f"goal {GOAL_IOU}")
+    if sft_iou is not None:
+        axes[-1].axhline(sft_iou, color="tab:orange", ls=":", lw=1.5, label=f"SFT start {sft_iou:.3f}")
+    axes[-1].legend(fontsize=8)
+    axes[-1].set_xticks(range(len(names)), names)
+    axes[-1].set_ylim(0, 1)
+    axes[-1].set_title("held-out rationale IoU (greedy)")
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=100)
+    return path
+
+
+# --- main ------------------------------------------------------------------------------------------------------------
+def run(args: argparse.Namespace, console: Console) -> dict[str, Any]:
+    import torch
+
+    torch.set_num_threads(args.threads)
+    t_all = time.perf_counter()
+    work = Path(args.work)
+    data = build_task(work / "data", args.records, console=console)
+    console.print(f"SFT: {args.sft_steps} steps")
+    start, sft_wall = run_sft(data, work / "sft", args, console)
+    base = load_cfg([f"data.path={data}"], args.set)
+    sft_metrics = evaluate_policy(base, start, data, args.eval_split, args.eval_n, 0)
+    console.print(f"  SFT start: accuracy {sft_metrics['accuracy']:.3f}  rationale IoU {sft_metrics['rationale']:.3f}")
+    runs: dict[str, list[dict[str, Any]]] = {v: [] for v in args.variants}
+    for seed in args.seeds:  # seed-major: a partial run still has every variant at equal seeds
+        for variant in args.variants:
+            r = run_rl(variant, seed, start, data, work / "rl" / f"{variant}-s{seed}", args)
+            runs[variant].append(r)
+            m = r["metrics"]
+            console.print(f"  {variant:8s} seed {seed}: accuracy {m['accuracy']:.3f}  rationale IoU {m['rationale']:.3f}  "
+                          f"probe drop {m['probe_drop']:+.3f}  {r['wall_s']:.0f}s")
+    summary = summarize(runs, list(args.seeds), args.rl_steps)
+    result = {
+        "variants": summary,
+        "sft": {"metrics": {k: float(v) for k, v in sft_metrics.items()}, "steps": args.sft_steps, "wall_s": sft_wall},
+        "goal": goal_check(summary),
+        "task": {"shapes": dataclasses.asdict(TASK), "records": args.records, "config": str(CONFIG.relative_to(REPO)),
+                 "eval_split": args.eval_split, "eval_n": args.eval_n},
+        "rl_steps": args.rl_steps, "seeds": list(args.seeds), "threads": args.threads, "overrides": list(args.set),
+        "wall_s": time.perf_counter() - t_all,
+    }  # fmt: skip
+    return result
+
+
+def finite(result: dict[str, Any]) -> bool:
+    """Whether every reported metric and curve value is a finite number."""
+    vals = [x for v in result["variants"].values() for m in v["metrics"].values() for x in m["per_seed"]]
+    vals += [x for v in result["variants"].values() for c in v["curves"].values() for x in c]
+    return all(math.isfinite(x) for x in vals)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--work", default=str(REPO / "runs" / "learning"), help="data, checkpoints and run folders")
+    parser.add_argument("--records", type=int, default=4000, help="generated task records (80%% train)")
+    parser.add_argument("--sft-steps", type=int, default=400)
+    parser.add_argument("--sft-lr", type=float, default=3e-3)
+    parser.add_argument("--sft-batch", type=int, default=16)
+    parser.add_argument("--rl-steps", type=int, default=100)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
+    parser.add_argument("--eval-split", default="test")
+    parser.add_argument("--eval-n", type=int, default=200, help="held-out records per evaluation")
+    parser.add_argument("--threads", type=int, default=2, help="torch intra-op threads")
+    parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
+                        help="config overrides for every run (e.g. grpo.group_size=8); rewards.preset is the variant's")
+    parser.add_argument("--json", type=Path, default=REPO / "docs" / "ablation.json")
+    parser.add_argument("--png", type=Path, default=REPO / "docs" / "ablation.png")
+    args = parser.parse_args(argv)
+    if any(item.split("=")[0].strip() == "rewards.preset" for item in args.set):
+        parser.error("--set rewards.preset=...: the preset is what the ablation varies; use --variants")
+    warnings.filterwarnings("ignore")
+    console = Console(width=max(Console().width, 150))
+    result = run(args, console)
+    console.print(table(result["variants"], result["sft"]["metrics"]))
+    goal = result["goal"]
+    if goal:
+        console.print(f"goal: full IoU {goal['full_iou']:.3f} (≥ {GOAL_IOU}: {goal['full_reaches_0.5']}), "
+                      f"margin over outcome-only {goal['margin']:+.3f} (≥ {GOAL_MARGIN}: "
+                      f"{goal['full_beats_outcome_by_0.1']}); whole run {result['wall_s'] / 60:.1f} min")
+    result["markdown"] = markdown(result["variants"], result["sft"]["metrics"])
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    write_json(result, args.json)
+    plot(result["variants"], args.png, result["sft"]["metrics"]["rationale"])
+    console.print(f"wrote {args.json} and {args.png}")
+    return 0 if finite(result) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,104 @@
+"""benchmarks/learning.py, shortened: the whole ablation path (task → SFT → RL per preset → eval → JSON/PNG) runs and
+reports finite numbers; the presets really differ on a trajectory with a wrong crop."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("accelerate")
+
+from virl_data.types import Box  # noqa: E402
+from virl_train.config import load_config  # noqa: E402
+from virl_train.rewards import RewardConfig, score_record  # noqa: E402
+from virl_train.train import reward_config  # noqa: E402
+from virl_train.types import Action, ActionKind, Episode, LabelKind  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _learning():
+    spec = importlib.util.spec_from_file_location("learning_bench", REPO / "benchmarks" / "learning.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+@pytest.fixture(scope="module")
+def learning():
+    return _learning()
+
+
+@pytest.fixture(scope="module")
+def task(learning, tmp_path_factory):
+    return learning.build_task(tmp_path_factory.mktemp("task"), 60)
+
+
+def test_the_task_is_small_two_step_at_most_and_on_a_grid(task):
+    from virl_train.data import load_split
+
+    records = load_split(task, "train")
+    assert len(records) >= 30
+    assert {len(r.chain) for r in records} <= {1, 2} and all((r.image.width, r.image.height) == (112, 112)
+                                                              for r in records)
+    centres = {((b.x1 + b.x2) / 2, (b.y1 + b.y2) / 2) for r in records for s in r.chain for b in s.boxes}
+    assert all(abs(cx - 28) <= 1 or abs(cx - 84) <= 1 for cx, _ in centres)  # one shape per 56-px cell
+
+
+def test_full_virl_and_outcome_only_score_a_wrong_crop_differently(task):
+    from virl_train.data import load_split
+
+    record = next(r for r in load_split(task, "train") if len(r.chain) == 1)
+    gt = record.chain[0].boxes[0]
+    w, h = record.image.width, record.image.height
+    # a crop of the same size in the diagonally opposite cell: no overlap with the rationale, answer still right
+    wrong = Box(w - gt.x2, h - gt.y2, w - gt.x1, h - gt.y1)
+    episode = Episode(record.id, actions=(Action(0, ActionKind.CROP, box=wrong), Action(1, ActionKind.ANSWER,
+                      answer=record.answer)), answer=record.answer, n_turns=2)
+    right = Episode(record.id, actions=(Action(0, ActionKind.CROP, box=gt), Action(1, ActionKind.ANSWER,
+                    answer=record.answer)), answer=record.answer, n_turns=2)
+    cfg = load_config(REPO / "configs" / "shapes_learn.yaml")
+    outcome = RewardConfig.preset("outcome")
+    full = reward_config(cfg)  # the config's preset: full
+    assert cfg.rewards.preset == "full"
+    o_wrong, f_wrong = score_record(episode, record, outcome), score_record(episode, record, full)
+    o_right, f_right = score_record(right, record, outcome), score_record(right, record, full)
+    assert o_wrong.total == o_right.total  # outcome-only cannot tell where the model looked
+    assert f_wrong.total < f_right.total  # full ViRL ranks the looked-at-the-right-place trajectory higher
+    # the wrong crop's own reward: a negative step credit under full ViRL (its tokens get a negative per-action
+    # advantage), none under outcome-only (its tokens only share the trajectory's advantage)
+    assert f_wrong.per_action != o_wrong.per_action and all(c == 0 for c in o_wrong.per_action)
+    assert [lab.kind for lab in f_wrong.labels] == [LabelKind.ERRONEOUS] and f_wrong.per_action[0] < 0
+    assert [lab.kind for lab in f_right.labels] == [LabelKind.CORRECT] and f_right.per_action[0] > 0
+
+
+def test_a_shortened_ablation_runs_end_to_end_with_finite_numbers(learning, task, tmp_path):
+    out_json, out_png = tmp_path / "ablation.json", tmp_path / "ablation.png"
+    args = ["--work", str(tmp_path / "work"), "--records", "60", "--sft-steps", "3", "--rl-steps", "2",
+            "--seeds", "0", "1", "--variants", "outcome", "full", "--eval-split", "train", "--eval-n", "3",
+            "--threads", "1", "--json", str(out_json), "--png", str(out_png),
+            "--set", "grpo.batch_size=2", "grpo.group_size=2", "grpo.max_new_tokens=10"]
+    assert learning.main(args) == 0  # 0 = every metric and curve value finite
+    result = json.loads(out_json.read_text())
+    assert set(result["variants"]) == {"outcome", "full"} and result["seeds"] == [0, 1] and result["rl_steps"] == 2
+    for v in result["variants"].values():
+        assert v["steps"] == 2 and v["seeds"] == [0, 1] and v["wall_s"] > 0
+        for key in learning.METRICS:
+            m = v["metrics"][key]
+            assert len(m["per_seed"]) == 2 and math.isfinite(m["mean"]) and math.isfinite(m["std"])
+        assert all(len(c) == 2 and all(math.isfinite(x) for x in c) for c in v["curves"].values())
+    assert set(result["goal"]) >= {"full_iou", "outcome_iou", "margin"}
+    assert "| (d) full ViRL" in result["markdown"] and out_png.stat().st_size > 0
+
+
+def test_the_preset_cannot_be_overridden_behind_the_ablation(learning):
+    with pytest.raises(SystemExit):
+        learning.main(["--set", "rewards.preset=outcome"])
