@@ -1,12 +1,13 @@
 """Does the trainer learn? The ViRL reward ablation on the CPU: outcome-only vs + process vs + shaping vs full ViRL.
 
-    python benchmarks/learning.py                      # the full ablation (about 25 min on 2 cores)
+    python benchmarks/learning.py                      # the full ablation (about 17 min on 2 cores)
     python benchmarks/learning.py --rl-steps 5 --seeds 0 --sft-steps 20 --eval-n 8 --json /tmp/a.json --png /tmp/a.png
 
 1. **The task**: the demo shapes world sized for a tiny model (``TASK``): 112 x 112 images (4 x 4 = 16 visual tokens),
    2-3 shapes, each centred in its own cell of a 2 x 2 grid, questions with 1- or 2-step chains (colour of, shape
    of, colour of the nearest, which is larger), through the real data flow (generate → verify → split → HF export).
-2. **SFT warm start** (``virl_train.sft``) on the train split's reference trajectories: one checkpoint for all runs.
+2. **SFT warm start** (``virl_train.sft``) on the train split's reference trajectories: one checkpoint for all runs
+   (``model.freeze_vision: tower`` in the config: the random vision encoder stays as built, which keeps colours apart).
 3. **RL** from that checkpoint with ``configs/shapes_learn.yaml``, equal steps and equal seeds, for each reward preset
    of ``VIRL_METHOD.md`` (``rewards.preset``; nothing else changes between variants):
    (a) ``outcome`` answer + format, (b) ``process`` + gated rationale bonus, (c) ``shaping`` + step shaping,
@@ -285,8 +286,8 @@ def finite(result: dict[str, Any]) -> bool:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--work", default=str(REPO / "runs" / "learning"), help="data, checkpoints and run folders")
-    parser.add_argument("--records", type=int, default=4000, help="generated task records (80%% train)")
-    parser.add_argument("--sft-steps", type=int, default=400)
+    parser.add_argument("--records", type=int, default=8000, help="generated task records (80%% train)")
+    parser.add_argument("--sft-steps", type=int, default=1000)
     parser.add_argument("--sft-lr", type=float, default=3e-3)
     parser.add_argument("--sft-batch", type=int, default=16)
     parser.add_argument("--rl-steps", type=int, default=100)
