@@ -462,13 +462,10 @@ def schema_cmd() -> None:
 def _review_tools() -> None:
     """The review-tool commands live in their own modules (they import FiftyOne / Label Studio lazily)."""
     from virl_data.cli_fiftyone import app_command, fiftyone_app
+    from virl_data.cli_labelstudio import labelstudio_app
 
     app.add_typer(fiftyone_app, name="fiftyone", help="Look at and fix chains in FiftyOne: push a corpus, pull reviews.")
     app.command("app")(app_command)
-    try:
-        from virl_data.cli_labelstudio import labelstudio_app
-    except ImportError:  # pragma: no cover - the module is part of the package
-        return
     app.add_typer(labelstudio_app, name="labelstudio", help="Human review in Label Studio: push tasks, pull annotations.")
 
 

@@ -11,14 +11,13 @@ command runs, so ``virl-data --help`` stays fast and works without it.
 
 from __future__ import annotations
 
-import functools
-from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated
 
 import typer
 from rich.console import Console
-from rich.table import Table
+
+from virl_data.cli_review import user_errors_late, write_pulled
 
 from virl_data.errors import ConfigError
 
@@ -27,21 +26,6 @@ fiftyone_app = typer.Typer(
     help="Look at a corpus in FiftyOne (chains as ordered boxes) and pull reviewers' tags and box edits back.",
 )
 console = Console()
-F = TypeVar("F", bound=Callable[..., Any])
-
-
-def _user_errors(fn: F) -> F:
-    """``virl_data.cli.user_errors``, looked up at call time: ``virl_data.cli`` imports this module."""
-
-    @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        from virl_data.cli import user_errors
-
-        return user_errors(fn)(*args, **kwargs)
-
-    return wrapper  # type: ignore[return-value]
-
-
 CorpusArg = Annotated[Path, typer.Argument(help="Corpus file (.parquet/.jsonl) or folder of .parquet files.")]
 ImageRootOpt = Annotated[
     Path | None,
@@ -64,7 +48,7 @@ def _push(src: Path, dataset: str, image_root: Path | None, overwrite: bool) -> 
 
 
 @fiftyone_app.command("push")
-@_user_errors
+@user_errors_late
 def push(
     src: CorpusArg,
     dataset: Annotated[str, typer.Option("--dataset", "-d", help="Name of the FiftyOne dataset to create.")],
@@ -77,21 +61,8 @@ def push(
     console.print(f"open it: virl-data app --dataset {dataset} [--remote]")
 
 
-def _report_table(report: Any, out: Path) -> Table:
-    table = Table(title=f"pulled reviews → {out}")
-    table.add_column("what")
-    table.add_column("count", justify="right")
-    table.add_column("detail")
-    table.add_row("applied", str(report.applied), "reviews appended")
-    table.add_row("unchanged", str(report.unchanged), "already in the corpus")
-    table.add_row("unknown ids", str(len(report.unknown_ids)), ", ".join(report.unknown_ids[:3]))
-    shown = "; ".join(f"{rid}: {why}" for rid, why in report.invalid[:3])
-    table.add_row("invalid", str(len(report.invalid)), shown + (" ..." if len(report.invalid) > 3 else ""))
-    return table
-
-
 @fiftyone_app.command("pull")
-@_user_errors
+@user_errors_late
 def pull(
     dataset: Annotated[str, typer.Argument(help="Name of the FiftyOne dataset holding the reviews.")],
     src: Annotated[Path, typer.Option("--corpus", "-c", help="The corpus the dataset was pushed from.")],
@@ -106,10 +77,7 @@ def pull(
 
     records = corpus.read_records(src)
     merged, merge_report = fo_int.pull(dataset, records, reviewer=reviewer)
-    corpus.write(merged, out, image_root=corpus.image_root(src))
-    if report is not None:
-        corpus.write_json(merge_report.to_dict(), report)
-    console.print(_report_table(merge_report, out))
+    write_pulled(merged, merge_report, src, out, report, console)
 
 
 def app_command(
@@ -145,6 +113,6 @@ def app_command(
         fo_int.stop_app(port)
 
 
-app_command = _user_errors(app_command)
+app_command = user_errors_late(app_command)
 
 __all__ = ["app_command", "fiftyone_app", "pull", "push"]

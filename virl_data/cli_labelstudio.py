@@ -11,35 +11,19 @@ environment: a key on the command line shows in the process list). ``labelstudio
 
 from __future__ import annotations
 
-import functools
-from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated
 
 import typer
 from rich.console import Console
-from rich.table import Table
+
+from virl_data.cli_review import user_errors_late, write_pulled
 
 labelstudio_app = typer.Typer(
     no_args_is_help=True,
     help="Review chains in Label Studio (pre-drawn, numbered boxes) and pull the annotations back as reviews.",
 )
 console = Console()
-F = TypeVar("F", bound=Callable[..., Any])
-
-
-def _user_errors(fn: F) -> F:
-    """``virl_data.cli.user_errors``, looked up at call time: ``virl_data.cli`` imports this module."""
-
-    @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        from virl_data.cli import user_errors
-
-        return user_errors(fn)(*args, **kwargs)
-
-    return wrapper  # type: ignore[return-value]
-
-
 UrlOpt = Annotated[str | None, typer.Option("--url", help="Label Studio URL (default: $LABEL_STUDIO_URL).")]
 KeyOpt = Annotated[
     str | None, typer.Option("--api-key", help="API token (default: $LABEL_STUDIO_API_KEY).", show_default=False)
@@ -47,7 +31,7 @@ KeyOpt = Annotated[
 
 
 @labelstudio_app.command("push")
-@_user_errors
+@user_errors_late
 def push(
     src: Annotated[Path, typer.Argument(help="Corpus file (.parquet/.jsonl) or folder of .parquet files.")],
     project: Annotated[str, typer.Option("--project", "-p", help="Project title: created when missing, else reused.")],
@@ -86,21 +70,8 @@ def push(
         console.print(f"  skipped {rid}: {why}", highlight=False, soft_wrap=True)
 
 
-def _report_table(report: Any, out: Path) -> Table:
-    table = Table(title=f"pulled reviews → {out}")
-    table.add_column("what")
-    table.add_column("count", justify="right")
-    table.add_column("detail")
-    table.add_row("applied", str(report.applied), "reviews appended")
-    table.add_row("unchanged", str(report.unchanged), "already in the corpus")
-    table.add_row("unknown ids", str(len(report.unknown_ids)), ", ".join(report.unknown_ids[:3]))
-    shown = "; ".join(f"{rid}: {why}" for rid, why in report.invalid[:3])
-    table.add_row("invalid", str(len(report.invalid)), shown + (" ..." if len(report.invalid) > 3 else ""))
-    return table
-
-
 @labelstudio_app.command("pull")
-@_user_errors
+@user_errors_late
 def pull(
     project: Annotated[str, typer.Argument(help="Title of the Label Studio project holding the annotations.")],
     src: Annotated[Path, typer.Option("--corpus", "-c", help="The corpus the project was pushed from.")],
@@ -116,10 +87,7 @@ def pull(
 
     records = corpus.read_records(src)
     merged, merge_report = ls.pull(project, records, url=url, api_key=api_key)
-    corpus.write(merged, out, image_root=corpus.image_root(src))
-    if report is not None:
-        corpus.write_json(merge_report.to_dict(), report)
-    console.print(_report_table(merge_report, out))
+    write_pulled(merged, merge_report, src, out, report, console)
 
 
 __all__ = ["labelstudio_app", "pull", "push"]

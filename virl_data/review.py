@@ -25,8 +25,10 @@ from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
+import orjson
+
 from virl_data.errors import VirlError
-from virl_data.types import RationaleRecord, RationaleStep, Review, Status
+from virl_data.types import Box, RationaleRecord, RationaleStep, Review, Status
 
 VERDICTS = ("accept", "reject", "fix")
 _STATUS = {"accept": Status.REVIEWED, "fix": Status.REVIEWED, "reject": Status.REJECTED}
@@ -139,4 +141,33 @@ def effective(record: RationaleRecord) -> RationaleRecord:
     return dataclasses.replace(record, chain=chain, answer=answer)
 
 
-__all__ = ["VERDICTS", "MergeReport", "ReviewEdit", "ReviewError", "chain_problem", "effective", "merge_reviews"]
+def pushed_to_json(chain: Sequence[RationaleStep], answer: str) -> str:
+    """The chain and answer a review tool was given, as compact JSON stored beside the sample/task, so a pull can
+    tell what the reviewer changed (floats round-trip exactly): ``{"answer", "chain": [{"b", "p", "r", "s"}]}``."""
+    steps = [
+        {"b": [list(b.as_tuple()) for b in s.boxes], "p": s.phrase, "r": s.role, "s": s.source_ref} for s in chain
+    ]
+    return orjson.dumps({"answer": answer, "chain": steps}).decode()
+
+
+def pushed_from_json(text: str) -> tuple[tuple[RationaleStep, ...], str]:
+    """The inverse of ``pushed_to_json``: ``(chain, answer)``."""
+    data = orjson.loads(text)
+    chain = tuple(
+        RationaleStep(boxes=tuple(Box(*b) for b in s["b"]), phrase=s["p"], role=s["r"], source_ref=s["s"])
+        for s in data["chain"]
+    )
+    return chain, data["answer"]
+
+
+__all__ = [
+    "VERDICTS",
+    "MergeReport",
+    "ReviewEdit",
+    "ReviewError",
+    "chain_problem",
+    "effective",
+    "merge_reviews",
+    "pushed_from_json",
+    "pushed_to_json",
+]

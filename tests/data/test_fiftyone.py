@@ -16,7 +16,7 @@ import pytest
 from typer.testing import CliRunner
 
 from tests.conftest import make_record
-from virl_data import boxconv, corpus
+from virl_data import boxconv, corpus, review
 from virl_data.review import effective
 from virl_data.types import Box, CheckResult, RationaleStep, Review, Status
 
@@ -246,8 +246,8 @@ def test_detections_to_chain_orders_steps_and_places_new_boxes():
 
 def test_review_of_a_sample_nobody_touched_is_none_and_json_round_trips():
     rec = make_record(0)
-    pushed = vf.chain_to_json(rec.chain, rec.answer)
-    assert vf.chain_from_json(pushed) == (rec.chain, rec.answer)
+    pushed = review.pushed_to_json(rec.chain, rec.answer)
+    assert review.pushed_from_json(pushed) == (rec.chain, rec.answer)
     dets = tuple(d.to_dict() for d in vf.chain_to_detections(rec.chain, W, H).detections)
     state = vf.SampleState(rec.id, ("status:mined",), dets, pushed, rec.answer, W, H)
     assert vf.review_of(state, reviewer="a", at="t") is None

@@ -47,11 +47,10 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-import orjson
 
 from virl_data import boxconv, boxes
 from virl_data.errors import VirlError
-from virl_data.review import MergeReport, ReviewEdit, effective, merge_reviews
+from virl_data.review import MergeReport, ReviewEdit, effective, merge_reviews, pushed_from_json, pushed_to_json
 from virl_data.types import Box, RationaleRecord, RationaleStep, Review
 
 TOOL = "fiftyone"
@@ -116,24 +115,6 @@ def chain_to_polylines(chain: Sequence[RationaleStep], width: float, height: flo
     points = [tuple(p) for p in boxconv.canonical_to_fiftyone_rel_centers(unions, width=width, height=height).tolist()]
     line = fo.Polyline(label="chain order", points=[points], closed=False, filled=False)
     return fo.Polylines(polylines=[line])
-
-
-def chain_to_json(chain: Sequence[RationaleStep], answer: str) -> str:
-    """The pushed state as compact JSON (floats round-trip exactly): ``{"answer", "chain": [{"b", "p", "r", "s"}]}``."""
-    steps = [
-        {"b": [list(b.as_tuple()) for b in s.boxes], "p": s.phrase, "r": s.role, "s": s.source_ref} for s in chain
-    ]
-    return orjson.dumps({"answer": answer, "chain": steps}).decode()
-
-
-def chain_from_json(text: str) -> tuple[tuple[RationaleStep, ...], str]:
-    """The inverse of ``chain_to_json``: ``(chain, answer)``."""
-    data = orjson.loads(text)
-    chain = tuple(
-        RationaleStep(boxes=tuple(Box(*b) for b in s["b"]), phrase=s["p"], role=s["r"], source_ref=s["s"])
-        for s in data["chain"]
-    )
-    return chain, data["answer"]
 
 
 def _snap(box: Box, pushed: Sequence[Box]) -> Box:
@@ -228,7 +209,7 @@ def review_of(state: SampleState, *, reviewer: str, at: str) -> Review | None:
     note = state.note or None
     if rejected:
         return Review(tool=TOOL, reviewer=reviewer, at=at, verdict="reject", note=note)
-    pushed_chain, pushed_answer = chain_from_json(state.pushed)
+    pushed_chain, pushed_answer = pushed_from_json(state.pushed)
     pushed_boxes = [b for s in pushed_chain for b in s.boxes]
     drawable = state.width > 0 and state.height > 0
     chain = pushed_chain
@@ -304,7 +285,7 @@ def record_to_sample(record: RationaleRecord, image_root: Path, helpers: Mapping
         **{
             CHAIN_FIELD: chain_to_detections(eff.chain, w, h) if drawable else None,
             ORDER_FIELD: chain_to_polylines(eff.chain, w, h) if drawable else None,
-            PUSHED_FIELD: chain_to_json(eff.chain, eff.answer),
+            PUSHED_FIELD: pushed_to_json(eff.chain, eff.answer),
         },
     )
 
@@ -517,9 +498,7 @@ __all__ = [
     "PushResult",
     "SampleState",
     "app_url",
-    "chain_from_json",
     "chain_to_detections",
-    "chain_to_json",
     "chain_to_polylines",
     "default_reviewer",
     "detections_to_chain",

@@ -41,27 +41,19 @@ from typing import Any
 import orjson
 
 from virl_data.errors import ConfigError
+from virl_data.integrations import labelstudio_tasks
+from virl_data.integrations.labelstudio_tasks import *  # noqa: F403  (re-exported: see __all__)
 from virl_data.integrations.labelstudio_tasks import (
     CHAIN,
     IMAGE,
-    MODEL_VERSION,
-    TEMPLATE_DIR,
     TEMPLATES,
     LabelStudioError,
-    annotation_review,
-    chain_text,
-    chain_to_results,
     load_template,
     local_files_url,
-    pushed_from_json,
-    pushed_to_json,
     record_to_task,
-    region_id,
-    results_to_chain,
     same_config,
     task_edits,
     template_name,
-    template_path,
     template_steps,
 )
 from virl_data.review import MergeReport, ReviewEdit, effective, merge_reviews
@@ -393,34 +385,16 @@ def pull(
     return merged, report
 
 
-__all__ = [
+__all__ = [  # the server side, plus the task and annotation rules re-exported from labelstudio_tasks
+    *labelstudio_tasks.__all__,
     "BATCH",
-    "MODEL_VERSION",
-    "TEMPLATES",
-    "TEMPLATE_DIR",
     "Connection",
-    "LabelStudioError",
     "PushResult",
-    "annotation_review",
-    "chain_text",
-    "chain_to_results",
     "connect",
     "ensure_local_storage",
     "ensure_project",
     "export_tasks",
     "find_project",
-    "load_template",
-    "local_files_url",
     "pull",
     "push",
-    "pushed_from_json",
-    "pushed_to_json",
-    "record_to_task",
-    "region_id",
-    "results_to_chain",
-    "same_config",
-    "task_edits",
-    "template_name",
-    "template_path",
-    "template_steps",
 ]

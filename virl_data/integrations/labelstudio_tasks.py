@@ -51,11 +51,10 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import orjson
 
 from virl_data import boxconv
 from virl_data.errors import BoxConventionError, ConfigError, VirlError
-from virl_data.review import VERDICTS, ReviewEdit, effective
+from virl_data.review import VERDICTS, ReviewEdit, effective, pushed_from_json, pushed_to_json
 from virl_data.types import Box, RationaleRecord, RationaleStep, Review
 
 TOOL = "labelstudio"
@@ -124,24 +123,6 @@ def template_name(template: str | os.PathLike[str]) -> str:
 def region_id(step: int, box: int) -> str:
     """The id of a pushed region: ``s<step>b<box>`` (0-based)."""
     return f"s{step}b{box}"
-
-
-def pushed_to_json(chain: Sequence[RationaleStep], answer: str) -> str:
-    """The pushed state as compact JSON (floats round-trip exactly): ``{"answer", "chain": [{"b", "p", "r", "s"}]}``."""
-    steps = [
-        {"b": [list(b.as_tuple()) for b in s.boxes], "p": s.phrase, "r": s.role, "s": s.source_ref} for s in chain
-    ]
-    return orjson.dumps({"answer": answer, "chain": steps}).decode()
-
-
-def pushed_from_json(text: str) -> tuple[tuple[RationaleStep, ...], str]:
-    """The inverse of ``pushed_to_json``: ``(chain, answer)``."""
-    data = orjson.loads(text)
-    chain = tuple(
-        RationaleStep(boxes=tuple(Box(*b) for b in s["b"]), phrase=s["p"], role=s["r"], source_ref=s["s"])
-        for s in data["chain"]
-    )
-    return chain, data["answer"]
 
 
 def chain_text(chain: Sequence[RationaleStep]) -> str:
