@@ -36,7 +36,7 @@ from __future__ import annotations
 import json
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -123,6 +123,19 @@ def crop_of_crop(box_in_crop: Box, crop: Box) -> Box:
     return Box(*(boxes.as_array([box_in_crop])[0] + offset).tolist())
 
 
+def _boxconv_kwargs(
+    convention: str, size: tuple[float, float], resized: tuple[float, float] | None, params: Mapping[str, Any] | None
+) -> dict[str, Any]:
+    if convention not in MODEL_CONVENTIONS:
+        raise ConfigError(
+            f"unknown model box convention {convention!r}; known: {', '.join(MODEL_CONVENTIONS)}"
+        )
+    kw: dict[str, Any] = {"width": size[0], "height": size[1], **(params or {})}
+    if convention == "qwen25_abs_resized":
+        kw["resized"] = resized
+    return kw
+
+
 def to_pixels(
     values: list[float],
     convention: str,
@@ -131,17 +144,32 @@ def to_pixels(
     params: Mapping[str, Any] | None = None,
 ) -> np.ndarray:
     """Four values in ``convention`` → canonical pixels ``(4,)`` of an image of ``size = (W, H)``, via boxconv."""
-    if convention not in MODEL_CONVENTIONS:
-        raise ConfigError(
-            f"unknown model box convention {convention!r}; known: {', '.join(MODEL_CONVENTIONS)}"
-        )
+    kw = _boxconv_kwargs(convention, size, resized, params)
     if convention == ABSOLUTE:
         return np.asarray(values, dtype=np.float64)
-    kw: dict[str, Any] = {"width": size[0], "height": size[1], **(params or {})}
-    if convention == "qwen25_abs_resized":
-        kw["resized"] = resized
     try:
         return boxconv.to_canonical(convention, values, **kw)
+    except BoxConventionError as exc:
+        raise ConfigError(f"box convention {convention!r}: {exc}") from None
+
+
+def from_pixels(
+    box: Sequence[float],
+    convention: str,
+    size: tuple[float, float],
+    resized: tuple[float, float] | None = None,
+    params: Mapping[str, Any] | None = None,
+) -> np.ndarray:
+    """The inverse of ``to_pixels``: canonical pixels ``(x1, y1, x2, y2)`` → the four values the model writes.
+
+    >>> from_pixels((10, 20, 30, 40), "qwen2_norm1000", (100, 200)).tolist()
+    [100.0, 100.0, 300.0, 200.0]
+    """
+    kw = _boxconv_kwargs(convention, size, resized, params)
+    if convention == ABSOLUTE:
+        return np.asarray(box, dtype=np.float64)
+    try:
+        return np.asarray(boxconv.from_canonical(convention, list(box), **kw), dtype=np.float64)
     except BoxConventionError as exc:
         raise ConfigError(f"box convention {convention!r}: {exc}") from None
 
@@ -259,5 +287,6 @@ __all__ = [
     "crop_of_crop",
     "parse_numbers",
     "parse_turn",
+    "from_pixels",
     "to_pixels",
 ]

@@ -31,16 +31,16 @@ from pathlib import Path
 
 import torch
 
-from virl_data import boxconv, boxes
+from virl_data import boxes
 from virl_data.errors import ConfigError
 from virl_data.types import RationaleRecord
-from virl_train.actions import ABSOLUTE
+from virl_train.actions import from_pixels
 from virl_train.config import TrainConfig, save_config
 from virl_train.data import ExampleSet
 from virl_train.env import CropEnv
 from virl_train.policy import Policy, load_policy, save_policy
 from virl_train.rollout import Rollout, batch_inputs, completion_logprobs, rollout_episode
-from virl_train.train import batch_indices, make_env
+from virl_train.train import batch_indices, make_env, trainable_parameters
 
 FRACTIONAL = ("rel_xyxy", "padded_square_rel")
 """Conventions whose values are fractions (written with 3 decimals); the others are written as integers."""
@@ -50,19 +50,14 @@ StepCallback = Callable[[int, dict[str, float]], None]
 
 # --- the reference trajectory (pure) ---------------------------------------------------------------------------------
 def model_box(box: Sequence[float], env: CropEnv, image_size: tuple[int, int]) -> list[float]:
-    """An ORIGINAL-pixel box ``(x1, y1, x2, y2)`` → the 4 values the model writes in ``env``'s convention (boxconv).
+    """An ORIGINAL-pixel box ``(x1, y1, x2, y2)`` → the 4 values the model writes in ``env``'s convention
+    (``actions.from_pixels``, the inverse of what the env parses).
 
     >>> env = CropEnv("qwen2_norm1000")
     >>> model_box((10, 20, 30, 40), env, (100, 200))
     [100.0, 100.0, 300.0, 200.0]
     """
-    w, h = image_size
-    if env.convention == ABSOLUTE:
-        return [float(v) for v in box]
-    params: dict[str, object] = {"width": w, "height": h, **env.params}
-    if env.convention == "qwen25_abs_resized":
-        params["resized"] = env.view_size(w, h)
-    return [float(v) for v in boxconv.from_canonical(env.convention, list(box), **params)]
+    return from_pixels(box, env.convention, image_size, env.view_size(*image_size), env.params).tolist()
 
 
 def _fmt_values(values: Sequence[float], convention: str) -> str:
@@ -109,10 +104,7 @@ def nll_loss(logp: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
 
 # --- the loop --------------------------------------------------------------------------------------------------------
 def _optimizer(model: torch.nn.Module, lr: float, steps: int, warmup: int, weight_decay: float):
-    params = [p for p in model.parameters() if p.requires_grad]
-    if not params:
-        raise ConfigError("the policy has no trainable parameters (check model.lora)")
-    opt = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+    opt = torch.optim.AdamW(trainable_parameters(model), lr=lr, weight_decay=weight_decay)
 
     def factor(step: int) -> float:  # linear warmup, then cosine to 10 % of lr
         if step < warmup:

@@ -190,13 +190,18 @@ class _Logger:
 
 
 # --- the loop ----------------------------------------------------------------------------------------------------
-def _optimizer_and_schedule(model: torch.nn.Module, cfg: TrainConfig):
-    from transformers import get_scheduler
-
+def trainable_parameters(model: torch.nn.Module) -> list[torch.nn.Parameter]:
+    """The parameters an optimizer should get; ``ConfigError`` when there are none."""
     params = [p for p in model.parameters() if p.requires_grad]
     if not params:
         raise ConfigError("the policy has no trainable parameters (check model.lora)")
-    optimizer = torch.optim.AdamW(params, lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay)
+    return params
+
+
+def _optimizer_and_schedule(model: torch.nn.Module, cfg: TrainConfig):
+    from transformers import get_scheduler
+
+    optimizer = torch.optim.AdamW(trainable_parameters(model), lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay)
     names = {"constant": "constant_with_warmup", "linear": "linear", "cosine": "cosine"}
     scheduler = get_scheduler(
         names[cfg.optim.schedule], optimizer, num_warmup_steps=cfg.optim.warmup_steps,
