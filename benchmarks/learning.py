@@ -42,10 +42,9 @@ os.environ.setdefault("MPLBACKEND", "Agg")
 from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 
-from virl_data import checks, corpus, curate  # noqa: E402
-from virl_data import export as export_mod  # noqa: E402
 from virl_data.corpus import atomic_path, write_json  # noqa: E402
-from virl_data.miners.shapes import ShapesConfig, generate  # noqa: E402
+from virl_data.miners.shapes import ShapesConfig  # noqa: E402
+from virl_data.pipeline import run_demo  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIG = REPO / "configs" / "shapes_learn.yaml"
@@ -75,21 +74,17 @@ GOAL_IOU, GOAL_MARGIN = 0.5, 0.1
 
 # --- the task --------------------------------------------------------------------------------------------------------
 def build_task(out: Path, n_records: int, seed: int = 0, console: Console | None = None) -> Path:
-    """Generate, verify, split (80/10/10 by image) and export ``n_records`` of ``TASK``; return the HF export folder.
-    Reuses an existing export built with the same parameters (``task.json`` beside it)."""
+    """The demo data flow (``pipeline.run_demo``: generate → verify → split 80/10/10 by image → HF export) on
+    ``n_records`` of ``TASK``; returns the HF export folder. Reuses an export built with the same parameters
+    (``task.json`` beside it)."""
     hf_dir, stamp = out / "export" / "hf", out / "task.json"
     want = {"n_records": n_records, "seed": seed, "task": dataclasses.asdict(TASK)}
     if hf_dir.is_dir() and stamp.is_file() and json.loads(stamp.read_text()) == json.loads(json.dumps(want)):
         return hf_dir
-    images = out / "images"
-    records = list(generate(n_records, seed=seed, image_dir=images, config=TASK))
-    mined = corpus.read(corpus.write(records, out / "corpus" / "mined.parquet", image_root=images))
-    verified = checks.verify(mined, checks.CheckConfig(), image_root=images)
-    split = curate.split(verified, seed=seed).collect()
-    export_mod.export(split, hf_dir, "hf", image_root=images)
+    hf_dir = run_demo(out, n=n_records, seed=seed, config=TASK, console=Console(quiet=True))["HF export"]
     write_json(want, stamp)
     if console:
-        console.print(f"task: {split.height} records ({n_records} generated) → {hf_dir}")
+        console.print(f"task: {n_records} generated records → {hf_dir}")
     return hf_dir
 
 

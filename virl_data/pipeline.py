@@ -68,12 +68,14 @@ def run_demo(
     seed: int = 0,
     image_size: int = 224,
     console: Console | None = None,
+    config: ShapesConfig | None = None,
 ) -> dict[str, Path]:
-    """Run generate → verify → stats → split → export on ``n`` shapes records under ``out``; return the paths."""
+    """Run generate → verify → stats → split → export on ``n`` shapes records under ``out``; return the paths.
+    ``config`` replaces the default world (square ``image_size`` images) when given."""
     console = console or Console()
     out = Path(out)
     images = out / "images"
-    config = ShapesConfig(image_size=(image_size, image_size))
+    config = config or ShapesConfig(image_size=(image_size, image_size))
 
     records = list(generate(n, seed=seed, image_dir=images, config=config, progress=True))
     mined = corpus.write(records, out / "corpus" / "mined.parquet", image_root=images)
