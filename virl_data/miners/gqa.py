@@ -69,6 +69,7 @@ from PIL import Image
 from virl_data import boxconv
 from virl_data.errors import BoxConventionError, CorpusReadError
 from virl_data.miners._common import check_limit, mining_outcome
+from virl_data.miners._kinds import expect
 from virl_data.types import (
     Box,
     ImageRef,
@@ -391,6 +392,9 @@ def _load(questions: Path, scene_graphs: Path) -> tuple[dict[str, Any], dict[str
     gc.disable()
     try:
         qs, graphs = _read(questions, "questions"), _read(scene_graphs, "scene graphs")
+        swapped = "are the questions and scene graphs files swapped?"
+        expect(qs, questions, role="GQA questions", expected=["GQA questions"], hint=swapped)
+        expect(graphs, scene_graphs, role="GQA scene graphs", expected=["GQA scene graphs"], hint=swapped)
         frozen = gc.get_freeze_count() == 0
         if frozen:
             gc.freeze()
