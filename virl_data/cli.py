@@ -84,12 +84,15 @@ def demo(
     n: Annotated[int, typer.Option(help="Number of demo records (questions).", min=1)] = 1000,
     seed: Annotated[int, typer.Option(help="Seed of the shapes world and the split.")] = 0,
     image_size: Annotated[int, typer.Option(help="Side of the square demo images, pixels.", min=64)] = 224,
+    overwrite: Annotated[
+        bool, typer.Option("--overwrite", help="Replace a previous demo in --out (only what the demo wrote).")
+    ] = False,
 ) -> None:
     """Run the whole data flow on the embedded shapes world: generate → verify → stats → split → export (HF)."""
     from virl_data.pipeline import run_demo
 
     started = time.perf_counter()
-    result = run_demo(out, n=n, seed=seed, image_size=image_size, console=console)
+    result = run_demo(out, n=n, seed=seed, image_size=image_size, console=console, overwrite=overwrite)
     table = Table(title=f"virl demo: {n} records in {time.perf_counter() - started:.1f}s")
     table.add_column("what")
     table.add_column("where")

@@ -24,6 +24,10 @@ class ConfigError(VirlError):
     """A configuration (YAML, options, expressions) is invalid; the message names the offending key or value."""
 
 
+class OutputExistsError(ConfigError):
+    """An output folder holds something virl will not overwrite (without ``--overwrite``, or not virl's own)."""
+
+
 class BoxConventionError(VirlError):
     """A box in an external convention cannot be converted (wrong length, non-finite values, missing image size)."""
 
