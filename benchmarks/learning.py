@@ -81,7 +81,8 @@ def build_task(out: Path, n_records: int, seed: int = 0, console: Console | None
     want = {"n_records": n_records, "seed": seed, "task": dataclasses.asdict(TASK)}
     if hf_dir.is_dir() and stamp.is_file() and json.loads(stamp.read_text()) == json.loads(json.dumps(want)):
         return hf_dir
-    hf_dir = run_demo(out, n=n_records, seed=seed, config=TASK, console=Console(quiet=True))["HF export"]
+    hf_dir = run_demo(out, n=n_records, seed=seed, config=TASK, console=Console(quiet=True),
+                      overwrite=True)["HF export"]
     write_json(want, stamp)
     if console:
         console.print(f"task: {n_records} generated records → {hf_dir}")

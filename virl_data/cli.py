@@ -1,6 +1,7 @@
 """``virl-data``: the command line of the data half. Each command parses options, calls one library function and
-prints a summary. User errors (``VirlError``, unreadable paths) print one line and exit with code 2; set
-``VIRL_DEBUG=1`` to see their traceback. Anything else is a bug and keeps its traceback.
+prints a summary. User errors (``VirlError``, unreadable paths, options out of range) print one line and exit with
+code 2 (``virl_data.cli_boundary``); set ``VIRL_DEBUG=1`` to see their traceback. Anything else is a bug and keeps
+its traceback.
 
     virl-data demo --out DIR
     virl-data mine shapes --out CORPUS.parquet --images DIR
@@ -19,21 +20,20 @@ prints a summary. User errors (``VirlError``, unreadable paths) print one line a
 
 from __future__ import annotations
 
-import functools
-import os
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
-from virl_data.errors import ConfigError, VirlError
+from virl_data.cli_boundary import OneLineErrors, err_console, user_errors
+from virl_data.errors import ConfigError
 
 app = typer.Typer(
+    cls=OneLineErrors,
     no_args_is_help=True,
     add_completion=False,
     help="Mine, verify, curate and export visual rationale records (question + answer + image + ordered box chain).",
@@ -42,25 +42,6 @@ mine_app = typer.Typer(no_args_is_help=True, help="Turn a source dataset's own f
 app.add_typer(mine_app, name="mine")
 
 console = Console()
-err_console = Console(stderr=True)
-F = TypeVar("F", bound=Callable[..., Any])
-
-
-def user_errors(fn: F) -> F:
-    """Turn user errors into one line on stderr and exit code 2 (tracebacks stay for bugs)."""
-
-    @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return fn(*args, **kwargs)
-        except (VirlError, OSError) as exc:
-            if os.environ.get("VIRL_DEBUG"):
-                raise
-            message = " ".join(str(exc).split()) or type(exc).__name__
-            err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
-            raise typer.Exit(2) from None
-
-    return wrapper  # type: ignore[return-value]
 
 
 # --- shared option types ---------------------------------------------------------------------------------------------
@@ -103,12 +84,15 @@ def demo(
     n: Annotated[int, typer.Option(help="Number of demo records (questions).", min=1)] = 1000,
     seed: Annotated[int, typer.Option(help="Seed of the shapes world and the split.")] = 0,
     image_size: Annotated[int, typer.Option(help="Side of the square demo images, pixels.", min=64)] = 224,
+    overwrite: Annotated[
+        bool, typer.Option("--overwrite", help="Replace a previous demo in --out (only what the demo wrote).")
+    ] = False,
 ) -> None:
     """Run the whole data flow on the embedded shapes world: generate → verify → stats → split → export (HF)."""
     from virl_data.pipeline import run_demo
 
     started = time.perf_counter()
-    result = run_demo(out, n=n, seed=seed, image_size=image_size, console=console)
+    result = run_demo(out, n=n, seed=seed, image_size=image_size, console=console, overwrite=overwrite)
     table = Table(title=f"virl demo: {n} records in {time.perf_counter() - started:.1f}s")
     table.add_column("what")
     table.add_column("where")
@@ -157,7 +141,9 @@ def _write_mined(records: Any, out: Path, images: Path | None, source: str) -> N
     from virl_data import corpus
 
     collected = []
-    with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=err_console) as bar:
+    # transient and only on a terminal: an error (or the summary) must not follow a leftover spinner line
+    with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=err_console,
+                  transient=True, disable=not err_console.is_terminal) as bar:
         task = bar.add_task(f"mining {source}: 0 records", total=None)
         for i, record in enumerate(records, 1):
             collected.append(record)
@@ -473,7 +459,7 @@ _review_tools()
 
 
 def main() -> None:
-    """Console-script entry point."""
+    """Console-script entry point (the one-line error boundary is ``cli_boundary.OneLineErrors``)."""
     app()
 
 

@@ -24,5 +24,19 @@ class ConfigError(VirlError):
     """A configuration (YAML, options, expressions) is invalid; the message names the offending key or value."""
 
 
+class OutputExistsError(ConfigError):
+    """An output folder holds something virl will not overwrite (without ``--overwrite``, or not virl's own)."""
+
+
 class BoxConventionError(VirlError):
     """A box in an external convention cannot be converted (wrong length, non-finite values, missing image size)."""
+
+
+class WrongFileKind(CorpusReadError):
+    """An input file is of another kind than the one expected (e.g. GQA scene graphs given as questions, two inputs
+    swapped); the message names what the file looks like and what was expected."""
+
+
+class DependencyError(VirlError):
+    """An optional component virl talks to is missing or broken (e.g. FiftyOne's database); the message says what to
+    install or run."""

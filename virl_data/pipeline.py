@@ -10,6 +10,10 @@ and writes each stage's output under one folder, so a newcomer can see the whole
     DIR/corpus/split.parquet         accepted records with train/val/test assigned (grouped by image)
     DIR/reports/stats.json, .png     statistics and their plot
     DIR/export/hf/                   an HF DatasetDict (``datasets.load_from_disk``), images embedded
+    DIR/virl_demo.json               the marker: what the demo wrote (``--overwrite`` clears exactly that)
+
+A non-empty DIR is refused unless ``overwrite``, which removes what a previous demo wrote there (the entries above)
+and nothing else; a non-empty folder without the marker is never cleared (``prepare_demo_dir``).
 
 ``run_pipeline`` runs a declarative pipeline (``pipelines/*.yaml``, loaded by ``load_pipeline`` into a frozen
 ``PipelineConfig``) on any miner:
@@ -43,6 +47,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import inspect
+import shutil
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -56,9 +61,48 @@ from rich.table import Table
 
 from virl_data import checks, corpus, curate, schema
 from virl_data import export as export_mod
-from virl_data.errors import ConfigError
+from virl_data.errors import ConfigError, OutputExistsError
 from virl_data.miners import MINERS
 from virl_data.miners.shapes import ShapesConfig, generate
+
+
+DEMO_MARKER = "virl_demo.json"
+DEMO_ENTRIES = ("images", "corpus", "reports", "export")
+"""What ``run_demo`` writes under its folder, besides ``DEMO_MARKER``."""
+
+
+def prepare_demo_dir(out: str | Path, *, overwrite: bool = False) -> Path:
+    """Make ``out`` ready for a demo: a missing or empty folder is used as is; a non-empty one raises
+    ``OutputExistsError`` unless ``overwrite``, which removes what a previous demo wrote there (``DEMO_ENTRIES`` and
+    the marker ``DEMO_MARKER``) and leaves anything else alone. A non-empty folder without the marker is never
+    cleared.
+
+    >>> import tempfile, pathlib
+    >>> d = pathlib.Path(tempfile.mkdtemp())
+    >>> _ = (d / "notes.txt").write_text("mine")
+    >>> prepare_demo_dir(d, overwrite=True)
+    Traceback (most recent call last):
+    ...
+    virl_data.errors.OutputExistsError: ... is not empty and is not a virl demo output (no virl_demo.json): refusing to clear it; choose another --out
+    """
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise OutputExistsError(f"{out} is a file, not a folder; choose another --out")
+    if not out.is_dir() or not any(out.iterdir()):
+        return out
+    if not (out / DEMO_MARKER).is_file():
+        raise OutputExistsError(f"{out} is not empty and is not a virl demo output (no {DEMO_MARKER}): refusing to "
+                                "clear it; choose another --out")
+    if not overwrite:
+        raise OutputExistsError(f"{out} already holds a virl demo; pass --overwrite to replace it (only what the "
+                                "demo wrote there is removed), or choose another --out")
+    for name in (*DEMO_ENTRIES, DEMO_MARKER):
+        path = out / name
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        elif path.exists() or path.is_symlink():
+            path.unlink()
+    return out
 
 
 def run_demo(
@@ -69,13 +113,18 @@ def run_demo(
     image_size: int = 224,
     console: Console | None = None,
     config: ShapesConfig | None = None,
+    overwrite: bool = False,
 ) -> dict[str, Path]:
     """Run generate → verify → stats → split → export on ``n`` shapes records under ``out``; return the paths.
-    ``config`` replaces the default world (square ``image_size`` images) when given."""
+    ``config`` replaces the default world (square ``image_size`` images) when given. A non-empty ``out`` is refused
+    unless ``overwrite`` and it holds a previous demo (``prepare_demo_dir``)."""
     console = console or Console()
-    out = Path(out)
+    out = prepare_demo_dir(out, overwrite=overwrite)
     images = out / "images"
     config = config or ShapesConfig(image_size=(image_size, image_size))
+    # the marker first: a demo that stops halfway is still recognised (and cleared) by the next --overwrite
+    corpus.write_json({"virl_demo": {"n": n, "seed": seed, "world": dataclasses.asdict(config),
+                                     "wrote": list(DEMO_ENTRIES)}}, out / DEMO_MARKER)
 
     records = list(generate(n, seed=seed, image_dir=images, config=config, progress=True))
     mined = corpus.write(records, out / "corpus" / "mined.parquet", image_root=images)
@@ -546,6 +595,7 @@ __all__ = [
     "load_pipeline",
     "miner_parameters",
     "pipeline_from_dict",
+    "prepare_demo_dir",
     "renders_images",
     "run_demo",
     "run_pipeline",

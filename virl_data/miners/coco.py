@@ -57,6 +57,7 @@ import orjson
 from virl_data import boxconv, boxes
 from virl_data.errors import ConfigError, CorpusReadError, VirlError
 from virl_data.miners._common import check_limit, mining_outcome, size_from_files
+from virl_data.miners._kinds import expect
 from virl_data.types import (
     Box,
     ImageRef,
@@ -146,6 +147,16 @@ def _read_json(path: Path) -> Any:
         raise CorpusReadError(f"cannot read COCO file {path}: {e}") from None
 
 
+SWAPPED = "are the instances and captions files swapped?"
+
+
+def _captions(path: Path) -> Any:
+    """A COCO captions json (checked to be one: it lends only its ``images`` block)."""
+    data = _read_json(path)
+    expect(data, path, role="COCO captions", expected=["COCO captions"], hint=SWAPPED)
+    return data
+
+
 def _size(entry: dict[str, Any]) -> tuple[int | None, int | None]:
     w, h = entry.get("width"), entry.get("height")
     ok = all(isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0 for v in (w, h))
@@ -166,6 +177,8 @@ def _images_block(data: Any, path: Path) -> dict[str, ImageInfo]:
 def _read_coco(path: Path) -> tuple[list[ImageInfo], dict[int, str] | None]:
     """A COCO json (dict with ``annotations``, or a bare list of them) → images in order of first annotation."""
     data = _read_json(path)
+    expect(data, path, role="COCO instances", expected=["COCO instances", "a COCO instance annotation"],
+           hint=SWAPPED)
     anns = data.get("annotations") if isinstance(data, dict) else data
     if not isinstance(anns, list):
         raise CorpusReadError(f"COCO file {path} has no 'annotations' list")
@@ -433,7 +446,7 @@ def mine(
         infos, cats = _read_llava(instances), None
     else:
         infos, cats = _read_coco(instances)
-    lent = _images_block(_read_json(captions), captions) if captions is not None else {}
+    lent = _images_block(_captions(captions), captions) if captions is not None else {}
     n = 0
     for info in infos:
         image, size_reason = _resolve(info, lent, images)

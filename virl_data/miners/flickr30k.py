@@ -53,7 +53,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from virl_data.errors import CorpusReadError
+from virl_data.errors import CorpusReadError, WrongFileKind
 from virl_data.miners._common import check_limit, mining_outcome, size_from_files
 from virl_data.types import (
     Box,
@@ -264,6 +264,51 @@ def mine_image(image_id: str, sentences: list[Sentence], ann: Annotation | None,
         )
 
 
+# --- which input is which --------------------------------------------------------------------------------------------
+SENTENCES = "Flickr30k Entities sentences (Sentences/)"
+ANNOTATIONS = "Flickr30k Entities annotations (Annotations/, XML)"
+SPLITS = "Flickr30k split lists (splits/)"
+_MIXED_UP = "are the sentences, annotations and splits folders mixed up?"
+
+
+def _head(path: Path, n: int = 2048) -> str:
+    try:
+        with open(path, "rb") as f:
+            return f.read(n).decode("utf-8", "replace")
+    except OSError:
+        return ""
+
+
+def input_kind(path: Path) -> str | None:
+    """Which Flickr30k Entities input ``path`` (a folder or one file) looks like, by content: ``SENTENCES`` (text
+    with ``[/EN#`` phrase markup), ``ANNOTATIONS`` (``<annotation>`` XML), ``SPLITS`` (``train/val/test.txt``,
+    ``UNRELATED_CAPTIONS``), else None. A folder is judged by its first files (sorted).
+
+    >>> import tempfile, pathlib
+    >>> d = pathlib.Path(tempfile.mkdtemp())
+    >>> _ = (d / "7.xml").write_text("<annotation><filename>7.jpg</filename></annotation>")
+    >>> input_kind(d) == ANNOTATIONS
+    True
+    """
+    path = Path(path)
+    files = sorted(path.iterdir())[:200] if path.is_dir() else [path] if path.is_file() else []
+    texts = {f: _head(f) for f in files[:20] if f.is_file() and f.suffix in (".txt", ".xml", "")}
+    if any("[/EN#" in t for t in texts.values()):
+        return SENTENCES
+    if any(f.suffix == ".xml" and "<annotation" in t for f, t in texts.items()):
+        return ANNOTATIONS
+    if any(f.name in ("train.txt", "val.txt", "test.txt", "UNRELATED_CAPTIONS") for f in files):
+        return SPLITS
+    return None
+
+
+def _expect(path: Path, role: str, expected: str) -> None:
+    """``WrongFileKind`` when the ``role`` input looks like another Flickr30k input than ``expected``."""
+    found = input_kind(path)
+    if found is not None and found != expected:
+        raise WrongFileKind(f"the Flickr30k {role} {path} looks like {found}, not {expected} ({_MIXED_UP})")
+
+
 def _sentence_files(sentences: Path) -> list[Path]:
     sentences = Path(sentences)
     if sentences.is_dir():
@@ -292,6 +337,10 @@ def mine(
     check_limit(limit)
     if annotations is not None and not Path(annotations).is_dir():
         raise CorpusReadError(f"Flickr30k annotations folder {annotations} does not exist")
+    for path, role, expected in ((sentences, "sentences", SENTENCES), (annotations, "annotations", ANNOTATIONS),
+                                 (splits, "splits", SPLITS)):
+        if path is not None:
+            _expect(path, role, expected)
     split_of, unrelated = read_splits(splits) if splits is not None else ({}, set())
     n = 0
     for file in _sentence_files(sentences):

@@ -69,6 +69,7 @@ from PIL import Image
 from virl_data import boxconv
 from virl_data.errors import BoxConventionError, CorpusReadError
 from virl_data.miners._common import check_limit, mining_outcome
+from virl_data.miners._kinds import expect
 from virl_data.types import (
     Box,
     ImageRef,
@@ -370,11 +371,17 @@ def mine_question(qid: str, q: Any, index: SceneIndex, split: str | None) -> Rat
     )
 
 
-def _read(path: Path, what: str) -> dict[str, Any]:
+def _read(path: Path, what: str) -> Any:
     try:
-        data = orjson.loads(Path(path).read_bytes())
+        return orjson.loads(Path(path).read_bytes())
     except (OSError, orjson.JSONDecodeError) as e:
         raise CorpusReadError(f"cannot read GQA {what} file {path}: {e}") from None
+
+
+def _checked(data: Any, path: Path, what: str) -> dict[str, Any]:
+    """``data`` read from the GQA ``what`` file ``path``, if it is one (else ``WrongFileKind`` / ``CorpusReadError``)."""
+    expect(data, path, role=f"GQA {what}", expected=[f"GQA {what}"],
+           hint="are the questions and scene graphs files swapped?")
     if type(data) is not dict:
         raise CorpusReadError(f"GQA {what} file {path} must hold a JSON object keyed by id, got {type(data).__name__}")
     return data
@@ -391,6 +398,7 @@ def _load(questions: Path, scene_graphs: Path) -> tuple[dict[str, Any], dict[str
     gc.disable()
     try:
         qs, graphs = _read(questions, "questions"), _read(scene_graphs, "scene graphs")
+        qs, graphs = _checked(qs, questions, "questions"), _checked(graphs, scene_graphs, "scene graphs")
         frozen = gc.get_freeze_count() == 0
         if frozen:
             gc.freeze()

@@ -64,6 +64,7 @@ import orjson
 from virl_data import boxconv
 from virl_data.errors import ConfigError, CorpusReadError
 from virl_data.miners._common import check_limit, mining_outcome, size_from_files
+from virl_data.miners._kinds import expect_stream
 from virl_data.types import (
     Box,
     ImageRef,
@@ -274,7 +275,9 @@ def _ground_r1_line(obj: dict[str, Any], file_variant: str | None, file_split: s
 def read_expressions(path: Path) -> Iterator[Expression]:
     """Every expression of one JSONL file, in file order (a line of neither layout gives a malformed one)."""
     file_variant, file_split = variant_of(path.name), split_of(path.name)
-    for n, obj in read_jsonl(path):
+    lines = expect_stream(read_jsonl(path), path, role="RefCOCO refs", entry=lambda line: line[1],
+                          expected=["RefCOCO (REC layout)", "RefCOCO (Ground-R1 layout)"])
+    for n, obj in lines:
         if isinstance(obj, dict) and "expression" in obj and "bbox" in obj:
             yield _rec_line(obj, file_variant, file_split)
         elif isinstance(obj, dict) and "solution" in obj and "bboxs" in obj:

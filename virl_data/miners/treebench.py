@@ -60,6 +60,7 @@ import orjson
 from virl_data import boxconv
 from virl_data.errors import CorpusReadError
 from virl_data.miners._common import check_limit, mining_outcome, size_from_files
+from virl_data.miners._kinds import expect
 from virl_data.types import (
     Box,
     ImageRef,
@@ -245,6 +246,7 @@ def _image_beside(json_path: Path, root: Path) -> str:
 def read_questions(path: Path, root: Path) -> Iterator[Question]:
     """Every question of one file (``root``: the folder V* image paths are relative to)."""
     data = _load(path)
+    expect(data, path, role="TreeBench / V* Bench annotations", expected=["TreeBench", "V* Bench"])
     if isinstance(data, dict) and "target_object" in data:
         yield parse_vstar(data, _image_beside(path, root), path.parent.name or None)
     elif isinstance(data, list):

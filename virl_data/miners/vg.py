@@ -59,6 +59,7 @@ import orjson
 from virl_data import boxconv, boxes
 from virl_data.errors import CorpusReadError, VirlError
 from virl_data.miners._common import check_limit, mining_outcome, size_from_files
+from virl_data.miners._kinds import expect
 from virl_data.types import (
     Box,
     ImageRef,
@@ -118,6 +119,8 @@ def _load_images(path: Path, what: str) -> list[dict[str, Any]]:
     except (OSError, orjson.JSONDecodeError) as e:
         raise CorpusReadError(f"cannot read VG {what} file {path}: {e}") from None
     data = [data] if isinstance(data, dict) else data
+    expect(data, path, role=f"VG {what}", expected=[f"Visual Genome {what}"],
+           hint="are the relationships and attributes files swapped?")
     if not isinstance(data, list):
         raise CorpusReadError(f"VG {what} file {path} must hold a list of images, got {type(data).__name__}")
     for i, entry in enumerate(data):

