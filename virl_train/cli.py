@@ -89,11 +89,11 @@ def score(
     cfg = RewardConfig.from_params(preset, params)
     if out is None:
         summary = score_file(trajectories, cfg, sys.stdout.buffer)
-        Console(stderr=True).print(f"{summary.describe()} ({preset})")
+        Console(stderr=True).print(f"{summary.describe()} ({preset})", soft_wrap=True)
         return
     with atomic_path(out) as tmp, tmp.open("wb") as fh:
         summary = score_file(trajectories, cfg, fh)
-    console.print(f"{summary.describe()} ({preset}) → {out}")
+    console.print(f"{summary.describe()} ({preset}) → {out}", soft_wrap=True)
 
 
 ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help="YAML config (configs/*.yaml).")]
