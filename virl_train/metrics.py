@@ -18,7 +18,8 @@ Example: a random tiny model writes text with no action tag, so each of its turn
     >>> from virl_train.types import Action, ActionKind, ActionLabel, Episode, LabelKind, RewardBreakdown
     >>> crop = Action(0, ActionKind.CROP, box=Box(0, 0, 5, 5))
     >>> bad = Action(0, ActionKind.INVALID, error="no_action")
-    >>> ok, err = ActionLabel(LabelKind.CORRECT, 1.0, 0, 1.0, "hit"), ActionLabel(LabelKind.ERRONEOUS, 0, None, 0, "malformed")
+    >>> ok = ActionLabel(LabelKind.CORRECT, 1.0, 0, 1.0, "hit")
+    >>> err = ActionLabel(LabelKind.ERRONEOUS, 0.0, None, 0.0, "malformed")
     >>> m = action_metrics([Episode("a", actions=(crop,)), Episode("b", actions=(bad,))],
     ...                    [RewardBreakdown(1.0, labels=(ok,)), RewardBreakdown(0.0, labels=(err,))])
     >>> m["tool_use_rate"], m["invalid_rate"], m["correct_rate"], m["actions_per_episode"]

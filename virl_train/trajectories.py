@@ -110,12 +110,13 @@ def trajectory_row(
 ) -> dict[str, Any]:
     """The log line of one scored episode (fields in the module docstring)."""
     visual = [a for a in episode.actions if a.kind is not ActionKind.ANSWER]
+    boxes = [list(a.box.as_tuple()) if a.kind is ActionKind.CROP and a.box is not None else None for a in visual]
     return {
         "version": FORMAT_VERSION, "source": source, "step": step, "group": group, "sample": sample,
         "id": record.id, "question": record.question, "image_size": [record.image.width, record.image.height],
         "rationale": [[list(b.as_tuple()) for b in s.boxes] for s in record.chain],
         "gt_answer": record.answer, "answer_type": record.answer_type, "turns": list(turns),
-        "actions": [list(a.box.as_tuple()) if a.kind is ActionKind.CROP and a.box is not None else None for a in visual],
+        "actions": boxes,
         "action_errors": [a.error for a in visual],
         "answer": episode.answer, "format_ok": episode.format_ok,
         "reward": reward_detail(breakdown, cfg),

@@ -133,20 +133,21 @@ def test_training_logs_its_trajectories_and_score_reads_them_as_is(demo_export, 
         sum(any(a is not None for a in x["actions"]) for x in rows if x["step"] == 2) / 4)
 
     runner = CliRunner()
-    same = runner.invoke(app, ["score", str(run / "trajectories.jsonl"), "--preset", "virl", "-o", str(tmp_path / "s.jsonl")])
+    log = str(run / "trajectories.jsonl")
+    same = runner.invoke(app, ["score", log, "--preset", "virl", "-o", str(tmp_path / "s.jsonl")])
     assert same.exit_code == 0, same.output
     assert "0 of 8 totals changed" in same.output
     for row, out in zip(rows, _lines(tmp_path / "s.jsonl"), strict=True):
-        assert (out["id"], out["step"], out["group"], out["sample"]) == (row["id"], row["step"], row["group"], row["sample"])
+        assert [out[k] for k in ("id", "step", "group", "sample")] == [row[k] for k in ("id", "step", "group", "sample")]
         for key in ("total", "components", "labels", "config"):
             assert out[key] == row["reward"][key], key
 
-    heavier = runner.invoke(app, ["score", str(run / "trajectories.jsonl"), "-p", "lambda_fmt=0.5"])
+    heavier = runner.invoke(app, ["score", log, "-p", "lambda_fmt=0.5"])
     assert heavier.exit_code == 0 and "mean total" in heavier.stderr  # the summary goes to stderr, the lines to stdout
     assert [json.loads(x)["total"] for x in heavier.stdout.splitlines()] != [x["reward"]["total"] for x in rows]
 
     # the random model never answers right, so its totals are the same under outcome: make one episode a good one
-    # (the right answer after a crop on the first chain step) and the presets must part, or a crop labelled: some rewards must move (hand-made so the test can fail)
+    # (the right answer after a crop on the first chain step) and the presets must part
     edited = tmp_path / "edited.jsonl"
     rows[0] = {**rows[0], "answer": rows[0]["gt_answer"], "format_ok": True,
                "actions": [[float(v) for v in rows[0]["rationale"][0][0]]], "action_errors": [None]}

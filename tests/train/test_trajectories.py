@@ -92,7 +92,8 @@ def test_truncate_keeps_steps_up_to_the_checkpoint_and_drops_a_torn_line(tmp_pat
     log = TrajectoryLog(path, resume_step=1)  # resume from step 1, then log step 2 again
     log.write([{"step": 2, "k": 9}])
     log.close()
-    assert [(json.loads(x)["step"], json.loads(x)["k"]) for x in path.read_text().splitlines()] == [(1, 0), (1, 1), (2, 9)]
+    kept = [json.loads(x) for x in path.read_text().splitlines()]
+    assert [(x["step"], x["k"]) for x in kept] == [(1, 0), (1, 1), (2, 9)]
     TrajectoryLog(path, resume_step=0).close()  # a fresh run starts an empty file
     assert path.read_text() == ""
     path.write_text('{"step": 1}\nnot json\n{"step": 2}\n')
