@@ -122,7 +122,7 @@ def run_sft(data: Path, out: Path, args: argparse.Namespace, console: Console) -
         if step % every == 0:
             console.print(f"  sft {step}/{args.sft_steps}  loss {m['loss']:.4f}  {m['time/wall_s']:.0f}s")
 
-    sft(cfg, args.sft_steps, lr=args.sft_lr, batch_size=args.sft_batch, out_dir=out, callbacks=[progress])
+    sft(cfg, args.sft_steps, lr=args.sft_lr, batch_size=args.sft_batch, out_dir=out, resume=False, callbacks=[progress])
     return out / "final", time.perf_counter() - t0
 
 

@@ -3,7 +3,7 @@
     virl-train data EXPORT [--split train]     what the trainer will read from an export
     virl-train score TRAJ.jsonl [--preset full] [-p KEY=VALUE]   score logged trajectories with the training reward
     virl-train show-config [--config C.yaml] [KEY=VALUE ...]     the resolved config (defaults + file + overrides)
-    virl-train sft --config C.yaml --steps N [--out DIR]        warm start on the ground-truth rationale trajectories
+    virl-train sft --config C.yaml --steps N [--out DIR] [--save-every K]   warm start on ground-truth trajectories
     virl-train train --config C.yaml [KEY=VALUE ...]            GRPO with the ViRL reward; resumes from out_dir
     virl-train eval --config C.yaml [--checkpoint DIR] [KEY=VALUE ...]   accuracy, grounding, illusion probe
 """
@@ -60,14 +60,17 @@ def data(
 @app.command()
 @user_errors
 def score(
-    trajectories: Annotated[Path, typer.Argument(help="JSONL of logged trajectories (format: virl_train.score).")],
+    trajectories: Annotated[
+        Path, typer.Argument(help="A trajectories.jsonl of a train / eval run (format: virl_train.trajectories).")
+    ],
     preset: Annotated[str, typer.Option(help="Reward preset: outcome | process | shaping | full.")] = "full",
     param: Annotated[
         list[str] | None, typer.Option("--param", "-p", help="Override a reward/matching parameter: KEY=VALUE.")
     ] = None,
     out: Annotated[Path | None, typer.Option("--out", "-o", help="Output JSONL (default: stdout).")] = None,
 ) -> None:
-    """Score logged trajectories with the training reward: per-action labels, reward components, total."""
+    """Score logged trajectories with the training reward: per-action labels, reward components, total; with a run's
+    log, the totals it logged beside them (re-score under another --preset to see what changes)."""
     import sys
 
     import yaml
@@ -85,11 +88,12 @@ def score(
         params[key.strip()] = yaml.safe_load(value)
     cfg = RewardConfig.from_params(preset, params)
     if out is None:
-        score_file(trajectories, cfg, sys.stdout.buffer)
+        summary = score_file(trajectories, cfg, sys.stdout.buffer)
+        Console(stderr=True).print(f"{summary.describe()} ({preset})", soft_wrap=True)
         return
     with atomic_path(out) as tmp, tmp.open("wb") as fh:
-        n = score_file(trajectories, cfg, fh)
-    console.print(f"scored {n} trajectories ({preset}) → {out}")
+        summary = score_file(trajectories, cfg, fh)
+    console.print(f"{summary.describe()} ({preset}) → {out}", soft_wrap=True)
 
 
 ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help="YAML config (configs/*.yaml).")]
@@ -119,9 +123,14 @@ def sft(
         int | None, typer.Option(help="Reference episodes per step (default: grpo.batch_size x grpo.group_size).")
     ] = None,
     out: Annotated[Path | None, typer.Option("--out", "-o", help="Output folder (default: run.out_dir).")] = None,
+    save_every: Annotated[
+        int | None, typer.Option(min=1, help="Checkpoint every N steps (default: run.save_every), and at the end.")
+    ] = None,
+    fresh: Annotated[bool, typer.Option("--fresh", help="Ignore checkpoints in OUT (start over).")] = False,
 ) -> None:
     """Supervised warm start: the ground-truth crop chain and answer of each train record, played through the crop
-    environment (real crops fed back), learned by next-token loss. RL then starts from OUT/final."""
+    environment (real crops fed back), learned by next-token loss. Checkpoints to OUT/checkpoints and resumes from
+    the newest one like `train`. RL then starts from OUT/final."""
     from virl_train.config import load_config
     from virl_train.sft import sft as run_sft
 
@@ -133,7 +142,8 @@ def sft(
             console.print(f"sft step {step}/{steps}  loss {m['loss']:.4f}  lr {m['lr']:.2e}  {m['time/wall_s']:.0f}s",
                           soft_wrap=True)
 
-    result = run_sft(cfg, steps, lr=lr, batch_size=batch_size, out_dir=out, callbacks=[progress])
+    result = run_sft(cfg, steps, lr=lr, batch_size=batch_size, out_dir=out, save_every=save_every, resume=not fresh,
+                     callbacks=[progress])
     console.print(f"SFT done → {result / 'final'}; start RL from it with model.name_or_path={result / 'final'}")
 
 
@@ -158,7 +168,7 @@ def train(
             return
         console.print(
             f"step {step}/{cfg.run.max_steps}  reward {m['reward/total']:+.3f}  acc {m['reward/accuracy']:.2f}  "
-            f"rationale {m['reward/rationale']:.2f}  actions/ep {m['actions/per_episode']:.2f}  "
+            f"rationale {m['reward/rationale']:.2f}  actions/ep {m['actions/actions_per_episode']:.2f}  "
             f"loss {m.get('loss', float('nan')):+.4f}  {m['time/step_s']:.1f}s",
             soft_wrap=True,
         )

@@ -19,7 +19,8 @@ over zero items is 0 and its denominator is reported as an ``n_*`` key):
 ``correct_rate`` ...        ``correct`` / ``redundant`` / ``erroneous`` labels over ``n_actions``; ``invalid_rate``
                             INVALID (unparseable, refused) actions over ``n_actions``
 ``tool_use_rate``           episodes with ≥ 1 executed crop; ``actions_per_episode``, ``crops_per_episode``,
-                            ``turns_per_episode`` means over episodes
+                            ``turns_per_episode`` means over episodes (the action rates come from
+                            ``metrics.action_metrics``, which the training log uses too)
 ``rarr`` / ``rawr``         right answer with the right / a wrong visual reason, over ``n_applicable``; the reason is
                             right when R_rat ≥ ``reason_threshold`` (0.5: e.g. one exact crop on a 1- or 2-step chain)
 ``context_agnosticism``     how alike the crops of two episodes asking DIFFERENT questions about the SAME image are:
@@ -60,8 +61,10 @@ from virl_data.corpus import atomic_path, write_json
 from virl_data.errors import ConfigError, VirlError
 from virl_data.types import Box, RationaleRecord
 from virl_train.matching import chain_array, overlaps
+from virl_train.metrics import action_metrics
 from virl_train.rewards import FULL, RewardConfig, action_boxes, score_record
-from virl_train.types import ActionKind, Episode, LabelKind, RewardBreakdown
+from virl_train.trajectories import FILE_NAME, trajectory_row, write_trajectories
+from virl_train.types import ActionKind, Episode, RewardBreakdown
 
 RegionTransform = Callable[[Box, tuple[int, int]], Box]
 HIT_THRESHOLDS = (0.3, 0.5)
@@ -213,7 +216,6 @@ def grounding_metrics(
     n_ep, n_act = len(scores), len(labels)
     n_app = sum(sc.applicable for sc in scores)
     right = [sc.correct and c["rationale"] >= reason_threshold for sc, c in zip(scores, comp)]
-    kinds = [lab.kind for lab in labels]
     ctx, n_ctx = context_agnosticism([(r.image.path, r.question, sc.crops) for r, sc in zip(records, scores)])
     gt_groups = {r.id: (r.image.path, r.question, to_boxes(chain_array(r.chain))) for r in records}
     ctx_gt, n_ctx_gt = context_agnosticism(list(gt_groups.values()))
@@ -228,11 +230,7 @@ def grounding_metrics(
         "mean_fidelity": _mean([lab.fidelity for lab in labels]),
         **{f"hit_rate@{t}": _rate(sum(lab.fidelity >= t for lab in labels), n_act) for t in HIT_THRESHOLDS},
         "gt_coverage": _mean([_mean(sc.covered) for sc in scores]),
-        **{f"{k.value}_rate": _rate(kinds.count(k), n_act) for k in LabelKind},
-        "invalid_rate": _rate(sum(sc.n_invalid for sc in scores), n_act),
-        "tool_use_rate": _rate(sum(len(sc.crops) > 0 for sc in scores), n_ep),
-        "actions_per_episode": _rate(n_act, n_ep),
-        "crops_per_episode": _rate(sum(len(sc.crops) for sc in scores), n_ep),
+        **action_metrics(episodes, [sc.breakdown for sc in scores]),  # the same function as the training log
         "turns_per_episode": _mean([ep.n_turns for ep in episodes]),
         "rarr": _rate(sum(right), n_app),
         "rawr": _rate(sum(sc.correct and not r for sc, r in zip(scores, right)), n_app),
@@ -276,7 +274,8 @@ def episode_row(episode: Episode, record: RationaleRecord, score: EpisodeScore) 
 # --- the report ------------------------------------------------------------------------------------------------------
 @dataclass
 class EvalReport:
-    """Metrics of the normal run, of the probe run (None without probe), the config, and optional per-episode rows.
+    """Metrics of the normal run, of the probe run (None without probe), the config, optional per-episode rows, and
+    the normal run's episodes as trajectory-log lines (``virl_train.trajectories``, ``source`` "eval").
 
     ``probe_drop`` = accuracy − probe accuracy (None without probe).
     """
@@ -285,6 +284,7 @@ class EvalReport:
     probe_metrics: dict[str, float] | None = None
     config: dict[str, Any] = field(default_factory=dict)
     rows: list[dict[str, Any]] = field(default_factory=list)
+    trajectories: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def probe_drop(self) -> float | None:
@@ -406,7 +406,18 @@ def evaluate(
         "eval": {"probe": probe, "probe_kind": probe_kind, "seed": seed, "greedy": greedy,
                  "reason_threshold": reason_threshold, "hit_thresholds": list(HIT_THRESHOLDS)},
     }
-    return EvalReport(metrics, probe_metrics, config, _rows(normal, probed, records, rewards))
+    return EvalReport(metrics, probe_metrics, config, _rows(normal, probed, records, rewards),
+                      _trajectories(normal, records, rewards))
+
+
+def _trajectories(rollouts, records, cfg: RewardConfig) -> list[dict[str, Any]]:
+    """The normal run's episodes as trajectory-log lines (group = the record's index, sample 0, step null)."""
+    scores = score_episodes(rollouts, records, cfg)
+    return [
+        trajectory_row(_episode(r), rec, sc.breakdown, cfg, source="eval", step=None, group=i, sample=0,
+                       turns=getattr(r, "turn_texts", ()))
+        for i, (r, rec, sc) in enumerate(zip(rollouts, records, scores))
+    ]
 
 
 def _rows(normal, probed, records, cfg: RewardConfig) -> list[dict[str, Any]]:
@@ -447,9 +458,12 @@ def plot_report(report: EvalReport, path: str | Path) -> Path:
 
 
 def write_report(report: EvalReport, out_dir: str | Path, *, rows: bool = True) -> tuple[Path, Path]:
-    """Write ``out_dir/eval.json`` (``report.to_dict(rows)``) and ``out_dir/eval.png``, each atomically."""
+    """Write ``out_dir/eval.json`` (``report.to_dict(rows)``), ``out_dir/eval.png`` and, when the report has them,
+    the episodes as ``out_dir/trajectories.jsonl`` (``virl-train score`` reads it), each atomically."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    if report.trajectories:
+        write_trajectories(out_dir / FILE_NAME, report.trajectories)
     json_path = write_json(report.to_dict(rows), out_dir / "eval.json")
     return json_path, plot_report(report, out_dir / "eval.png")
 

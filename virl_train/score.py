@@ -1,15 +1,18 @@
 """Score logged trajectories offline with the training reward (``virl-train score``): same code path, ``score_episode``.
 
-Input: JSON lines, boxes in ORIGINAL-image pixels::
+Input: a trajectory log (``virl_train.trajectories``; what ``virl-train train`` / ``eval`` write as
+``trajectories.jsonl``), read as is. The minimal hand-written line, boxes in ORIGINAL-image pixels::
 
     {"id": "q1", "image_size": [W, H], "rationale": [[[x1, y1, x2, y2], ...], ...],
      "actions": [[x1, y1, x2, y2] or null, ...], "answer": "red" or null, "gt_answer": "red",
      "answer_type": optional, "options": optional list or {letter: text}, "format_ok": optional bool}
 
 ``null`` actions are malformed model actions (erroneous, format penalty). Output: one JSON object per input line,
-in order: ``id``, ``labels`` (kind, fidelity, matched_step, coverage_gain, reason, credit per action),
-``components``, ``total``, ``config`` (the ``RewardConfig`` as a dict). A line that is not such an object raises
-``TrajectoryError`` naming the file and line.
+in order: ``id`` (and ``source`` / ``step`` / ``group`` / ``sample`` when the line has them), ``total``,
+``components``, ``labels`` (kind, fidelity, matched_step, coverage_gain, reason, credit per action), ``config`` (the
+``RewardConfig`` as a dict) and, for a logged line, ``logged_total``: the total the run logged under its own config.
+Re-scored with that same config, ``total``, ``components`` and ``labels`` equal the logged ``reward`` exactly. A line
+that is not such an object raises ``TrajectoryError`` naming the file and line.
 
 Example:
     >>> line = {"id": "q", "image_size": [100, 100], "rationale": [[[0, 0, 10, 10]]], "actions": [[0, 0, 10, 10]],
@@ -20,114 +23,35 @@ Example:
 
 from __future__ import annotations
 
-import math
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
 import orjson
 
-from virl_data.errors import CorpusReadError
-from virl_data.types import Box
 from virl_train.rewards import RewardConfig, score_episode
+from virl_train.trajectories import Trajectory, TrajectoryError, parse_line, read_trajectories, reward_detail
 
-
-class TrajectoryError(CorpusReadError):
-    """A trajectory file line is not valid JSON or lacks / mistypes a field; the message names file and line."""
+ORIGIN = ("source", "step", "group", "sample")
 
 
 @dataclass(frozen=True)
-class Trajectory:
-    """One parsed input line."""
+class ScoreSummary:
+    """What re-scoring a file changed: lines scored, mean re-scored total, and over the lines that carry a logged
+    reward, their count, mean logged total and how many totals differ (|Δ| > 1e-9)."""
 
-    id: str
-    image_size: tuple[float, float]
-    chain: tuple[tuple[Box, ...], ...]
-    actions: tuple[Box | None, ...]
-    answer: str | None
-    gt_answer: str
-    answer_type: str | None = None
-    options: Any = None
-    format_ok: bool = True
+    n: int
+    mean_total: float
+    n_logged: int = 0
+    mean_logged: float = 0.0
+    n_changed: int = 0
 
-
-def _box(value: Any, what: str) -> Box:
-    ok = isinstance(value, list) and len(value) == 4
-    if not ok or not all(isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v) for v in value):
-        raise ValueError(f"{what} must be [x1, y1, x2, y2] numbers, got {value!r}"[:200])
-    return Box(*value)
-
-
-def _chain(value: Any) -> tuple[tuple[Box, ...], ...]:
-    if not isinstance(value, list) or not value:
-        raise ValueError("'rationale' must be a non-empty list of steps")
-    steps = []
-    for j, step in enumerate(value):
-        if not isinstance(step, list) or not step:
-            raise ValueError(f"rationale step {j} must be a non-empty list of boxes")
-        boxes = tuple(_box(b, f"rationale step {j} box {i}") for i, b in enumerate(step))
-        if any(b.w <= 0 or b.h <= 0 for b in boxes):
-            raise ValueError(f"rationale step {j} has an empty box (need x1 < x2 and y1 < y2)")
-        steps.append(boxes)
-    return tuple(steps)
-
-
-def _fields(obj: Any) -> Trajectory:
-    if not isinstance(obj, dict):
-        raise ValueError("expected a JSON object")
-    missing = [k for k in ("id", "image_size", "rationale", "actions", "answer", "gt_answer") if k not in obj]
-    if missing:
-        raise ValueError(f"missing field(s) {', '.join(missing)}")
-    size = obj["image_size"]
-    if not (isinstance(size, list) and len(size) == 2 and all(isinstance(v, int | float) and v > 0 for v in size)):
-        raise ValueError(f"'image_size' must be [W, H] with positive numbers, got {size!r}"[:200])
-    if not isinstance(obj["actions"], list):
-        raise ValueError("'actions' must be a list of boxes or nulls")
-    if obj["answer"] is not None and not isinstance(obj["answer"], str):
-        raise ValueError("'answer' must be a string or null")
-    if not isinstance(obj["gt_answer"], str):
-        raise ValueError("'gt_answer' must be a string")
-    if not isinstance(obj.get("answer_type"), str | None):
-        raise ValueError("'answer_type' must be a string or null")
-    options = obj.get("options")
-    if options is not None and not (
-        (isinstance(options, list) and all(isinstance(o, str) for o in options))
-        or (isinstance(options, dict) and all(isinstance(o, str) for o in options.values()))
-    ):
-        raise ValueError("'options' must be a list of strings or an object {letter: text}")
-    return Trajectory(
-        id=str(obj["id"]),
-        image_size=(float(size[0]), float(size[1])),
-        chain=_chain(obj["rationale"]),
-        actions=tuple(None if a is None else _box(a, f"action {k}") for k, a in enumerate(obj["actions"])),
-        answer=obj["answer"],
-        gt_answer=obj["gt_answer"],
-        answer_type=obj.get("answer_type"),
-        options=obj.get("options"),
-        format_ok=bool(obj.get("format_ok", True)),
-    )
-
-
-def parse_line(obj: Any, path: str | Path, lineno: int) -> Trajectory:
-    """Validate one decoded line; ``TrajectoryError("<path>:<lineno>: <what is wrong>")`` otherwise."""
-    try:
-        return _fields(obj)
-    except ValueError as exc:
-        raise TrajectoryError(f"{path}:{lineno}: {exc}") from None
-
-
-def read_trajectories(path: Path) -> Iterator[Trajectory]:
-    """Parse a JSONL file lazily (blank lines skipped); the first bad line raises ``TrajectoryError``."""
-    with path.open("rb") as fh:
-        for lineno, raw in enumerate(fh, 1):
-            if not raw.strip():
-                continue
-            try:
-                obj = orjson.loads(raw)
-            except orjson.JSONDecodeError as exc:
-                raise TrajectoryError(f"{path}:{lineno}: not valid JSON ({exc})") from None
-            yield parse_line(obj, path, lineno)
+    def describe(self) -> str:
+        """One line, e.g. ``16 trajectories: mean total 0.125 (logged 0.210); 9 of 16 totals changed``."""
+        text = f"{self.n} trajectories: mean total {self.mean_total:.3f}"
+        if self.n_logged:
+            text += f" (logged {self.mean_logged:.3f}); {self.n_changed} of {self.n_logged} totals changed"
+        return text
 
 
 def score_line(t: Trajectory, cfg: RewardConfig) -> dict[str, Any]:
@@ -136,26 +60,30 @@ def score_line(t: Trajectory, cfg: RewardConfig) -> dict[str, Any]:
         t.actions, t.answer, t.chain, t.gt_answer, image_size=t.image_size, answer_type=t.answer_type,
         options=t.options, format_ok=t.format_ok, cfg=cfg,
     )
-    labels = [
-        {
-            "kind": lab.kind.value,
-            "fidelity": lab.fidelity,
-            "matched_step": lab.matched_step,
-            "coverage_gain": lab.coverage_gain,
-            "reason": lab.reason,
-            "credit": credit,
-        }
-        for lab, credit in zip(b.labels, b.per_action, strict=True)
-    ]
-    return {"id": t.id, "labels": labels, "components": b.components, "total": b.total, "config": cfg.to_dict()}
+    origin = {k: getattr(t, k) for k in ORIGIN if getattr(t, k) is not None}
+    out = {"id": t.id, **origin, **reward_detail(b, cfg)}
+    if t.logged is not None and "total" in t.logged:
+        out["logged_total"] = t.logged["total"]
+    return out
 
 
-def score_file(path: Path, cfg: RewardConfig, out: IO[bytes]) -> int:
-    """Score every line of ``path`` into ``out`` (JSON lines); returns the number of lines written.
+def score_file(path: Path, cfg: RewardConfig, out: IO[bytes]) -> ScoreSummary:
+    """Score every line of ``path`` into ``out`` (JSON lines); returns what changed against the logged rewards.
 
     Lines are validated before anything is written: a bad line anywhere leaves ``out`` empty.
     """
     results = [score_line(t, cfg) for t in read_trajectories(path)]
     for r in results:
         out.write(orjson.dumps(r) + b"\n")
-    return len(results)
+    logged = [r for r in results if isinstance(r.get("logged_total"), int | float)]
+    mean = lambda xs: float(sum(xs) / len(xs)) if xs else 0.0  # noqa: E731
+    return ScoreSummary(
+        n=len(results),
+        mean_total=mean([r["total"] for r in results]),
+        n_logged=len(logged),
+        mean_logged=mean([r["logged_total"] for r in logged]),
+        n_changed=sum(abs(r["total"] - r["logged_total"]) > 1e-9 for r in logged),
+    )
+
+
+__all__ = ["ScoreSummary", "TrajectoryError", "parse_line", "read_trajectories", "score_file", "score_line"]

@@ -40,7 +40,16 @@ from virl_train.data import ExampleSet
 from virl_train.env import CropEnv
 from virl_train.policy import Policy, load_policy, save_policy
 from virl_train.rollout import Rollout, batch_inputs, completion_logprobs, rollout_episode
-from virl_train.train import batch_indices, make_env, trainable_parameters
+from virl_train.train import (
+    PRECISION,
+    batch_indices,
+    checkpoint_step,
+    latest_checkpoint,
+    make_env,
+    save_checkpoint,
+    trainable_parameters,
+)
+from virl_train.trajectories import truncate_steps
 
 FRACTIONAL = ("rel_xyxy", "padded_square_rel")
 """Conventions whose values are fractions (written with 3 decimals); the others are written as integers."""
@@ -123,54 +132,78 @@ def sft(
     batch_size: int | None = None,
     out_dir: str | Path | None = None,
     warmup: int = 10,
+    save_every: int | None = None,
+    resume: bool = True,
     callbacks: Sequence[StepCallback] = (),
 ) -> Path:
     """Supervised warm start on the reference trajectories of ``cfg.data`` (train split, ``data.limit``).
 
     ``lr`` defaults to ``optim.lr``, ``batch_size`` to ``grpo.batch_size × grpo.group_size`` episodes per step;
     warmup then cosine decay to 0.1·lr; gradients clipped at ``optim.grad_clip``. Batches follow
-    ``train.batch_indices`` (a seeded permutation per epoch). Writes ``OUT/config.yaml``, ``OUT/log.jsonl``
-    (``loss``, ``lr``, ``time/*`` per step) and the policy to ``OUT/final``; returns ``OUT``
-    (``out_dir`` or ``run.out_dir``).
+    ``train.batch_indices`` (a seeded permutation per epoch, a function of the step). Writes ``OUT/config.yaml``,
+    ``OUT/log.jsonl`` (``loss``, ``lr``, ``time/*`` per step), a checkpoint every ``save_every`` steps (default
+    ``run.save_every``) and at the end, and the policy to ``OUT/final``; returns ``OUT`` (``out_dir`` or
+    ``run.out_dir``).
+
+    Checkpoints work as in ``train``: ``accelerator.save_state`` into ``OUT/checkpoints/step_N`` (model, optimizer,
+    schedule, every RNG), the newest two kept. With ``resume`` a rerun loads the newest one and continues at the
+    next step, to the same parameters an uninterrupted run reaches; ``log.jsonl`` is cut back to that step first.
     """
+    from accelerate import Accelerator
+    from accelerate.utils import set_seed
+
     if steps < 1:
         raise ConfigError(f"sft: steps must be >= 1, got {steps}")
+    if save_every is not None and save_every < 1:
+        raise ConfigError(f"sft: save_every must be >= 1, got {save_every}")
     out = Path(out_dir if out_dir is not None else cfg.run.out_dir)
     lr = cfg.optim.lr if lr is None else lr
     bs = batch_size or cfg.grpo.batch_size * cfg.grpo.group_size
-    torch.manual_seed(cfg.run.seed)
+    every = save_every or cfg.run.save_every
+    accelerator = Accelerator(mixed_precision=PRECISION[cfg.run.mixed_precision], cpu=not torch.cuda.is_available())
+    set_seed(cfg.run.seed)
     examples = ExampleSet.load(cfg.data.path, cfg.data.train_split, limit=cfg.data.limit)
     policy = load_policy(cfg.model, seed=cfg.run.seed)
     cache = [reference_rollout(policy, make_env(cfg), examples[i], examples.image(i), cfg.grpo.max_new_tokens)
              for i in range(len(examples))]
-    model = policy.model
-    opt, sched = _optimizer(model, lr, steps, min(warmup, steps), cfg.optim.weight_decay)
+    opt, sched = _optimizer(policy.model, lr, steps, min(warmup, steps), cfg.optim.weight_decay)
+    model, opt = accelerator.prepare(policy.model, opt)
+    accelerator.register_for_checkpointing(sched)
+    start = 0
+    ckpt = latest_checkpoint(out) if resume else None
+    if ckpt is not None:
+        start = checkpoint_step(ckpt, "sft")
+        accelerator.load_state(str(ckpt))
     out.mkdir(parents=True, exist_ok=True)
     save_config(cfg, out / "config.yaml")
-    log = (out / "log.jsonl").open("w")
+    truncate_steps(out / "log.jsonl", start)
+    log = (out / "log.jsonl").open("a", buffering=1)  # line-buffered: a killed run keeps its lines
     model.train()
     t_start = time.perf_counter()
     try:
-        for step in range(steps):
+        for step in range(start, steps):
             t0 = time.perf_counter()
             idx = batch_indices(step, len(cache), bs, cfg.run.seed)
-            batch = batch_inputs(policy, [cache[i] for i in idx], policy.device)
+            batch = batch_inputs(policy, [cache[i] for i in idx], accelerator.device)
             loss = nll_loss(completion_logprobs(model, batch), batch.completion_mask)
-            loss.backward()
-            norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.optim.grad_clip or math.inf)
+            accelerator.backward(loss)
+            norm = accelerator.clip_grad_norm_(model.parameters(), cfg.optim.grad_clip or math.inf)
             opt.step()
             sched.step()
             opt.zero_grad()
             metrics = {"loss": float(loss.detach()), "grad_norm": float(norm), "lr": sched.get_last_lr()[0],
                        "time/step_s": time.perf_counter() - t0, "time/wall_s": time.perf_counter() - t_start}
             log.write(json.dumps({"step": step + 1, **metrics}) + "\n")
-            log.flush()
+            if (step + 1) % every == 0 or step + 1 == steps:
+                save_checkpoint(accelerator, out, step + 1, stage="sft")
             for cb in callbacks:
                 cb(step + 1, metrics)
     finally:
         log.close()
     model.eval()
-    save_policy(policy, out / "final")
+    if steps > start or not (out / "final").is_dir():
+        policy.model = accelerator.unwrap_model(model)
+        save_policy(policy, out / "final")
     return out
 
 

@@ -11,7 +11,9 @@
 
 Exact resume: ``accelerator.save_state`` stores model, optimizer, scheduler and every RNG; the data position and the
 sampling seeds are functions of the step, so a run restarted from the checkpoint of step k repeats steps k+1… as an
-uninterrupted run would. Logs go to ``out_dir/log.jsonl`` and TensorBoard (``out_dir/tb``).
+uninterrupted run would. Logs go to ``out_dir/log.jsonl`` and TensorBoard (``out_dir/tb``); every sampled episode, with
+its reward breakdown, to ``out_dir/trajectories.jsonl`` (``virl_train.trajectories``; ``virl-train score`` reads it).
+On resume both JSONL files are cut back to the checkpoint's step first, so no step is logged twice.
 """
 
 from __future__ import annotations
@@ -36,10 +38,13 @@ from virl_train.config import TrainConfig, save_config
 from virl_train.data import ExampleSet
 from virl_train.env import CropEnv
 from virl_train.loss import policy_loss
+from virl_train.metrics import action_metrics
 from virl_train.policy import Policy, load_policy, save_policy
 from virl_train.rewards import RewardConfig, score_record
 from virl_train.rollout import Rollout, batch_inputs, completion_logprobs, rollout_batch
-from virl_train.types import LabelKind, RewardBreakdown
+from virl_train.trajectories import FILE_NAME as TRAJECTORIES
+from virl_train.trajectories import TrajectoryLog, trajectory_row, truncate_steps
+from virl_train.types import RewardBreakdown
 
 PRECISION = {"fp32": "no", "bf16": "bf16", "fp16": "fp16"}
 CHECKPOINTS = "checkpoints"
@@ -98,16 +103,12 @@ def make_env(cfg: TrainConfig) -> CropEnv:
 
 
 def rollout_metrics(rollouts: Sequence[Rollout], scores: Sequence[RewardBreakdown]) -> dict[str, float]:
-    """Means of every reward component, action-type rates, lengths and turns over one step's episodes."""
+    """Means of every reward component, the action metrics (``actions/<name>``, ``metrics.action_metrics``: the
+    eval report's numbers), lengths and turns over one step's episodes."""
     out: dict[str, float] = {"reward/total": float(np.mean([s.total for s in scores]))}
     for key in scores[0].components:
         out[f"reward/{key}"] = float(np.mean([s.components[key] for s in scores]))
-    labels = [lab.kind for s in scores for lab in s.labels]
-    n_actions = len(labels)
-    for kind in LabelKind:
-        out[f"actions/{kind.value}_rate"] = labels.count(kind) / n_actions if n_actions else 0.0
-    out["actions/per_episode"] = n_actions / len(scores)
-    out["actions/tool_use_rate"] = float(np.mean([len(s.labels) > 0 for s in scores]))
+    out |= {f"actions/{k}": v for k, v in action_metrics([r.episode for r in rollouts], scores).items()}
     out["length/completion_tokens"] = float(np.mean([len(r.episode.completion_ids) for r in rollouts]))
     out["length/policy_tokens"] = float(np.mean([sum(r.episode.loss_mask) for r in rollouts]))
     out["length/turns"] = float(np.mean([r.episode.n_turns for r in rollouts]))
@@ -140,8 +141,9 @@ def latest_checkpoint(out_dir: Path) -> Path | None:
     return max(done, key=lambda p: int(p.name.split("_")[1]), default=None)
 
 
-def save_checkpoint(accelerator: Any, out_dir: Path, step: int, keep: int = 2) -> Path:
-    """``accelerator.save_state`` into ``checkpoints/step_N`` (written to a temp folder, then renamed)."""
+def save_checkpoint(accelerator: Any, out_dir: Path, step: int, keep: int = 2, stage: str = "train") -> Path:
+    """``accelerator.save_state`` into ``checkpoints/step_N`` (written to a temp folder, then renamed); the state file
+    names the ``stage`` (train | sft) so that one cannot resume from the other's checkpoint."""
     final = out_dir / CHECKPOINTS / f"step_{step}"
     tmp = final.with_name(final.name + ".tmp")
     if accelerator.is_main_process:
@@ -149,7 +151,7 @@ def save_checkpoint(accelerator: Any, out_dir: Path, step: int, keep: int = 2) -
     accelerator.wait_for_everyone()
     accelerator.save_state(str(tmp))
     if accelerator.is_main_process:
-        (tmp / STATE_FILE).write_text(json.dumps({"step": step}))
+        (tmp / STATE_FILE).write_text(json.dumps({"step": step, "stage": stage}))
         shutil.rmtree(final, ignore_errors=True)
         os.replace(tmp, final)
         old = sorted((out_dir / CHECKPOINTS).glob("step_*"), key=lambda p: int(p.name.split("_")[1].split(".")[0]))
@@ -157,6 +159,16 @@ def save_checkpoint(accelerator: Any, out_dir: Path, step: int, keep: int = 2) -
             shutil.rmtree(p, ignore_errors=True)
     accelerator.wait_for_everyone()
     return final
+
+
+def checkpoint_step(ckpt: Path, stage: str = "train") -> int:
+    """The step a checkpoint was saved at; ``ConfigError`` when it is another stage's (an SFT checkpoint in a GRPO
+    run's folder or the reverse; a state file without a stage is a training one)."""
+    state = json.loads((ckpt / STATE_FILE).read_text())
+    if state.get("stage", "train") != stage:
+        raise ConfigError(f"{ckpt} is a checkpoint of {state.get('stage')!r}, not of {stage!r}: write this run to "
+                          "another folder, or start over with --fresh")
+    return int(state["step"])
 
 
 class _Logger:
@@ -281,9 +293,12 @@ def train(cfg: TrainConfig, *, callbacks: Sequence[StepCallback] = (), resume: b
     start, resumed = 0, None
     ckpt = latest_checkpoint(out_dir) if resume else None
     if ckpt is not None:
+        start = resumed = checkpoint_step(ckpt)
         accelerator.load_state(str(ckpt))
-        start = resumed = json.loads((ckpt / STATE_FILE).read_text())["step"]
+    if accelerator.is_main_process:  # what a killed run logged after its checkpoint is logged again below
+        truncate_steps(out_dir / "log.jsonl", start)
     logger = _Logger(out_dir, accelerator.is_main_process)
+    trajectories = TrajectoryLog(out_dir / TRAJECTORIES, resume_step=start, enabled=accelerator.is_main_process)
     metrics: dict[str, float] = {}
     wall0 = time.perf_counter()
     rank, world = accelerator.process_index, accelerator.num_processes
@@ -320,17 +335,35 @@ def train(cfg: TrainConfig, *, callbacks: Sequence[StepCallback] = (), resume: b
                 metrics = dict(zip(metrics, values.tolist()))
             if (step + 1) % cfg.run.log_every == 0 or step + 1 == cfg.run.max_steps:
                 logger.log(step + 1, metrics)
+            trajectories.write(_trajectory_rows(rollouts, records, scores, rewards_cfg, step + 1, cfg, rank, world))
             if (step + 1) % cfg.run.save_every == 0 or step + 1 == cfg.run.max_steps:
                 save_checkpoint(accelerator, out_dir, step + 1)
             for cb in callbacks:
                 cb(step + 1, metrics)
     finally:
         logger.close()
+        trajectories.close()
     if accelerator.is_main_process and cfg.run.max_steps > (resumed or 0):
         policy.model = accelerator.unwrap_model(model)
         save_policy(policy, out_dir / "final")
     accelerator.wait_for_everyone()
     return TrainResult(out_dir, cfg.run.max_steps, metrics, resumed)
+
+
+def _trajectory_rows(rollouts, records, scores, rewards_cfg, step: int, cfg: TrainConfig, rank: int, world: int):
+    """The step's episodes as trajectory-log lines; in a multi-process run every process's lines, gathered (in rank
+    order) to all, so that the main process writes them all. Group ``g`` = the prompt's index over all processes."""
+    g = cfg.grpo.group_size
+    rows = [
+        trajectory_row(r.episode, rec, sc, rewards_cfg, source="train", step=step,
+                       group=rank * cfg.grpo.batch_size + i // g, sample=i % g, turns=r.turn_texts)
+        for i, (r, rec, sc) in enumerate(zip(rollouts, records, scores))
+    ]  # fmt: skip
+    if world > 1:
+        from accelerate.utils import gather_object
+
+        rows = gather_object(rows)
+    return rows
 
 
 def _update(model, ref, optimizer, scheduler, accelerator, policy, rollouts, adv, cfg: TrainConfig) -> dict[str, float]:
@@ -374,6 +407,7 @@ __all__ = [
     "TrainResult",
     "advantages_for",
     "batch_indices",
+    "checkpoint_step",
     "latest_checkpoint",
     "make_env",
     "reward_config",

@@ -125,3 +125,58 @@ def test_cli_sft_then_train_from_its_checkpoint(demo_export, tmp_path):
 def test_sft_refuses_zero_steps(demo_export, tmp_path):
     with pytest.raises(ConfigError, match="steps"):
         sft(_cfg(demo_export, tmp_path), 0)
+
+
+class _Interrupt(RuntimeError):
+    pass
+
+
+def _final_weights(out: Path) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    (path,) = (out / "final").glob("*.safetensors")
+    return load_file(str(path))
+
+
+def test_sft_checkpoints_and_a_killed_run_resumes_to_the_same_parameters(demo_export, tmp_path):
+    """5 steps with a checkpoint every 2, LoRA with dropout on (so the restored RNG matters): killed after step 3,
+    the rerun resumes from step 2 and ends with the uninterrupted run's parameters, bit for bit."""
+    more = ("model.lora.enabled=true", "model.lora.dropout=0.3", "model.freeze_vision=none")
+    kw = {"lr": 3e-3, "batch_size": 3, "warmup": 2, "save_every": 2}
+    straight = sft(_cfg(demo_export, tmp_path / "straight", *more), 5, **kw)
+    assert sorted(p.name for p in (straight / "checkpoints").glob("step_*")) == ["step_4", "step_5"]
+
+    def stop_at_three(step, metrics):
+        if step == 3:
+            raise _Interrupt
+
+    killed = tmp_path / "killed"
+    with pytest.raises(_Interrupt):
+        sft(_cfg(demo_export, killed, *more), 5, callbacks=[stop_at_three], **kw)
+    assert sorted(p.name for p in (killed / "checkpoints").glob("step_*")) == ["step_2"]
+    assert not (killed / "final").exists()
+    seen = []
+    sft(_cfg(demo_export, killed, *more), 5, callbacks=[lambda s, m: seen.append(s)], **kw)
+    assert seen == [3, 4, 5]  # resumed after step 2
+    a, b = _final_weights(straight), _final_weights(killed)
+    assert a.keys() == b.keys()
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=0, atol=0, msg=key)
+    log = [json.loads(x) for x in (killed / "log.jsonl").read_text().splitlines()]
+    straight_log = [json.loads(x) for x in (straight / "log.jsonl").read_text().splitlines()]
+    assert [x["step"] for x in log] == [1, 2, 3, 4, 5]  # step 3 of the killed run is not logged twice
+    assert [x["loss"] for x in log] == [x["loss"] for x in straight_log]
+
+
+def test_sft_and_grpo_do_not_resume_from_each_others_checkpoints(demo_export, tmp_path):
+    from virl_train.train import train
+
+    out = tmp_path / "shared"
+    sft(_cfg(demo_export, out), 1, batch_size=2)
+    cfg = _cfg(demo_export, out, "run.max_steps=1", "grpo.batch_size=1", "grpo.group_size=2", "grpo.max_new_tokens=4")
+    with pytest.raises(ConfigError, match="checkpoint of 'sft', not of 'train'.*--fresh"):
+        train(cfg)
+    res = CliRunner().invoke(app, ["sft", "--config", str(REPO / "configs" / "shapes_learn.yaml"),
+                                   f"data.path={demo_export}", "data.limit=2", "--steps", "1", "--out", str(out),
+                                   "--save-every", "0"])
+    assert res.exit_code == 2 and "--save-every" in res.output

@@ -86,6 +86,79 @@ def test_training_changes_the_parameters_and_a_killed_run_resumes_to_the_same_on
         torch.testing.assert_close(a[key], b[key], rtol=0, atol=0, msg=key)
     log = [json.loads(x)["step"] for x in (killed / "log.jsonl").read_text().splitlines()]
     assert log == [1, 2, 3]
+    # the trajectory log of the resumed run is the uninterrupted run's, line for line (no step twice)
+    assert _lines(killed / "trajectories.jsonl") == _lines(straight / "trajectories.jsonl")
+
+
+def _lines(path: Path) -> list[dict]:
+    return [json.loads(x) for x in path.read_text().splitlines()]
+
+
+def test_a_run_killed_between_checkpoints_resumes_without_logging_a_step_twice(demo_export, tmp_path):
+    """Checkpoints at steps 2 and 4; killed after step 3 was logged: the rerun resumes at 2, cuts step 3 from both
+    logs and writes it again, so both files equal the uninterrupted run's."""
+    more = ("run.save_every=2", "run.max_steps=4")
+    straight, killed = tmp_path / "straight", tmp_path / "killed"
+    train(_cfg(demo_export, straight, *more))
+
+    def stop_at_three(step, metrics):
+        if step == 3:
+            raise _Interrupt
+
+    with pytest.raises(_Interrupt):
+        train(_cfg(demo_export, killed, *more), callbacks=[stop_at_three])
+    assert {x["step"] for x in _lines(killed / "trajectories.jsonl")} == {1, 2, 3}
+    assert train(_cfg(demo_export, killed, *more)).resumed_from == 2
+    assert [x["step"] for x in _lines(killed / "log.jsonl")] == [1, 2, 3, 4]
+    assert [x["step"] for x in _lines(killed / "trajectories.jsonl")] == [1] * 4 + [2] * 4 + [3] * 4 + [4] * 4
+    assert _lines(killed / "trajectories.jsonl") == _lines(straight / "trajectories.jsonl")
+
+
+def test_training_logs_its_trajectories_and_score_reads_them_as_is(demo_export, tmp_path):
+    """A 2-step run: 4 episodes per step (2 prompts x 2); `score` under the run's preset reproduces every logged
+    reward exactly, and under `outcome` gives other totals."""
+    run = tmp_path / "run"
+    result = train(_cfg(demo_export, run, "run.max_steps=2", "env.max_actions=2", "grpo.max_new_tokens=16"))
+    rows = _lines(run / "trajectories.jsonl")
+    assert [(x["step"], x["group"], x["sample"]) for x in rows] == [(s, g, k) for s in (1, 2) for g in (0, 1)
+                                                                    for k in (0, 1)]
+    for x in rows:
+        assert x["version"] == 1 and x["source"] == "train" and len(x["turns"]) >= 1
+        assert len(x["actions"]) == len(x["action_errors"]) == len(x["reward"]["labels"])
+    for step in (1, 2):  # the logged rewards are the ones the step's metrics were computed from
+        mean = sum(x["reward"]["total"] for x in rows if x["step"] == step) / 4
+        logged = next(m for m in _lines(run / "log.jsonl") if m["step"] == step)
+        assert mean == pytest.approx(logged["reward/total"], abs=1e-12)
+    assert result.metrics["actions/tool_use_rate"] == pytest.approx(
+        sum(any(a is not None for a in x["actions"]) for x in rows if x["step"] == 2) / 4)
+
+    runner = CliRunner()
+    log = str(run / "trajectories.jsonl")
+    same = runner.invoke(app, ["score", log, "--preset", "virl", "-o", str(tmp_path / "s.jsonl")])
+    assert same.exit_code == 0, same.output
+    assert "0 of 8 totals changed" in same.output
+    for row, out in zip(rows, _lines(tmp_path / "s.jsonl"), strict=True):
+        assert [out[k] for k in ("id", "step", "group", "sample")] == [row[k] for k in ("id", "step", "group", "sample")]
+        for key in ("total", "components", "labels", "config"):
+            assert out[key] == row["reward"][key], key
+
+    heavier = runner.invoke(app, ["score", log, "-p", "lambda_fmt=0.5"])
+    assert heavier.exit_code == 0 and "mean total" in heavier.stderr  # the summary goes to stderr, the lines to stdout
+    assert [json.loads(x)["total"] for x in heavier.stdout.splitlines()] != [x["reward"]["total"] for x in rows]
+
+    # the random model never answers right, so its totals are the same under outcome: make one episode a good one
+    # (the right answer after a crop on the first chain step) and the presets must part
+    edited = tmp_path / "edited.jsonl"
+    rows[0] = {**rows[0], "answer": rows[0]["gt_answer"], "format_ok": True,
+               "actions": [[float(v) for v in rows[0]["rationale"][0][0]]], "action_errors": [None]}
+    edited.write_text("".join(json.dumps(x) + "\n" for x in rows))
+    full = runner.invoke(app, ["score", str(edited), "--preset", "virl", "-o", str(tmp_path / "f.jsonl")])
+    outcome = runner.invoke(app, ["score", str(edited), "--preset", "outcome", "-o", str(tmp_path / "o.jsonl")])
+    assert full.exit_code == 0 and outcome.exit_code == 0, full.output + outcome.output
+    f_rows, o_rows = _lines(tmp_path / "f.jsonl"), _lines(tmp_path / "o.jsonl")
+    assert f_rows[0]["total"] > o_rows[0]["total"] == 1.0  # the rationale bonus is gone under outcome
+    assert sum(r["total"] for r in f_rows) != sum(r["total"] for r in o_rows)
+    assert all(lab["credit"] == 0.0 for r in o_rows for lab in r["labels"])
 
 
 def test_batch_indices_cover_each_epoch_once():
@@ -126,6 +199,14 @@ def test_cli_eval_writes_a_report_with_the_probe(demo_export, tmp_path):
     assert res.exit_code == 0, res.output
     report = json.loads((run / "eval" / "eval.json").read_text())
     assert report["counts"]["n_episodes"] == 3 and report["probe_counts"]["n_episodes"] == 3
+    rows = _lines(run / "eval" / "trajectories.jsonl")  # the greedy episodes, in record order
+    assert [(x["source"], x["step"], x["group"], x["sample"]) for x in rows] == [("eval", None, i, 0) for i in range(3)]
+    assert [x["id"] for x in rows] == [e["record_id"] for e in report["episodes"]]
+    assert [x["reward"]["total"] for x in rows] == [e["reward"] for e in report["episodes"]]
+    crops = sum(any(a is not None for a in x["actions"]) for x in rows)
+    assert report["metrics"]["tool_use_rate"] == crops / 3
+    res = CliRunner().invoke(app, ["score", str(run / "eval" / "trajectories.jsonl"), "--preset", "virl"])
+    assert res.exit_code == 0 and "0 of 3 totals changed" in res.stderr, res.output
     assert 0 <= report["metrics"]["accuracy"] <= 1 and report["probe_drop"] == report["probe_drop"]
     assert (run / "eval" / "eval.png").stat().st_size > 0
 
@@ -151,3 +232,8 @@ def test_two_process_run_on_cpu_logs_once_and_resumes(demo_export, tmp_path):
         assert done.stdout.count(f"step {steps}/{steps}") == 1, done.stdout  # printed by the main process only
     assert "resumed at step 1" in done.stdout
     assert [json.loads(x)["step"] for x in (run / "log.jsonl").read_text().splitlines()] == [1, 2]
+    # every process's episodes, gathered to the main one: 2 processes x 2 prompts x 2 samples per step, no repeats
+    rows = _lines(run / "trajectories.jsonl")
+    assert [(x["step"], x["group"], x["sample"]) for x in rows] == [
+        (s, g, k) for s in (1, 2) for g in range(4) for k in range(2)]
+    assert len({x["id"] for x in rows if x["step"] == 1}) == 4  # the two processes rolled out different prompts
