@@ -6,7 +6,9 @@ Input: JSON lines, boxes in ORIGINAL-image pixels::
      "actions": [[x1, y1, x2, y2] or null, ...], "answer": "red" or null, "gt_answer": "red",
      "answer_type": optional, "options": optional list or {letter: text}, "format_ok": optional bool}
 
-``null`` actions are malformed model actions (erroneous, format penalty). Output: one JSON object per input line,
+``null`` actions are malformed model actions (erroneous, format penalty). For a box answer (``"answer_type":
+"box"``, ``gt_answer`` the gold box as ``"[x1, y1, x2, y2]"``) ``answer`` is the answered box ``[x1, y1, x2, y2]``
+in the same pixels (or null), scored by IoU against the gold (``RewardConfig.answer_iou``). Output: one JSON object per input line,
 in order: ``id``, ``labels`` (kind, fidelity, matched_step, coverage_gain, reason, credit per action),
 ``components``, ``total``, ``config`` (the ``RewardConfig`` as a dict). A line that is not such an object raises
 ``TrajectoryError`` naming the file and line.
@@ -45,7 +47,7 @@ class Trajectory:
     image_size: tuple[float, float]
     chain: tuple[tuple[Box, ...], ...]
     actions: tuple[Box | None, ...]
-    answer: str | None
+    answer: str | Box | None
     gt_answer: str
     answer_type: str | None = None
     options: Any = None
@@ -84,8 +86,11 @@ def _fields(obj: Any) -> Trajectory:
         raise ValueError(f"'image_size' must be [W, H] with positive numbers, got {size!r}"[:200])
     if not isinstance(obj["actions"], list):
         raise ValueError("'actions' must be a list of boxes or nulls")
-    if obj["answer"] is not None and not isinstance(obj["answer"], str):
-        raise ValueError("'answer' must be a string or null")
+    answer = obj["answer"]
+    if isinstance(answer, list):
+        answer = _box(answer, "'answer' (a box answer)")
+    elif answer is not None and not isinstance(answer, str):
+        raise ValueError("'answer' must be a string, a box [x1, y1, x2, y2] or null")
     if not isinstance(obj["gt_answer"], str):
         raise ValueError("'gt_answer' must be a string")
     if not isinstance(obj.get("answer_type"), str | None):
@@ -101,7 +106,7 @@ def _fields(obj: Any) -> Trajectory:
         image_size=(float(size[0]), float(size[1])),
         chain=_chain(obj["rationale"]),
         actions=tuple(None if a is None else _box(a, f"action {k}") for k, a in enumerate(obj["actions"])),
-        answer=obj["answer"],
+        answer=answer,
         gt_answer=obj["gt_answer"],
         answer_type=obj.get("answer_type"),
         options=obj.get("options"),
