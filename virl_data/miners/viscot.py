@@ -29,7 +29,8 @@ by what identifies the question across the two files, not by the path, because t
 folders differently (the ``visual7w`` benchmark json says ``"dataset": "v7w"`` and ``cot/v7w/v7w_1.jpg``, its det
 jsonl ``visual7w.jsonl`` and ``cot/visual7w/v7w_1.jpg``): first the subset (``SUBSET_ALIASES`` folds ``v7w`` into
 ``visual7w``) and ``question_id`` when both name the same image file, then the subset and the image file name, then
-the full path. Under ``images`` the path is tried as written, then with each alias of its subset folder.
+the full path. Under ``images`` the path is tried as written, then with each other spelling of its subset folder
+(the record then names the file found).
 When the size of a ``benchmark`` record is known, its gpt box is converted by
 ``boxconv.padded_square_rel_to_canonical`` and must lie within ``GPT_ROUNDING x max(W, H) + TRUNCATION_PX`` pixels
 of the ``###`` box on every side (3-decimal rounding plus the integer truncation of the ``###`` box); otherwise the
