@@ -1,13 +1,16 @@
 """Per source: records mined, accepted and rejected by reason on the real samples in ``../shared/data``.
 
-    python benchmarks/miner_outcomes.py [--json OUT.json] [--markdown]
+    python benchmarks/miner_outcomes.py [--json OUT.json] [--viscot VISCOT_BENCHMARK_DIR]
 
 Every source is mined with the same inputs as ``virl-data mine <source> ...`` would be given (the file sets below,
 which are also what ``pipelines/*.yaml`` use), written with ``corpus.write`` and verified with the default
 ``checks.verify`` (what ``virl-data verify`` runs; images checked where the sample ships them). A rejection reason
 is counted by its code, the text before the first ``:`` (``image_size_unknown``, ``no_box_annotations``...); a record
-rejected for two reasons counts under both. Run it on two checkouts and compare the tables to see what a change
-to the miners did. TreeBench / V* Bench ship no annotations in the samples, so they are not in the table.
+rejected for two reasons counts under both; ``answer types`` counts the records' ``answer_type``. Run it on two
+checkouts (``PYTHONPATH=<checkout> python benchmarks/miner_outcomes.py``) and compare the tables to see what a change
+to the miners did. ``--viscot DIR`` adds one row per subset of a full VisCoT benchmark folder (the official repo's
+``viscot_benchmark/``, holding ``benchmark/<subset>.json`` and ``benchmark_det/<subset>.jsonl``), mined with
+``--sizes DIR/benchmark_det`` as ``virl-data mine viscot`` would be. TreeBench / V* Bench ship no annotations in the samples, so they are not in the table.
 """
 
 from __future__ import annotations
@@ -55,6 +58,16 @@ def _sources(d: Path) -> dict[str, tuple[Callable[[], Iterator], Path | None]]:
     }
 
 
+def _viscot_subsets(folder: Path) -> dict[str, tuple[Callable[[], Iterator], Path | None]]:
+    """One source per ``benchmark/<subset>.json`` of a full VisCoT benchmark folder, sizes from ``benchmark_det``."""
+    from virl_data.miners import viscot
+
+    def thunk(path: Path) -> Callable[[], Iterator]:
+        return lambda: viscot.mine(annotations=path, sizes=folder / "benchmark_det")
+
+    return {f"viscot full {p.stem}": (thunk(p), None) for p in sorted((folder / "benchmark").glob("*.json"))}
+
+
 def _code(reason: str | None) -> str:
     return (reason or "?").split(":", 1)[0].strip()
 
@@ -65,7 +78,7 @@ def outcome(mine: Callable[[], Iterator], image_root: Path | None, tmp: Path) ->
 
     records = list(mine())
     if not records:
-        return {"mined": 0, "accepted": 0, "rejected": 0, "reasons": {}}
+        return {"mined": 0, "accepted": 0, "rejected": 0, "reasons": {}, "answer_types": {}}
     path = tmp / "mined.parquet"
     corpus.write(records, path, image_root=image_root)
     verified = checks.verify(corpus.read(path), checks.CheckConfig(), image_root=image_root)
@@ -76,26 +89,30 @@ def outcome(mine: Callable[[], Iterator], image_root: Path | None, tmp: Path) ->
             if not c["passed"]:
                 reasons[f"{c['name']}/{_code(c['reason'])}"] += 1
     status = Counter(r["status"] for r in rows)
+    types = Counter(str(r.answer_type) for r in records)
     return {"mined": len(records), "accepted": status.get("accepted", 0), "rejected": status.get("rejected", 0),
-            "reasons": dict(sorted(reasons.items()))}
+            "reasons": dict(sorted(reasons.items())), "answer_types": dict(sorted(types.items()))}
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--json", type=Path, help="Also write the numbers here.")
+    ap.add_argument("--viscot", type=Path, help="A full VisCoT viscot_benchmark/ folder: one row per subset.")
     args = ap.parse_args(argv)
     if not SHARED.is_dir():
         print(f"error: no samples at {SHARED} (set VIRL_SHARED_DATA)", file=sys.stderr)
         return 2
     results = {}
     with tempfile.TemporaryDirectory() as tmp:
-        for name, (mine, root) in _sources(SHARED).items():
+        sources = _sources(SHARED) | (_viscot_subsets(args.viscot) if args.viscot else {})
+        for name, (mine, root) in sources.items():
             results[name] = outcome(mine, root, Path(tmp))
-    print("| source | mined | accepted | rejected | rejected by reason (check/code: n) |")
-    print("|---|---:|---:|---:|---|")
+    print("| source | mined | accepted | rejected | rejected by reason (check/code: n) | answer types |")
+    print("|---|---:|---:|---:|---|---|")
     for name, r in results.items():
         reasons = ", ".join(f"{k}: {v}" for k, v in r["reasons"].items()) or "-"
-        print(f"| {name} | {r['mined']} | {r['accepted']} | {r['rejected']} | {reasons} |")
+        types = ", ".join(f"{k}: {v}" for k, v in r["answer_types"].items()) or "-"
+        print(f"| {name} | {r['mined']} | {r['accepted']} | {r['rejected']} | {reasons} | {types} |")
     if args.json:
         args.json.write_bytes(orjson.dumps(results, option=orjson.OPT_INDENT_2))
     return 0
