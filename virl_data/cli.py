@@ -217,12 +217,14 @@ def mine_refcoco(
     out: OutPath,
     images: Images = None,
     variant: Annotated[str | None, typer.Option(help="refcoco | refcoco+ | refcocog (default: from the file).")] = None,
+    answer: Annotated[str, typer.Option(help="box: the answer is the target box; phrase: its head phrase.")] = "box",
     limit: Limit = None,
 ) -> None:
     """RefCOCO / RefCOCO+ / RefCOCOg: each referring expression grounds its target box."""
     from virl_data.miners import refcoco
 
-    _write_mined(refcoco.mine(refs=refs, images=images, variant=variant, limit=limit), out, images, "refcoco")
+    records = refcoco.mine(refs=refs, images=images, variant=variant, answer=answer, limit=limit)
+    _write_mined(records, out, images, "refcoco")
 
 
 @mine_app.command("flickr30k")

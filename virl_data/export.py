@@ -53,6 +53,7 @@ import orjson
 import polars as pl
 
 from virl_data import boxconv, boxes, corpus
+from virl_data.boxanswer import BOX, parse_box
 from virl_data.errors import ConfigError, VirlError
 from virl_data.schema import COLUMNS, STATUSES, hf_features, validate_schema
 from virl_data.types import SCHEMA_VERSION
@@ -309,6 +310,15 @@ def coco_categories(frame: pl.DataFrame) -> dict[str, int]:
     return {name: i for i, name in enumerate(names, 1)}
 
 
+def _answer_bbox(records: pl.DataFrame) -> pl.Series:
+    """COCO ``[x, y, w, h]`` of each box answer (``boxanswer.parse_box`` of the answer string), null elsewhere."""
+    parsed = [parse_box(a) if t == BOX else None for a, t in zip(records["answer"], records["answer_type"])]
+    found = [b for b in parsed if b is not None]
+    xywh = iter(boxconv.canonical_to_coco_xywh(boxes.as_array(found)).tolist() if found else [])
+    return pl.Series("answer_bbox", [next(xywh) if b is not None else None for b in parsed],
+                     dtype=pl.List(pl.Float64))
+
+
 def to_coco(
     frame: pl.DataFrame, *, image_root: str | os.PathLike[str] | None = None, categories: dict[str, int] | None = None
 ) -> dict[str, Any]:
@@ -321,7 +331,8 @@ def to_coco(
     - ``annotations``: one per box, ``bbox = [x, y, w, h]`` (``boxconv.canonical_to_coco_xywh``), ``area``,
       ``iscrowd = 0``, and ``attributes = {record_id, step, box_index, phrase, role}``: a record's chain is its
       annotations sorted by ``(step, box_index)``;
-    - ``virl_records``: per record ``id, image_id, question, answer, answer_type, question_type, source, n_steps``;
+    - ``virl_records``: per record ``id, image_id, question, answer, answer_type, question_type, source, n_steps``
+      and ``answer_bbox``: a box answer (``answer_type="box"``) as COCO ``[x, y, w, h]``, else null;
     - ``info``: ``schema_version`` and ``image_root``.
     """
     categories = coco_categories(frame) if categories is None else categories
@@ -351,6 +362,7 @@ def to_coco(
             pl.col("provenance").struct.field("source"), pl.col("chain").list.len().alias("n_steps"),
         )
     )
+    records = records.with_columns(_answer_bbox(records))
     return {
         "info": {
             "description": "virl visual rationale export: one annotation per chain box, chain order in attributes",

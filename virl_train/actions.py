@@ -20,7 +20,11 @@ Rules (deterministic, tested in ``tests/train/test_actions.py``):
    converted by ``virl_data.boxconv.to_canonical`` (``qwen25_abs_resized`` needs ``resized``, the ``(w, h)`` the
    model saw). A box sticking out of the image by more than ``oob_tol × max(W, H)`` pixels is ``out_of_image``;
    within that it is clipped (and a box clipped to nothing is ``out_of_image`` too).
-4. With ``frame=<Box>`` the model speaks in the coordinates of that crop (the crop is its "image": size
+4. **Box answers**: an answer whose text is a box (``<answer>[x1, y1, x2, y2]</answer>``, the crop syntax) is
+   converted exactly like a crop (same convention, checks and clipping) into ``Action.box``; a record whose
+   ``answer_type`` is ``"box"`` is scored on that box (``virl_train.answers``). An answer that is not a valid box
+   keeps ``box=None`` (still a valid ANSWER: its text is scored for other answer types).
+5. With ``frame=<Box>`` the model speaks in the coordinates of that crop (the crop is its "image": size
    ``frame.w × frame.h``, seen at ``resized``); the box is checked against the frame and mapped back with
    ``crop_of_crop``.
 
@@ -200,13 +204,20 @@ def _crop_action(
     return Action(turn=turn, kind=ActionKind.CROP, box=box, raw=raw)
 
 
-def _answer_action(content: str, turn: int, raw: str) -> Action:
+def _answer_action(content: str, turn: int, raw: str, crop_args: tuple | None = None) -> Action:
+    """An ANSWER; when its text is a box (four numbers, as a crop's) that converts like a valid crop, ``box`` holds
+    it in original pixels (a box answer), else ``box`` is None (a text answer, or a box that is not one)."""
     answer = content.strip()
     if _ANY_TAG.search(answer):
         return _invalid(turn, raw, "nested_tags")
     if not answer:
         return _invalid(turn, raw, "empty_answer")
-    return Action(turn=turn, kind=ActionKind.ANSWER, answer=answer, raw=raw)
+    box = None
+    values = parse_numbers(answer)
+    if crop_args is not None and not isinstance(values, str):
+        as_crop = _crop_action(values, turn, raw, *crop_args[2:])
+        box = as_crop.box if as_crop.kind is ActionKind.CROP else None
+    return Action(turn=turn, kind=ActionKind.ANSWER, answer=answer, box=box, raw=raw)
 
 
 def _first_tool_call(text: str) -> tuple[int, Any] | None:
@@ -263,7 +274,7 @@ def parse_turn(
         if obj["name"] == "answer":
             value = args.get("answer")
             return (
-                _answer_action(value, turn, text)
+                _answer_action(value, turn, text, crop_args)
                 if isinstance(value, str)
                 else _invalid(turn, text, "empty_answer")
             )
@@ -271,7 +282,7 @@ def parse_turn(
     if tag is not None:
         kind, content = tag.group(1).lower(), tag.group(2)
         if kind == "answer":
-            return _answer_action(content, turn, text)
+            return _answer_action(content, turn, text, crop_args)
         if _ANY_TAG.search(content):
             return _invalid(turn, text, "nested_tags")
         return _crop_action(parse_numbers(content), *crop_args)

@@ -12,6 +12,12 @@
   ``"(B)"``, ``"B."``) or an option text; the prediction may be a letter in any of those forms, an option text, or
   both (``"B. cat"``); correct iff it names exactly one option and that is the gold's.
 
+- **box** (``answer_type == "box"``, a grounding record): the gold is the target box in canonical pixels
+  (``virl_data.boxanswer``: ``"[x1, y1, x2, y2]"``); the prediction is a ``Box`` in the same pixels (the rollout
+  converts the policy's ``<answer>[...]</answer>`` from its convention, as it converts crops) or such a string.
+  Correct iff ``IoU(pred, gold) ≥ iou_threshold`` (``RewardConfig.answer_iou``, 0.5): ``box_iou`` gives the IoU. A
+  prediction that is not a box (a word, an inverted box) scores 0.0; an unreadable gold box gives None.
+
 Hedged answers are wrong: several distinct numbers (``"2 or 3"``), several options (``"A or B"``), or hedge words
 (``either``, ``or``, ``maybe``, ``and/or``) around a mismatching candidate. ``None`` means *not applicable*: the gold
 cannot be parsed for the type (numeric type with gold ``"red"``, a choice gold that names no option, an empty gold).
@@ -28,6 +34,12 @@ import math
 import re
 import string
 from collections.abc import Mapping, Sequence
+
+import numpy as np
+
+from virl_data import boxes
+from virl_data.boxanswer import BOX, parse_box
+from virl_data.types import Box
 
 NUMERIC_TYPES = frozenset({"numeric", "number", "count", "counting", "integer", "float"})
 CHOICE_TYPES = frozenset({"multiple_choice", "multiple-choice", "mc", "choice", "option"})
@@ -157,6 +169,23 @@ def _exact(pred: str, gold: str) -> float | None:
     return 1.0 if normalize_answer(pred) == g else 0.0
 
 
+def box_iou(pred: str | Box | None, gold: str | Box) -> float | None:
+    """IoU of a predicted box with the gold box (both canonical pixels; strings as ``"[x1, y1, x2, y2]"``).
+
+    0.0 when the prediction is not a box; None when the gold is not one.
+
+    >>> box_iou(Box(0, 0, 10, 10), "[0, 0, 10, 20]"), box_iou("red", "[0, 0, 10, 20]"), box_iou(Box(0, 0, 1, 1), "x")
+    (0.5, 0.0, None)
+    """
+    g = gold if isinstance(gold, Box) else parse_box(gold)
+    if g is None:
+        return None
+    p = pred if isinstance(pred, Box) else parse_box(pred)
+    if p is None:
+        return 0.0
+    return float(boxes.iou(np.array(p.as_tuple()), np.array(g.as_tuple())))
+
+
 def _auto_type(gold: str, options: object) -> str:
     """Options → choice; a bare letter (``"B"``, ``"(b)"``) → choice by letter; a bare number → numeric; else exact."""
     if options is not None:
@@ -168,23 +197,32 @@ def _auto_type(gold: str, options: object) -> str:
 
 
 def score_answer(
-    pred: str | None,
+    pred: str | Box | None,
     gold: str,
     *,
     answer_type: str | None = None,
     options: Sequence[str] | Mapping[str, str] | None = None,
     rel_tol: float = 1e-6,
+    iou_threshold: float = 0.5,
 ) -> float | None:
     """1.0 if ``pred`` answers ``gold``, 0.0 if not, None if ``gold`` cannot be parsed for the type.
 
-    ``answer_type``: one of ``NUMERIC_TYPES`` / ``CHOICE_TYPES`` / ``EXACT_TYPES``; anything else (e.g. a record's
-    semantic ``"color"``) or None picks automatically: options → choice, a bare-number gold → numeric, else exact.
+    ``answer_type``: ``"box"`` (IoU ≥ ``iou_threshold``, see the module docstring), one of ``NUMERIC_TYPES`` /
+    ``CHOICE_TYPES`` / ``EXACT_TYPES``; anything else (e.g. a record's semantic ``"color"``) or None picks
+    automatically: options → choice, a bare-number gold → numeric, else exact.
 
     >>> score_answer("3 apples", "three", answer_type="count"), score_answer("2 or 3", "2"), score_answer("x", "")
     (1.0, 0.0, None)
+    >>> score_answer(Box(0, 0, 10, 10), "[0, 0, 10, 20]", answer_type="box")
+    1.0
     """
     if gold is None or not str(gold).strip():
         return None
+    if answer_type == BOX:
+        iou = box_iou(pred, gold)
+        return None if iou is None else float(iou >= iou_threshold)
+    if isinstance(pred, Box):  # a box is no answer to a question of another type
+        return 0.0
     kind = (answer_type or "").strip().lower()
     if kind not in NUMERIC_TYPES | CHOICE_TYPES | EXACT_TYPES:
         kind = _auto_type(gold, options)

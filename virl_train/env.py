@@ -44,6 +44,7 @@ import numpy as np
 from PIL import Image
 
 from virl_data import boxconv
+from virl_data.boxanswer import BOX
 from virl_data.errors import BoxConventionError, ConfigError
 from virl_data.types import Box
 from virl_train.actions import ABSOLUTE, ERRORS, MODEL_CONVENTIONS, parse_turn
@@ -53,6 +54,9 @@ CROP_TEXT = "<crop_result>Crop {index} of {limit}: the region you asked for is s
 ERROR_TEXT = "<crop_error>Action {index} of {limit} was invalid: {reason}.</crop_error>"
 _SNAP_EPS = 1e-6
 LAST_TEXT = " No crops are left: give your final answer now as <answer>...</answer>."
+BOX_ANSWER_TEXT = (" Answer with the box of what is asked for, <answer>[x1, y1, x2, y2]</answer>, in the same "
+                   "coordinates as a crop of the original image.")
+"""Appended to the question of a box-answer record (``answer_type="box"``): the answer is a box, not a word."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -304,6 +308,17 @@ _CONVENTION_TEXT = {
 }
 
 
+def question_text(question: str, answer_type: str | None) -> str:
+    """The question as the model reads it: a box-answer record's question asks for the box in the crop syntax.
+
+    >>> question_text('Where is "man on right"?', "box").endswith("coordinates as a crop of the original image.")
+    True
+    >>> question_text("What colour?", "color")
+    'What colour?'
+    """
+    return question + BOX_ANSWER_TEXT if answer_type == BOX else question
+
+
 def system_prompt(
     convention: str,
     image_size: tuple[int, int],
@@ -352,6 +367,7 @@ def system_prompt(
 
 
 __all__ = [
+    "BOX_ANSWER_TEXT",
     "CROP_TEXT",
     "ERROR_TEXT",
     "LAST_TEXT",
@@ -359,5 +375,6 @@ __all__ = [
     "Observation",
     "StepResult",
     "crop_region",
+    "question_text",
     "system_prompt",
 ]

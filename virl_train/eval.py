@@ -9,7 +9,10 @@ Metrics (K = visual actions of an episode, CROP + INVALID; s = the configured ov
 over zero items is 0 and its denominator is reported as an ``n_*`` key):
 
 ==========================  ==========================================================================================
-``accuracy``                mean R_acc over episodes whose gold answer is scorable (``n_applicable``)
+``accuracy``                mean R_acc over episodes whose gold answer is scorable (``n_applicable``); a box answer
+                            (``answer_type="box"``) counts as right when its IoU with the gold box ≥ ``answer_iou``
+``box_answer_iou``          mean IoU of the answered box with the gold box over box-answer episodes
+                            (``n_box_answers``; an answer that is no box counts 0)
 ``answered_rate``           episodes that gave an answer / ``n_episodes``; ``format_rate``: episodes with R_fmt = 0
 ``reward``                  mean ``RewardBreakdown.total`` (the configured preset)
 ``rationale``               mean R_rat = ½(recall + precision); ``rationale_recall`` / ``rationale_precision`` halves
@@ -217,10 +220,12 @@ def grounding_metrics(
     n_app = sum(sc.applicable for sc in scores)
     right = [sc.correct and c["rationale"] >= reason_threshold for sc, c in zip(scores, comp)]
     ctx, n_ctx = context_agnosticism([(r.image.path, r.question, sc.crops) for r, sc in zip(records, scores)])
+    box_ious = [c["answer_iou"] for c in comp if "answer_iou" in c]
     gt_groups = {r.id: (r.image.path, r.question, to_boxes(chain_array(r.chain))) for r in records}
     ctx_gt, n_ctx_gt = context_agnosticism(list(gt_groups.values()))
     m = {
         "accuracy": _rate(sum(sc.correct for sc in scores), n_app),
+        "box_answer_iou": _mean(box_ious),
         "answered_rate": _rate(sum(ep.answer is not None for ep in episodes), n_ep),
         "format_rate": _rate(sum(c["format"] == 0.0 for c in comp), n_ep),
         "reward": _mean([sc.breakdown.total for sc in scores]),
@@ -240,6 +245,7 @@ def grounding_metrics(
     counts = {
         "n_episodes": n_ep, "n_applicable": n_app, "n_actions": n_act, "n_crops": sum(len(sc.crops) for sc in scores),
         "n_steps": sum(len(sc.covered) for sc in scores), "n_context_pairs": n_ctx, "n_context_pairs_gt": n_ctx_gt,
+        "n_box_answers": len(box_ious),
     }
     return m | {k: float(v) for k, v in counts.items()}
 
@@ -253,6 +259,7 @@ def episode_row(episode: Episode, record: RationaleRecord, score: EpisodeScore) 
         "question": record.question,
         "gold": record.answer,
         "answer": episode.answer,
+        "answer_box": list(episode.answer_box.as_tuple()) if episode.answer_box is not None else None,
         "correct": score.correct,
         "reward": score.breakdown.total,
         "rationale": score.breakdown.components["rationale"],

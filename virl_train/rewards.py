@@ -28,9 +28,10 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from virl_data.boxanswer import BOX
 from virl_data.errors import ConfigError
 from virl_data.types import Box, RationaleRecord
-from virl_train.answers import score_answer
+from virl_train.answers import box_iou, score_answer
 from virl_train.matching import MatchConfig, coverage_potentials, label_actions, rationale_detail
 from virl_train.types import Action, ActionKind, ActionLabel, Episode, LabelKind, RewardBreakdown
 
@@ -52,7 +53,8 @@ class RewardConfig:
     credits; ``gate`` gated | ungated | none; ``lambda_fmt`` 0.2; ``lambda_rat`` 0.5 (< 1 when ungated); ``alpha`` 1.0
     (correct), ``beta_red`` 0.05 (redundant), ``beta`` 0.5 (erroneous); ``eta`` 0.5, the weight of the normalized
     step credit Â_k on the tokens of action k (``virl_train.advantages``); ``numeric_rel_tol`` of numeric answers;
-    ``match`` the matching thresholds.
+    ``answer_iou`` the IoU a box answer needs to be right (``answer_type="box"``, 0.5); ``match`` the matching
+    thresholds.
 
     >>> RewardConfig.preset("outcome").gate, RewardConfig.preset("full").credit
     ('none', True)
@@ -69,6 +71,7 @@ class RewardConfig:
     beta: float = 0.5
     eta: float = 0.5
     numeric_rel_tol: float = 1e-6
+    answer_iou: float = 0.5
     match: MatchConfig = field(default_factory=MatchConfig)
 
     def __post_init__(self) -> None:
@@ -76,6 +79,8 @@ class RewardConfig:
             raise ConfigError(f"rewards gate: expected one of {', '.join(GATES)}, got {self.gate!r}")
         if self.gate == "ungated" and self.process and not 0 <= self.lambda_rat < 1:
             raise ConfigError(f"rewards lambda_rat: an ungated bonus needs 0 ≤ λ_rat < 1, got {self.lambda_rat}")
+        if not 0 < self.answer_iou <= 1:
+            raise ConfigError(f"rewards answer_iou: expected 0 < answer_iou ≤ 1, got {self.answer_iou}")
 
     @classmethod
     def preset(cls, name: str, **overrides: Any) -> RewardConfig:
@@ -167,7 +172,7 @@ def step_credits(labels: Sequence[ActionLabel], cfg: RewardConfig = FULL) -> tup
 
 def score_episode(
     actions: Sequence[Box | None],
-    answer: str | None,
+    answer: str | Box | None,
     chain: Sequence[Sequence[Box]],
     gold: str,
     *,
@@ -180,7 +185,9 @@ def score_episode(
     """The full reward of one trajectory: ``total = R_acc + λ_fmt·R_fmt + bonus`` and the step credits c_k.
 
     An answer whose gold cannot be parsed for its type (``score_answer`` → None) scores R_acc = 0 with
-    ``components["accuracy_applicable"] = 0`` and never opens the gate.
+    ``components["accuracy_applicable"] = 0`` and never opens the gate. For a box answer (``answer_type="box"``)
+    ``answer`` is the answered ``Box`` in original pixels (``Episode.answer_box``) and R_acc = [IoU ≥
+    ``cfg.answer_iou``]; ``components["answer_iou"]`` logs the IoU (absent for other answer types).
 
     Example (full preset): chain [[0,0,10,10]], [[50,50,60,60]] on 100 × 100; one crop on step 0, answer right:
     R_acc = 1, R_fmt = 0, R_rat = ½(0.5 + 1) = 0.75, bonus = 0.5·0.75 = 0.375 → total 1.375; c_1 = 1 + 0.5 = 1.5.
@@ -188,7 +195,8 @@ def score_episode(
     labels = label_actions(actions, chain, image_size, cfg.match)
     phi = coverage_potentials(actions, chain, image_size, cfg.match)
     rat = rationale_detail(actions, chain, image_size, cfg.match)
-    acc = score_answer(answer, gold, answer_type=answer_type, options=options, rel_tol=cfg.numeric_rel_tol)
+    acc = score_answer(answer, gold, answer_type=answer_type, options=options, rel_tol=cfg.numeric_rel_tol,
+                       iou_threshold=cfg.answer_iou)
     r_acc = acc if acc is not None else 0.0
     r_fmt = format_score(actions, answer, format_ok)
     bonus = rationale_bonus(rat.score, r_acc == 1.0, cfg)
@@ -208,6 +216,8 @@ def score_episode(
         "n_actions": float(len(labels)),
         **{f"n_{k.value}": float(kinds.count(k)) for k in LabelKind},
     }
+    if answer_type == BOX and acc is not None:
+        components["answer_iou"] = float(box_iou(answer, gold) or 0.0)
     total = r_acc + cfg.lambda_fmt * r_fmt + bonus
     return RewardBreakdown(total=float(total), components=components, per_action=credits, labels=tuple(labels))
 
@@ -217,11 +227,17 @@ def action_boxes(actions: Sequence[Action]) -> list[Box | None]:
     return [a.box if a.kind is ActionKind.CROP else None for a in actions if a.kind is not ActionKind.ANSWER]
 
 
+def episode_answer(episode: Episode, answer_type: str | None) -> str | Box | None:
+    """What an episode answered, as its record's answer type is scored: the answer box for a box answer, else the
+    answer text."""
+    return episode.answer_box if answer_type == BOX else episode.answer
+
+
 def score_record(episode: Episode, record: RationaleRecord, cfg: RewardConfig = FULL) -> RewardBreakdown:
     """``score_episode`` for a rollout of ``record`` (gold answer, chain, answer type and image size from it)."""
     return score_episode(
         action_boxes(episode.actions),
-        episode.answer,
+        episode_answer(episode, record.answer_type),
         record.chain,
         record.answer,
         image_size=(record.image.width, record.image.height),
@@ -256,10 +272,13 @@ def _samples(completions: Sequence[Any], kw: Mapping[str, Any]) -> list[dict[str
         cols |= {k: _column(kw, k, n) for k in ("chain", "image_size", "answer_type", "options")}
     out = []
     for i, c in enumerate(completions):
+        box = cols["answer_type"][i] == BOX
         if isinstance(c, Episode):
-            sample = {"actions": action_boxes(c.actions), "pred": c.answer, "format_ok": c.format_ok}
+            sample = {"actions": action_boxes(c.actions), "pred": episode_answer(c, cols["answer_type"][i]),
+                      "format_ok": c.format_ok}
         elif isinstance(c, Mapping):
-            sample = {"actions": list(c.get("actions", ())), "pred": c.get("answer"), "format_ok": True}
+            pred = c.get("answer_box") if box and "answer_box" in c else c.get("answer")
+            sample = {"actions": list(c.get("actions", ())), "pred": pred, "format_ok": True}
         else:
             sample = {"actions": [], "pred": c, "format_ok": True}
         out.append(sample | {k: v[i] for k, v in cols.items()})
@@ -278,7 +297,7 @@ def accuracy_reward(completions: Sequence[Any], reward_config: RewardConfig = FU
     return [
         None if s["gold"] is None else score_answer(
             s["pred"], s["gold"], answer_type=s["answer_type"], options=s["options"],
-            rel_tol=reward_config.numeric_rel_tol,
+            rel_tol=reward_config.numeric_rel_tol, iou_threshold=reward_config.answer_iou,
         )
         for s in _samples(completions, kw)
     ]

@@ -62,8 +62,8 @@ import torch
 from PIL import Image
 
 from virl_data.errors import ConfigError
-from virl_data.types import RationaleRecord
-from virl_train.env import CropEnv, Observation, system_prompt
+from virl_data.types import Box, RationaleRecord
+from virl_train.env import CropEnv, Observation, question_text, system_prompt
 from virl_train.loss import token_logprobs
 from virl_train.policy import EncodedImage, Policy
 from virl_train.types import Action, ActionKind, Episode
@@ -251,6 +251,7 @@ class _Episode:
         self.actions: list[Action] = []
         self.texts: list[str] = []
         self.answer: str | None = None
+        self.answer_box: Box | None = None
         self.format_ok = True
 
     def _append(self, ids: list[int], mask: int, logps: list[float] | None = None) -> None:
@@ -268,7 +269,9 @@ class _Episode:
         result = self.env.step(text)
         self.actions.append(dataclasses.replace(result.action, token_span=(start, len(self.ids))))
         if result.done:
-            self.answer = result.action.answer if result.action.kind is ActionKind.ANSWER else None
+            answered = result.action.kind is ActionKind.ANSWER
+            self.answer = result.action.answer if answered else None
+            self.answer_box = result.action.box if answered else None
             return None
         obs = result.observation
         crop = [_encode_view(self.policy, obs)] if obs.image is not None else []
@@ -280,13 +283,13 @@ class _Episode:
 
     def cut_off(self) -> None:
         """End the episode before the env said done (budget or script spent): no answer, format broken."""
-        self.answer, self.format_ok = None, False
+        self.answer, self.answer_box, self.format_ok = None, None, False
 
     def rollout(self, sampled: bool) -> Rollout:
         episode = Episode(
             record_id=self.record_id, prompt_ids=tuple(self.prompt), completion_ids=tuple(self.ids),
             loss_mask=tuple(self.mask), actions=tuple(self.actions), answer=self.answer, n_turns=len(self.texts),
-            format_ok=self.format_ok,
+            format_ok=self.format_ok, answer_box=self.answer_box,
         )  # fmt: skip
         return Rollout(episode, tuple(self.images), self.record_id, tuple(self.texts),
                        tuple(self.logps) if sampled else None)  # fmt: skip
@@ -346,9 +349,10 @@ def _start(policy: Policy, envs: Sequence[CropEnv], records: Sequence[RationaleR
     episodes = []
     for k, env in enumerate(envs):
         record = records[k // n]
-        obs = env.reset(images[k // n], record.question)
+        question = question_text(record.question, record.answer_type)
+        obs = env.reset(images[k // n], question)
         first = encoded[k // n] = _encode_view(policy, obs, encoded.get(k // n))
-        prompt = policy.prompt_ids(env_system_prompt(env, obs.image), record.question, first)
+        prompt = policy.prompt_ids(env_system_prompt(env, obs.image), question, first)
         episodes.append(_Episode(policy, env, record.id, prompt, first))
     return episodes
 

@@ -3,7 +3,8 @@
 For every training record the *reference trajectory* is rendered in the environment's own language::
 
     turn k (one per chain step)  <crop>[x1, y1, x2, y2]</crop>     the union box of step k, in the model's convention
-    last turn                    <answer>gold</answer>
+    last turn                    <answer>gold</answer>                the gold box in the model's convention for a
+                                                                      box answer (``answer_type="box"``)
 
 and played through ``rollout.rollout_episode(..., script=turns)``: the environment parses each turn, cuts the real
 crop and inserts it (loss mask 0), so the model is trained on exactly the token stream it will later sample in.
@@ -32,6 +33,7 @@ from pathlib import Path
 import torch
 
 from virl_data import boxes
+from virl_data.boxanswer import answer_box
 from virl_data.errors import ConfigError
 from virl_data.types import RationaleRecord
 from virl_train.actions import from_pixels
@@ -97,7 +99,25 @@ def reference_turns(record: RationaleRecord, env: CropEnv) -> list[str]:
     for step in record.chain:
         union = boxes.union(boxes.as_array(step.boxes))
         turns.append(crop_text(model_box(union.tolist(), env, size), env))
-    return turns + [f"<answer>{record.answer}</answer>"]
+    return turns + [f"<answer>{answer_text(record, env)}</answer>"]
+
+
+def answer_text(record: RationaleRecord, env: CropEnv) -> str:
+    """The gold answer as the model writes it: the text, or for a box answer (``answer_type="box"``) the gold box
+    in the model's convention, written like a crop's box (``[x1, y1, x2, y2]``, what the env parses back).
+
+    >>> from virl_data.types import Box, ImageRef, Provenance, RationaleStep
+    >>> rec = RationaleRecord(id="r", image=ImageRef("a.png", 100, 200), question='Where is "x"?',
+    ...     answer="[10, 20, 30, 40]", answer_type="box", chain=(RationaleStep((Box(10, 20, 30, 40),)),),
+    ...     provenance=Provenance("t"))
+    >>> answer_text(rec, CropEnv("qwen2_norm1000"))
+    '[100, 100, 300, 200]'
+    """
+    gold = answer_box(record)
+    if gold is None:
+        return record.answer
+    size = (record.image.width, record.image.height)
+    return f"[{_fmt_values(model_box(gold.as_tuple(), env, size), env.convention)}]"
 
 
 def reference_rollout(policy: Policy, env: CropEnv, record: RationaleRecord, image, max_new_tokens: int) -> Rollout:

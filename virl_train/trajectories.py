@@ -17,7 +17,10 @@ action parser already converted the model's own convention through ``virl_data.b
     turns        the model's raw generated text, one string per turn
     actions      one per visual action, in order: its box, or null when the action was invalid (malformed)
     action_errors  per action: null, or why it was invalid (``virl_train.actions.ERRORS`` code)
-    answer       the final answer text, or null;  format_ok: false when the rollout broke the format
+    answer       the final answer text, or null; for a box answer (``answer_type`` "box", ``gt_answer`` the gold
+                 box as ``"[x1, y1, x2, y2]"``) the answered box ``[x1, y1, x2, y2]`` in the same pixels, scored
+                 by IoU against the gold (``RewardConfig.answer_iou``);  format_ok: false when the rollout broke
+                 the format
     reward       the breakdown under the run's reward config: total, components, labels (kind, fidelity,
                  matched_step, coverage_gain, reason, credit per action) and config (the ``RewardConfig`` as a dict)
 
@@ -51,7 +54,7 @@ import orjson
 from virl_data.corpus import atomic_path
 from virl_data.errors import CorpusReadError
 from virl_data.types import Box, RationaleRecord
-from virl_train.rewards import RewardConfig
+from virl_train.rewards import RewardConfig, episode_answer
 from virl_train.types import ActionKind, Episode, RewardBreakdown
 
 FORMAT_VERSION = 1
@@ -71,7 +74,7 @@ class Trajectory:
     image_size: tuple[float, float]
     chain: tuple[tuple[Box, ...], ...]
     actions: tuple[Box | None, ...]
-    answer: str | None
+    answer: str | Box | None
     gt_answer: str
     answer_type: str | None = None
     options: Any = None
@@ -118,9 +121,14 @@ def trajectory_row(
         "gt_answer": record.answer, "answer_type": record.answer_type, "turns": list(turns),
         "actions": boxes,
         "action_errors": [a.error for a in visual],
-        "answer": episode.answer, "format_ok": episode.format_ok,
+        "answer": _answer_json(episode_answer(episode, record.answer_type)),
+        "format_ok": episode.format_ok,
         "reward": reward_detail(breakdown, cfg),
     }  # fmt: skip
+
+
+def _answer_json(answer: str | Box | None) -> str | list[float] | None:
+    return list(answer.as_tuple()) if isinstance(answer, Box) else answer
 
 
 def _dumps(row: dict[str, Any]) -> bytes:
@@ -242,8 +250,9 @@ def _check(obj: Any) -> None:
         raise ValueError(f"'image_size' must be [W, H] with positive numbers, got {size!r}"[:200])
     if not isinstance(obj["actions"], list):
         raise ValueError("'actions' must be a list of boxes or nulls")
-    if obj["answer"] is not None and not isinstance(obj["answer"], str):
-        raise ValueError("'answer' must be a string or null")
+    answer = obj["answer"]
+    if answer is not None and not isinstance(answer, str | list):
+        raise ValueError("'answer' must be a string, a box [x1, y1, x2, y2] or null")
     if not isinstance(obj["gt_answer"], str):
         raise ValueError("'gt_answer' must be a string")
     if not isinstance(obj.get("answer_type"), str | None):
@@ -266,7 +275,7 @@ def _fields(obj: Any) -> Trajectory:
         image_size=(float(size[0]), float(size[1])),
         chain=_chain(obj["rationale"]),
         actions=tuple(None if a is None else _box(a, f"action {k}") for k, a in enumerate(obj["actions"])),
-        answer=obj["answer"],
+        answer=_box(obj["answer"], "'answer' (a box answer)") if isinstance(obj["answer"], list) else obj["answer"],
         gt_answer=obj["gt_answer"],
         answer_type=obj.get("answer_type"),
         options=obj.get("options"),

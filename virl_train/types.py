@@ -32,7 +32,8 @@ class LabelKind(str, enum.Enum):
 class Action:
     """One parsed action.
 
-    ``box`` is set for CROP (original-image pixels), None otherwise; ``answer`` is set for ANSWER; ``raw`` is the
+    ``box`` is set for CROP (original-image pixels) and for an ANSWER whose text is a box (the answer box, same
+    pixels), None otherwise; ``answer`` is set for ANSWER; ``raw`` is the
     model text the action was parsed from; ``token_span`` is ``[start, end)`` in the completion's token ids (the
     reasoning text and the action itself), ``(0, 0)`` when unknown (e.g. scoring logged trajectories); ``error``
     says why an INVALID action could not be parsed or was out of the image.
@@ -69,7 +70,8 @@ class Episode:
 
     ``loss_mask`` has one entry per completion token: 1 = sampled by the policy, 0 = inserted by the environment
     (crop images, tool text). ``actions`` lists the visual actions (CROP / INVALID) in order; ``answer`` is the final
-    answer text (None when the model never answered).
+    answer text (None when the model never answered); ``answer_box`` the box that answer names, in ORIGINAL-image
+    pixels (None when the answer is not a box): what a box-answer record (``answer_type="box"``) is scored on.
     """
 
     record_id: str
@@ -80,6 +82,7 @@ class Episode:
     answer: str | None = None
     n_turns: int = 0
     format_ok: bool = True
+    answer_box: Box | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -3,6 +3,8 @@ order kept; status and split selection with counted exclusions; missing images; 
 
 from __future__ import annotations
 
+import dataclasses
+
 import datasets
 import numpy as np
 import orjson
@@ -230,7 +232,8 @@ def test_coco_loads_and_keeps_the_chain(frame, image_root, tmp_path):
     assert len(coco.getAnnIds(catIds=[2])) == 2  # "Red  Square" and "red square" share a category
     recs = coco.dataset["virl_records"]
     assert recs[1] == {"id": "t-1", "image_id": 1, "question": "question 1?", "answer": "answer 1",
-                       "answer_type": "color", "question_type": "attr", "source": "unit", "n_steps": 1}
+                       "answer_type": "color", "question_type": "attr", "source": "unit", "n_steps": 1,
+                       "answer_bbox": None}
     assert coco.dataset["info"]["image_root"] == str(image_root.resolve())
     assert coco.dataset["info"]["schema_version"] == schema.SCHEMA_VERSION
 
@@ -243,6 +246,14 @@ def test_coco_images_first_seen_order_and_empty_chain(frame, tmp_path):
     test = orjson.loads(res.paths["test"].read_bytes())
     assert [r["n_steps"] for r in test["virl_records"]] == [1, 0]
     assert len(test["annotations"]) == 1
+
+
+def test_coco_shows_a_box_answer_as_a_coco_box(tmp_path):
+    rec = dataclasses.replace(_records()[0], answer="[4, 6, 14.5, 26]", answer_type="box", split="val")
+    doc = export.to_coco(schema.records_to_frame([rec, dataclasses.replace(rec, id="w", answer="red",
+                                                                           answer_type="color")]))
+    assert [r["answer_bbox"] for r in doc["virl_records"]] == [[4.0, 6.0, 10.5, 20.0], None]
+    assert doc["virl_records"][0]["answer"] == "[4, 6, 14.5, 26]"  # the canonical answer string stays
 
 
 # --- atomic folder replacement ---------------------------------------------------------------------------------------

@@ -107,6 +107,19 @@ def test_samples_without_drawable_chain_take_tags_only(pushed):
     assert [(r.reviews[-1].verdict, r.reviews[-1].chain) for r in merged[10:]] == [("accept", None)] * 2
 
 
+def test_a_box_answer_is_drawn_as_a_box_and_round_trips(name, tmp_path):
+    grounding = dataclasses.replace(make_record(0, chain=[[(50, 20, 100, 60)]]), answer="[50, 20, 100, 60]",
+                                    answer_type="box")
+    recs = [grounding, make_record(1)]
+    vf.push(recs, name, image_root=tmp_path)
+    s = _samples(name)
+    (det,) = s[grounding.id].answer_box.detections
+    assert det.label == "answer" and det.bounding_box == pytest.approx([0.5, 0.25, 0.5, 0.5])
+    assert s[grounding.id].answer == "[50, 20, 100, 60]" and s[recs[1].id].answer_box is None
+    merged, report = vf.pull(name, recs)
+    assert merged == recs and report.applied == 0  # shown, not an edit
+
+
 def test_zoom_need_is_the_final_steps_union_over_the_image():
     # final step of make_record: boxes (40,20,60,50) and (70,10,90,30) → union (40,10,90,50) = 50 x 40 px
     helpers = vf._helpers([make_record(0)])

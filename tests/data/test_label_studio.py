@@ -75,6 +75,7 @@ def test_label_studio_templates_number_steps_and_share_control_names():
         for control in ('name="chain"', 'name="phrase"', 'perRegion="true"', 'name="verdict"', 'name="answer"',
                         'name="note"', 'value="$image"', 'value="$question"'):
             assert control in xml, (name, control)
+        assert '<RectangleLabels name="answer_box" toName="image"' in xml
     assert '<Choice value="accept"' in ls.load_template("review_chain")
     assert '<Choice value="accept"' not in ls.load_template("draw_chain")
     assert ls.template_path("review_chain") == ls.TEMPLATE_DIR / "review_chain.xml"
@@ -151,6 +152,33 @@ def test_label_studio_unreadable_annotations_raise():
         _review([_rect("s0b0", "first", 10, 12.5, 20, 25)], chain)
     with pytest.raises(BoxConventionError, match="rotated by 30"):
         _review([{**ok[0], "value": {**ok[0]["value"], "rotation": 30}}], chain)
+
+
+def test_label_studio_box_answer_is_a_rectangle_and_a_moved_one_corrects_it():
+    rec = dataclasses.replace(make_record(0, chain=[[(20, 20, 60, 60)]]), answer="[20, 20, 60, 60]",
+                              answer_type="box")
+    task = ls.record_to_task(rec, "u", predictions=True)
+    results = task["predictions"][0]["result"]
+    (answer,) = [r for r in results if r["from_name"] == "answer_box"]
+    assert (answer["id"], answer["value"]["rectanglelabels"]) == ("answer", ["answer"])
+    assert answer["value"]["x"] == 20.0 and answer["value"]["height"] == 50.0  # 40 px of 80
+    assert ls.results_to_chain(results, W, H, rec.chain) == rec.chain  # the answer box is not a step
+
+    def review(items, typed=None):
+        extra = [_text("answer", typed)] if typed else []
+        return ls.annotation_review({"result": items + extra}, rec.chain, rec.answer, width=W, height=H,
+                                    reviewer="ana", at="t", answer_type="box")
+
+    assert review(results) is None  # pushed as is: the percent round trip snaps back to the same box
+    moved = dict(answer, value={**answer["value"], "x": 30.0})
+    chain_items = [r for r in results if r["from_name"] != "answer_box"]
+    fix = review(chain_items + [moved])
+    assert (fix.verdict, fix.chain, fix.answer) == ("fix", None, "[30, 20, 70, 60]")
+    assert review(chain_items + [moved], typed="[0, 0, 10, 10]").answer == "[0, 0, 10, 10]"  # typed wins
+    with pytest.raises(ls.LabelStudioError, match="two_answer_boxes"):
+        review(chain_items + [moved, dict(moved, id="other")])
+    plain = ls.record_to_task(make_record(0), "u", predictions=True)["predictions"][0]["result"]
+    assert not [r for r in plain if r["from_name"] == "answer_box"]  # no answer box for a word answer
 
 
 def test_label_studio_task_carries_the_effective_chain():

@@ -35,7 +35,7 @@ def test_rec_val_first_line_exact(refs):
     #  "bbox": [468.3, 0.91, 640.0, 117.03], "height": 428, "width": 640, "image_id": 580957, "sent_id": 222, ...}
     assert rec.status is Status.MINED and rec.checks == ()
     assert rec.question == 'Where is "bowl behind the others can only see part"?'
-    assert rec.answer == "bowl"
+    assert (rec.answer, rec.answer_type) == ("[468.3, 0.91, 640, 117.03]", "box")  # the target box, canonical
     assert rec.question_type == "referring_relation"
     assert rec.image.path == "COCO_train2014_000000580957.jpg"
     assert (rec.image.width, rec.image.height) == (640, 428)
@@ -43,14 +43,14 @@ def test_rec_val_first_line_exact(refs):
     step = rec.chain[0]
     assert step.boxes == (Box(468.3, 0.91, 640.0, 117.03),)
     assert (step.phrase, step.role, step.source_ref) == ("bowl behind the others can only see part", "target", "222")
-    assert rec.provenance.source == "refcoco" and rec.provenance.miner == "refcoco@1"
+    assert rec.provenance.source == "refcoco" and rec.provenance.miner == "refcoco@2"
     assert rec.provenance.source_split == "val"
     assert rec.provenance.native_ids == (("variant", "refcoco"), ("split", "val"), ("image_id", "580957"),
                                          ("sent_id", "222"))
 
 
 def test_rec_refcoco_plus_variant_from_dataset_name(refs):
-    recs = list(refcoco.mine(refs=refs / "REC_refcoco+_unc_val.head40.jsonl", limit=4))
+    recs = list(refcoco.mine(refs=refs / "REC_refcoco+_unc_val.head40.jsonl", answer="phrase", limit=4))
     assert [r.provenance.native_id("variant") for r in recs] == ["refcoco+"] * 4
     assert [r.provenance.native_id("sent_id") for r in recs] == ["210", "211", "212", "213"]
     assert [r.answer for r in recs] == ["white bowl", "white bowl", "white bowl", "bowl"]
@@ -60,7 +60,7 @@ def test_rec_refcoco_plus_variant_from_dataset_name(refs):
 
 
 def test_rec_testa_split_and_relation(refs):
-    recs = list(refcoco.mine(refs=refs / "REC_refcoco_unc_testA.head40.jsonl", limit=6))
+    recs = list(refcoco.mine(refs=refs / "REC_refcoco_unc_testA.head40.jsonl", answer="phrase", limit=6))
     assert {r.provenance.source_split for r in recs} == {"testA"}
     # "person on left of bench" relates the person to the bench; "man on right" only places the man
     by_expr = {r.chain[0].phrase: r for r in recs}
@@ -71,7 +71,8 @@ def test_rec_testa_split_and_relation(refs):
 
 
 def test_ground_r1_one_record_per_expression_xywh_converted(refs):
-    recs = list(refcoco.mine(refs=refs / "Ground-R1_RefCOCO_eval_subset_1000.5per_split.jsonl", limit=8))
+    recs = list(refcoco.mine(refs=refs / "Ground-R1_RefCOCO_eval_subset_1000.5per_split.jsonl", answer="phrase",
+                             limit=8))
     first = recs[:3]  # line 1: RefCOCO/testB img_1581, 3 expressions, bboxs [[0.0, 0.0, 248.6..., 288.2...]] xywh
     assert [r.chain[0].phrase for r in first] == ["animal on left", "teddy bear left", "upper stuffed animal"]
     assert [r.answer for r in first] == ["animal", "teddy bear", "stuffed animal"]

@@ -10,6 +10,9 @@ sample field       value
                    position, editable), ``step = j`` (the step's identity, leave it), ``box = k`` (box within the
                    step), ``phrase``, ``role``, ``source_ref``; ``bounding_box`` = ``boxconv`` FiftyOne relative xywh
 ``chain_order``    ``Polylines``: one open line through the step centres (a step's union box), for ≥ 2 steps
+``answer_box``     ``Detections`` with one box labelled ``answer`` for a box answer (``answer_type="box"``: the
+                   answer string's canonical box, ``virl_data.boxanswer``), None otherwise. Shown, not pulled: a
+                   corrected box answer is typed into ``answer`` as ``[x1, y1, x2, y2]`` pixels
 fields             ``virl_id``, ``question``, ``answer``, ``answer_type``, ``question_type``, ``source``, ``status``,
                    ``split``, ``n_steps``, ``n_boxes``, ``zoom_need``, ``failed_checks``, ``reasons``,
                    ``reject_reason`` (first failed check), ``check_<name>`` (each check's score)
@@ -49,6 +52,7 @@ from typing import Any
 
 
 from virl_data import boxconv, boxes
+from virl_data.boxanswer import BOX, parse_box
 from virl_data.errors import VirlError
 from virl_data.review import MergeReport, ReviewEdit, effective, merge_reviews, pushed_from_json, pushed_to_json
 from virl_data.types import Box, RationaleRecord, RationaleStep, Review
@@ -56,6 +60,7 @@ from virl_data.types import Box, RationaleRecord, RationaleStep, Review
 TOOL = "fiftyone"
 CHAIN_FIELD = "chain"
 ORDER_FIELD = "chain_order"
+ANSWER_BOX_FIELD = "answer_box"
 PUSHED_FIELD = "virl_pushed"
 NOTE_FIELD = "review_note"
 REJECT_TAGS = frozenset({"reject"})
@@ -132,6 +137,20 @@ def chain_to_detections(chain: Sequence[RationaleStep], width: float, height: fl
             )
         )
     return fo.Detections(detections=dets)
+
+
+def answer_to_detections(answer: str, answer_type: str | None, width: float, height: float) -> Any:
+    """A box answer → ``fo.Detections`` with one detection labelled ``answer``; None for other answers.
+
+    E.g. ``"[50, 50, 100, 75]"`` (``answer_type="box"``) on a 200x100 image → ``Detection(label="answer",
+    bounding_box=[0.25, 0.5, 0.25, 0.25])``.
+    """
+    box = parse_box(answer) if answer_type == BOX else None
+    if box is None:
+        return None
+    fo = _fo()
+    (rel,) = boxconv.canonical_to_fiftyone_rel_xywh([box], width=width, height=height).tolist()
+    return fo.Detections(detections=[fo.Detection(label="answer", bounding_box=rel)])
 
 
 def chain_to_polylines(chain: Sequence[RationaleStep], width: float, height: float) -> Any:
@@ -313,6 +332,7 @@ def record_to_sample(record: RationaleRecord, image_root: Path, helpers: Mapping
         **{
             CHAIN_FIELD: chain_to_detections(eff.chain, w, h) if drawable else None,
             ORDER_FIELD: chain_to_polylines(eff.chain, w, h) if drawable else None,
+            ANSWER_BOX_FIELD: answer_to_detections(eff.answer, record.answer_type, w, h) if drawable else None,
             PUSHED_FIELD: pushed_to_json(eff.chain, eff.answer),
         },
     )
@@ -331,6 +351,7 @@ def _declare_fields(dataset: Any) -> None:
         dataset.add_sample_field(name, fo.ListField, subfield=fo.StringField)
     dataset.add_sample_field(CHAIN_FIELD, fo.EmbeddedDocumentField, embedded_doc_type=fo.Detections)
     dataset.add_sample_field(ORDER_FIELD, fo.EmbeddedDocumentField, embedded_doc_type=fo.Polylines)
+    dataset.add_sample_field(ANSWER_BOX_FIELD, fo.EmbeddedDocumentField, embedded_doc_type=fo.Detections)
 
 
 def push(
@@ -526,6 +547,7 @@ __all__ = [
     "PushResult",
     "SampleState",
     "app_url",
+    "answer_to_detections",
     "chain_to_detections",
     "chain_to_polylines",
     "default_reviewer",

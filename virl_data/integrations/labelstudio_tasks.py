@@ -13,7 +13,8 @@ task field         value
 ``virl_pushed``    JSON of the pushed chain and answer (what ``pull`` diffs against)
 prediction         ``review_chain`` only: one rectangle per box, labelled with its 1-based step number, region id
                    ``s<step>b<box>``, percent coordinates from ``boxconv.box_to_labelstudio_value``; the step
-                   phrase as a per-region ``phrase`` text
+                   phrase as a per-region ``phrase`` text; for a box answer (``answer_type="box"``) the answer's
+                   box as an ``answer_box`` rectangle labelled ``answer``, region id ``answer``
 =================  ===================================================================================================
 
 Templates (``annotation_templates/<name>.xml``): ``review_chain`` (the chain pre-drawn, verdict accept / reject /
@@ -26,6 +27,8 @@ annotation's author (their email) at its ``updated_at`` time:
 - verdict ``reject`` → ``reject`` (the boxes are not read);
 - boxes moved, deleted, added or renumbered, or a corrected answer that differs → ``fix`` with the corrected chain
   and/or answer, whatever the verdict (``accept`` on an edited chain accepts the edit);
+- a box answer: an ``answer_box`` rectangle (moved, or drawn on a ``draw_chain`` task) is the corrected answer,
+  written as the canonical box string (``virl_data.boxanswer``) unless an answer was also typed (the typed one wins);
 - verdict ``accept`` with nothing changed → ``accept`` (a person vouched for the record: status becomes reviewed);
 - no verdict and nothing changed → no review; verdict ``fix`` with nothing changed → listed in ``report.invalid``.
 
@@ -53,6 +56,7 @@ from typing import Any
 
 
 from virl_data import boxconv
+from virl_data.boxanswer import BOX, format_box, parse_box
 from virl_data.errors import BoxConventionError, ConfigError, VirlError
 from virl_data.review import VERDICTS, ReviewEdit, effective, pushed_from_json, pushed_to_json
 from virl_data.types import Box, RationaleRecord, RationaleStep, Review
@@ -61,6 +65,7 @@ TOOL = "labelstudio"
 TEMPLATES = ("review_chain", "draw_chain")
 TEMPLATE_DIR = Path(__file__).resolve().parents[2] / "annotation_templates"
 IMAGE, CHAIN, PHRASE, VERDICT, ANSWER, NOTE = "image", "chain", "phrase", "verdict", "answer", "note"
+ANSWER_BOX, ANSWER_REGION = "answer_box", "answer"
 MODEL_VERSION = "virl-mined"
 SNAP_PX = 1e-6  # a pulled box this close to its pushed region is that box (undoes the percent round trip's noise)
 
@@ -156,6 +161,31 @@ def chain_to_results(chain: Sequence[RationaleStep], width: float, height: float
     return results
 
 
+def answer_to_results(answer: str, answer_type: str | None, width: float, height: float) -> list[dict[str, Any]]:
+    """A box answer → one ``answer_box`` rectangle labelled ``answer`` (region id ``answer``); [] for other answers."""
+    box = parse_box(answer) if answer_type == BOX else None
+    if box is None:
+        return []
+    value = {**boxconv.box_to_labelstudio_value(box, width=width, height=height), "rotation": 0}
+    return [{"id": ANSWER_REGION, "from_name": ANSWER_BOX, "to_name": IMAGE, "type": "rectanglelabels",
+             "original_width": width, "original_height": height, "image_rotation": 0,
+             "value": {**value, "rectanglelabels": [ANSWER_REGION]}}]
+
+
+def results_to_answer_box(
+    results: Sequence[Mapping[str, Any]], width: float, height: float, pushed_answer: str
+) -> str | None:
+    """The ``answer_box`` rectangle of an annotation as an answer string (``format_box``), None without one; a box
+    within ``SNAP_PX`` of the pushed answer box is that box. Two rectangles are ``LabelStudioError``."""
+    items = [r for r in results if r.get("from_name") == ANSWER_BOX and r.get("type") == "rectanglelabels"]
+    if not items:
+        return None
+    if len(items) > 1:
+        raise LabelStudioError(f"two_answer_boxes: {len(items)} answer_box rectangles; a box answer is one box")
+    box = boxconv.labelstudio_value_to_box(items[0].get("value") or {}, width=width, height=height)
+    return format_box(_snap(box, parse_box(pushed_answer)))
+
+
 def _text(item: Mapping[str, Any]) -> str:
     text = (item.get("value") or {}).get("text") or []
     return " ".join(str(t) for t in ([text] if isinstance(text, str) else text)).strip()
@@ -214,8 +244,10 @@ def annotation_review(
     height: float,
     reviewer: str,
     at: str,
+    answer_type: str | None = None,
 ) -> Review | None:
     """One annotation → the person's review, or None when it says nothing (rules in the module docstring).
+    ``answer_type="box"`` reads an ``answer_box`` rectangle as the answer.
 
     Raises ``LabelStudioError`` / ``BoxConventionError`` for an annotation that cannot be read.
     """
@@ -233,6 +265,8 @@ def annotation_review(
         return Review(verdict="reject", **make)
     chain = results_to_chain(results, width, height, pushed_chain)
     answer = " ".join(_text(i) for i in by_name.get(ANSWER, [])).strip()
+    if not answer and answer_type == BOX:
+        answer = results_to_answer_box(results, width, height, pushed_answer) or ""
     new_chain = None if chain == tuple(pushed_chain) else chain
     new_answer = answer if answer and answer != pushed_answer else None
     if new_chain is not None or new_answer is not None:
@@ -259,8 +293,9 @@ def record_to_task(record: RationaleRecord, image_url: str, *, predictions: bool
     data = {"image": image_url, "question": record.question, "answer": eff.answer, "chain_text": chain_text(eff.chain),
             "virl_id": record.id, "virl_pushed": pushed_to_json(eff.chain, eff.answer)}
     task: dict[str, Any] = {"data": data}
-    if predictions and eff.chain:
-        results = chain_to_results(eff.chain, record.image.width, record.image.height)
+    w, h = record.image.width, record.image.height
+    results = chain_to_results(eff.chain, w, h) + answer_to_results(eff.answer, record.answer_type, w, h)
+    if predictions and results:
         task["predictions"] = [{"model_version": MODEL_VERSION, "result": results}]
     return task
 
@@ -292,7 +327,7 @@ def task_edits(
         at = str(ann.get("updated_at") or ann.get("created_at") or "")
         try:
             review = annotation_review(ann, chain, answer, width=record.image.width, height=record.image.height,
-                                       reviewer=_reviewer(ann, emails), at=at)
+                                       reviewer=_reviewer(ann, emails), at=at, answer_type=record.answer_type)
         except (LabelStudioError, BoxConventionError) as exc:
             invalid.append((record.id, f"annotation {ann.get('id')}: {exc}"))
             continue
@@ -307,6 +342,7 @@ __all__ = [
     "TEMPLATE_DIR",
     "LabelStudioError",
     "annotation_review",
+    "answer_to_results",
     "chain_text",
     "chain_to_results",
     "load_template",
@@ -315,6 +351,7 @@ __all__ = [
     "pushed_to_json",
     "record_to_task",
     "region_id",
+    "results_to_answer_box",
     "results_to_chain",
     "same_config",
     "task_edits",

@@ -14,11 +14,14 @@ One record per expression (a Ground-R1 line lists all expressions of one ref and
 - ``question = 'Where is "<expression>"?'``: the expression is quoted verbatim (whitespace collapsed) rather than
   spliced into the sentence, because RefCOCO expressions are fragments of every shape ("closest", "The banana at
   the left of the stack.", "on the under one ...") and no template reads well for all of them;
-- ``answer`` = the expression's target phrase (``parse_expression``): the words before the first relation word
-  ("next to", "on", "of", "holding" ...), without determiners and position words, lower-cased: "white bowl next to
-  rice" → "white bowl", "left black shirt" → "black shirt", "man on right" → "man". When nothing is left ("closest")
-  the whole expression (lower-cased) is the answer. ``answer_type="object"``; the grounding is the point of these
-  records: a reward should judge the final box rather than the answer string;
+- ``answer`` (``answer="box"``, the default): the referent's box, the grounding being the point of these records:
+  ``answer_type="box"`` and the answer string is the box in the canonical convention (``boxanswer.format_box``:
+  ``"[10, 20, 110, 70]"``), scored by IoU (``virl_train.answers.score_answer``). The expression stays in the
+  question only, so the answer cannot be read off the question. With ``answer="phrase"`` the answer is the
+  expression's target phrase instead (``parse_expression``, ``answer_type="object"``): the words before the first
+  relation word ("next to", "on", "of", "holding" ...), without determiners and position words, lower-cased:
+  "white bowl next to rice" → "white bowl", "left black shirt" → "black shirt", "man on right" → "man"; when nothing
+  is left ("closest") the whole expression (lower-cased). Beware: that phrase is a part of the question;
 - ``chain``: one step, the referent's box, ``phrase`` = the expression, ``role="target"``,
   ``source_ref`` = the sentence id (REC) or problem id (Ground-R1). A relational expression ("cup next to the
   laptop") would make a [context, target] chain if the file gave the context object's box; neither layout does, so
@@ -42,8 +45,10 @@ Example:
     ...         "image_id": 9, "sent_id": 3, "split": "validation"}
     >>> _ = (d / "REC_refcoco_unc_val.jsonl").write_bytes(orjson.dumps(line))
     >>> rec = next(mine(refs=d / "REC_refcoco_unc_val.jsonl"))
-    >>> rec.question, rec.answer, rec.question_type
-    ('Where is "white bowl next to rice"?', 'white bowl', 'referring_relation')
+    >>> rec.question, rec.answer, rec.answer_type, rec.question_type
+    ('Where is "white bowl next to rice"?', '[10, 20, 110, 70]', 'box', 'referring_relation')
+    >>> next(mine(refs=d / "REC_refcoco_unc_val.jsonl", answer="phrase")).answer
+    'white bowl'
     >>> rec.chain[0].boxes
     (Box(x1=10.0, y1=20.0, x2=110.0, y2=70.0),)
     >>> rec.provenance.native_ids[:2], rec.status.value
@@ -62,6 +67,7 @@ from typing import Any
 import orjson
 
 from virl_data import boxconv
+from virl_data.boxanswer import BOX, format_box
 from virl_data.errors import ConfigError, CorpusReadError
 from virl_data.miners._common import check_limit, mining_outcome, size_from_files
 from virl_data.miners._kinds import expect_stream
@@ -75,8 +81,10 @@ from virl_data.types import (
 )
 
 SOURCE = "refcoco"
-MINER = "refcoco@1"
+MINER = "refcoco@2"
 VARIANTS = ("refcoco", "refcoco+", "refcocog")
+ANSWERS = ("box", "phrase")
+"""What a record answers: its target box (``answer_type="box"``) or the expression's target phrase."""
 IMAGE_SUBDIRS = ("", "train2014")
 """Where an image is looked for under ``images`` (the REC files name COCO train2014 files)."""
 
@@ -313,7 +321,8 @@ def image_ref(path: str, width: Any, height: Any, images: Path | None, cache: di
     return found
 
 
-def _record(e: Expression, variant: str | None, images: Path | None, cache: dict[str, SizedImage]) -> RationaleRecord:
+def _record(e: Expression, variant: str | None, images: Path | None, cache: dict[str, SizedImage],
+            answer: str = BOX) -> RationaleRecord:
     reasons = [e.error] if e.error else []
     if variant is not None and e.variant is not None and e.variant != variant:
         reasons.append(f"variant_mismatch: the file says {e.variant}, {variant} was asked for")
@@ -332,10 +341,10 @@ def _record(e: Expression, variant: str | None, images: Path | None, cache: dict
         id=record_id(SOURCE, *(v for _, v in native)),
         image=image,
         question=f'Where is "{expression}"?' if expression else "",
-        answer=ref.target,
+        answer=(format_box(e.box) if e.box is not None else "") if answer == BOX else ref.target,
         chain=chain,
         provenance=Provenance(source=SOURCE, source_split=e.split, native_ids=native, miner=MINER),
-        answer_type="object",
+        answer_type=BOX if answer == BOX else "object",
         question_type="referring_relation" if ref.relational else "referring_expression",
         **mining_outcome(reasons),
     )
@@ -346,15 +355,19 @@ def mine(
     refs: Path,
     images: Path | None = None,
     variant: str | None = None,
+    answer: str = BOX,
     limit: int | None = None,
 ) -> Iterator[RationaleRecord]:
     """Stream one record per referring expression of ``refs`` (a JSONL file or a folder of them).
 
     ``images``: the COCO image root (files directly or under ``train2014/``), read only for sizes a line lacks.
     ``variant``: the variant to assume where neither the line nor the file name tells; a line that names another
-    variant is REJECTED (``variant_mismatch``). ``limit`` caps the records yielded.
+    variant is REJECTED (``variant_mismatch``). ``answer``: ``"box"`` (the target box, ``answer_type="box"``) or
+    ``"phrase"`` (the expression's target phrase). ``limit`` caps the records yielded.
     """
     check_limit(limit)
+    if answer not in ANSWERS:
+        raise ConfigError(f"unknown RefCOCO answer {answer!r}; use one of {', '.join(ANSWERS)}")
     if variant is not None and variant not in VARIANTS:
         raise ConfigError(f"unknown RefCOCO variant {variant!r}; known: {', '.join(VARIANTS)}")
     cache: dict[str, SizedImage] = {}
@@ -364,8 +377,8 @@ def mine(
             if limit is not None and n >= limit:
                 return
             n += 1
-            yield _record(e, variant, images, cache)
+            yield _record(e, variant, images, cache, answer)
 
 
-__all__ = ["MINER", "SOURCE", "VARIANTS", "Expression", "Referent", "image_ref", "mine", "parse_expression",
+__all__ = ["ANSWERS", "MINER", "SOURCE", "VARIANTS", "Expression", "Referent", "image_ref", "mine", "parse_expression",
            "read_expressions", "read_jsonl", "split_of", "variant_of"]

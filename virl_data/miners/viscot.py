@@ -24,7 +24,13 @@ Image paths are made relative to the VisCoT image root (the folder holding ``cot
 keep the part from ``<dataset>/`` on (``/home/.../cot_image_data/flickr30k/1.jpg`` → ``cot/flickr30k/1.jpg``).
 
 Sizes come from ``width`` / ``height`` when the line has them, else from ``sizes`` (other VisCoT files that give
-the size of the same image path, e.g. ``benchmark_det/`` for ``benchmark/``), else from the image under ``images``.
+sizes, e.g. ``benchmark_det/`` for ``benchmark/``), else from the image under ``images``. A lent size is matched
+by what identifies the question across the two files, not by the path, because the files spell the subsets'
+folders differently (the ``visual7w`` benchmark json says ``"dataset": "v7w"`` and ``cot/v7w/v7w_1.jpg``, its det
+jsonl ``visual7w.jsonl`` and ``cot/visual7w/v7w_1.jpg``): first the subset (``SUBSET_ALIASES`` folds ``v7w`` into
+``visual7w``) and ``question_id`` when both name the same image file, then the subset and the image file name, then
+the full path. Under ``images`` the path is tried as written, then with each other spelling of its subset folder
+(the record then names the file found).
 When the size of a ``benchmark`` record is known, its gpt box is converted by
 ``boxconv.padded_square_rel_to_canonical`` and must lie within ``GPT_ROUNDING x max(W, H) + TRUNCATION_PX`` pixels
 of the ``###`` box on every side (3-decimal rounding plus the integer truncation of the ``###`` box); otherwise the
@@ -77,6 +83,8 @@ TRUNCATION_PX = 1.5
 """The ``###`` box is truncated to integers (< 1 px) and the paste offset may be rounded (≤ 0.5 px)."""
 SUBSETS = ("cub", "docvqa", "dude", "emotic", "flickr30k", "gqa", "infographicsvqa", "openimages", "sroie",
            "textcap", "textvqa", "visual7w", "vsr")
+SUBSET_ALIASES = {"v7w": "visual7w"}
+"""Other spellings of a subset in the VisCoT files → the name of its benchmark file (``visual7w.json``)."""
 
 _PROMPT = re.compile(r"\s*Please provide the bounding box coordinate of the region that can help you answer the "
                      r"question better\.?\s*$", re.IGNORECASE)
@@ -265,9 +273,51 @@ def _positive_int(v: Any) -> int | None:
     return int(v) if ok else None
 
 
-def lent_sizes(sizes: Path) -> dict[str, tuple[int, int]]:
-    """``{image path: (width, height)}`` from every record of ``sizes`` (a file or folder) that gives both."""
-    lent: dict[str, tuple[int, int]] = {}
+def subset(name: str) -> str:
+    """A VisCoT subset under the name of its benchmark file: ``subset("v7w")`` → ``"visual7w"``.
+
+    >>> subset("v7w"), subset("gqa")
+    ('visual7w', 'gqa')
+    """
+    return SUBSET_ALIASES.get(name, name)
+
+
+def _file_name(path: str) -> str:
+    return path.rsplit("/", 1)[-1]
+
+
+@dataclass
+class LentSizes:
+    """Sizes other VisCoT files give, by question (subset, question_id → file name, size), by (subset, file name)
+    and by path. A key two records give different sizes for is dropped (ambiguous: not lent)."""
+
+    by_question: dict[tuple[str, str], tuple[str, tuple[int, int]]]
+    by_name: dict[tuple[str, str], tuple[int, int] | None]
+    by_path: dict[str, tuple[int, int] | None]
+
+    def __len__(self) -> int:
+        return len(self.by_path)
+
+    def size_of(self, item: Item) -> tuple[int, int] | None:
+        """The size lent to ``item``: by question id (when it names the same image file), file name, then path."""
+        name, sub = _file_name(item.image_path), subset(item.dataset)
+        qid = dict(item.native).get("question_id")
+        hit = self.by_question.get((sub, qid)) if qid is not None else None
+        if hit is not None and hit[0] == name:
+            return hit[1]
+        return self.by_name.get((sub, name)) or self.by_path.get(item.image_path)
+
+
+def _put(table: dict, key: object, size: tuple[int, int]) -> None:
+    if key in table and table[key] != size:
+        table[key] = None  # two sizes for one key: lend neither
+    else:
+        table[key] = size
+
+
+def lent_sizes(sizes: Path) -> LentSizes:
+    """The sizes of every record of ``sizes`` (a file or folder) that gives both ``width`` and ``height``."""
+    lent = LentSizes({}, {}, {})
     for path in _files(sizes):
         records = expect_stream(read_records(path), path, role="VisCoT sizes", expected=SIZED,
                                 hint="sizes come from records with width/height; are the annotations and sizes "
@@ -275,26 +325,42 @@ def lent_sizes(sizes: Path) -> dict[str, tuple[int, int]]:
         for index, obj in enumerate(records):
             item = parse_item(obj, path, index)
             w, h = _positive_int(item.width), _positive_int(item.height)
-            if w and h and item.image_path:
-                lent[item.image_path] = (w, h)
+            if not (w and h and item.image_path):
+                continue
+            name, sub = _file_name(item.image_path), subset(item.dataset)
+            qid = dict(item.native).get("question_id")
+            if qid:
+                lent.by_question[(sub, qid)] = (name, (w, h))
+            _put(lent.by_name, (sub, name), (w, h))
+            _put(lent.by_path, item.image_path, (w, h))
     return lent
 
 
-def _image(item: Item, images: Path | None, lent: dict[str, tuple[int, int]],
-           cache: dict[str, SizedImage]) -> SizedImage:
+def _candidates(path: str) -> list[str]:
+    """``path`` and the same path under each other spelling of its subset folder (``cot/v7w/`` ↔ ``cot/visual7w/``)."""
+    parts = path.split("/")
+    if len(parts) < 3 or parts[0] != "cot":
+        return [path]
+    canonical = subset(parts[1])
+    names = [canonical, *(alias for alias, name in SUBSET_ALIASES.items() if name == canonical)]
+    return [path, *("/".join(["cot", n, *parts[2:]]) for n in names if n != parts[1])]
+
+
+def _image(item: Item, images: Path | None, lent: LentSizes, cache: dict[str, SizedImage]) -> SizedImage:
     w, h = _positive_int(item.width), _positive_int(item.height)
     if w and h:
         return ImageRef(item.image_path, w, h), None
     path = item.image_path
-    if path in lent:
-        return ImageRef(path, *lent[path]), None
+    size = lent.size_of(item)
+    if size is not None:
+        return ImageRef(path, *size), None
     if path not in cache:
         found: SizedImage = (ImageRef(path, 0, 0), f"image_size_unknown: {path} (no width/height in the file, "
-                                                    "no images directory given)")
+                                                    "none lent by --sizes, no images directory given)")
         if images is not None:
-            found = size_from_files(images, [path]) or (
+            found = size_from_files(images, _candidates(path)) or (
                 ImageRef(path, 0, 0),
-                f"image_size_unknown: no width/height in the file and no {path} under {images}",
+                f"image_size_unknown: no width/height in the file, none lent by --sizes and no {path} under {images}",
             )
         cache[path] = found
     return cache[path]
@@ -313,8 +379,7 @@ def box_mismatch(item: Item, width: int, height: int) -> str | None:
             f"{np.round(gpt, 1).tolist()} on the padded square (tolerance {tol:.1f} px)")
 
 
-def _record(item: Item, images: Path | None, lent: dict[str, tuple[int, int]],
-            cache: dict[str, SizedImage]) -> RationaleRecord:
+def _record(item: Item, images: Path | None, lent: LentSizes, cache: dict[str, SizedImage]) -> RationaleRecord:
     image, size_reason = _image(item, images, lent, cache)
     reasons = [r for r in (item.error, size_reason) if r]
     if not reasons:
@@ -328,7 +393,7 @@ def _record(item: Item, images: Path | None, lent: dict[str, tuple[int, int]],
         answer=item.answer,
         chain=chain,
         provenance=Provenance(source=SOURCE, source_split=item.split, native_ids=native, miner=MINER),
-        question_type=item.dataset or None,
+        question_type=subset(item.dataset) or None,
         **mining_outcome(reasons),
     )
 
@@ -343,11 +408,11 @@ def mine(
     """Stream one record per VisCoT question of ``annotations`` (a file, or a folder searched recursively).
 
     ``images``: the VisCoT image root (holding ``cot/``), read for sizes a record lacks (all ``benchmark`` records).
-    ``sizes``: files whose records give ``width`` / ``height`` (e.g. ``benchmark_det/``), lending them by image
-    path before ``images`` is looked at. ``limit`` caps the records yielded.
+    ``sizes``: files whose records give ``width`` / ``height`` (e.g. ``benchmark_det/``), lending them by question
+    (subset + ``question_id``), image file name or path (see the module docstring) before ``images`` is looked at. ``limit`` caps the records yielded.
     """
     check_limit(limit)
-    lent = lent_sizes(sizes) if sizes is not None else {}
+    lent = lent_sizes(sizes) if sizes is not None else LentSizes({}, {}, {})
     cache: dict[str, SizedImage] = {}
     n = 0
     for path in _files(annotations):
@@ -359,5 +424,5 @@ def mine(
             yield _record(parse_item(obj, path, index), images, lent, cache)
 
 
-__all__ = ["EVIDENCE", "MINER", "SOURCE", "SUBSETS", "Item", "box_mismatch", "image_path", "lent_sizes", "mine",
-           "parse_item", "read_records"]
+__all__ = ["EVIDENCE", "MINER", "SOURCE", "SUBSETS", "SUBSET_ALIASES", "Item", "LentSizes", "box_mismatch",
+           "image_path", "lent_sizes", "mine", "parse_item", "read_records", "subset"]
