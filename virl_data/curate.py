@@ -421,17 +421,24 @@ def _content_hashes(frame: pl.DataFrame, image_root: str | os.PathLike[str] | No
     )
 
 
-def dedup(df: Frame, image_root: str | os.PathLike[str] | None = None, *, workers: int = 8) -> DedupResult:
-    """Remove duplicates: same image content and same normalized question; the first in input order is kept.
+DEDUP_KEYS = ("_content", "_question")
+"""The columns ``dedup_keys`` adds that make two records duplicates when both are equal."""
 
-    Image content = ``image.sha1`` when recorded, else the sha1 of the file under ``image_root``, else (no root, or
-    an unreadable file) the image path, which ``notes`` reports.
+
+def dedup_keys(frame: pl.DataFrame, image_root: str | os.PathLike[str] | None = None, *,
+               workers: int = 8) -> pl.DataFrame:
+    """``frame`` with the duplicate keys: ``_content`` (the image's ``sha1``, else ``sha1`` of its file under
+    ``image_root``, else ``"path:<path>"``), ``_question`` (``normalized_question_expr``) and ``_identity`` (which of
+    ``sha1`` / ``file`` / ``path`` gave ``_content``). Row-local, so any slice of a corpus gets the same keys.
+
+    >>> from virl_data.miners.shapes import generate
+    >>> from virl_data.schema import records_to_frame
+    >>> dedup_keys(records_to_frame(generate(2, seed=0)))["_identity"].to_list()
+    ['path', 'path']
     """
-    frame = _lazy(df).collect()
     hashes = _content_hashes(frame, image_root, workers)
     sha1, path = pl.col("image").struct.field("sha1"), pl.col("image").struct.field("path")
-    keys = ["_content", "_question"]
-    marked = (
+    return (
         frame.with_columns(path.alias("_path"))
         .join(hashes, on="_path", how="left", maintain_order="left")
         .with_columns(
@@ -441,23 +448,41 @@ def dedup(df: Frame, image_root: str | os.PathLike[str] | None = None, *, worker
             .otherwise(pl.lit("path")).alias("_identity"),
             normalized_question_expr().alias("_question"),
         )
+        .drop("_path", "_file_sha1")
+    )
+
+
+def dedup_notes(identity: Mapping[str, int], image_root: str | os.PathLike[str] | None) -> tuple[str, ...]:
+    """The note ``DedupResult.notes`` carries when ``identity["path"]`` records were compared by path."""
+    n_path = identity.get("path", 0)
+    if not n_path:
+        return ()
+    why = "no image root was given" if image_root is None else f"their file under {image_root} was unreadable"
+    return (f"{n_path} records have no recorded sha1 and {why}: their images were compared by path",)
+
+
+def dedup(df: Frame, image_root: str | os.PathLike[str] | None = None, *, workers: int = 8) -> DedupResult:
+    """Remove duplicates: same image content and same normalized question; the first in input order is kept.
+
+    Image content = ``image.sha1`` when recorded, else the sha1 of the file under ``image_root``, else (no root, or
+    an unreadable file) the image path, which ``notes`` reports.
+    """
+    frame = _lazy(df).collect()
+    keys = list(DEDUP_KEYS)
+    marked = (
+        dedup_keys(frame, image_root, workers=workers)
         .with_columns(
             pl.col("id").first().over(keys).alias("duplicate_of"),
             pl.struct(keys).is_first_distinct().alias("_first"),
         )
     )
     identity = dict(marked.group_by("_identity").len().iter_rows())
-    n_path = identity.get("path", 0)
-    notes: tuple[str, ...] = ()
-    if n_path:
-        why = "no image root was given" if image_root is None else f"their file under {image_root} was unreadable"
-        notes = (f"{n_path} records have no recorded sha1 and {why}: their images were compared by path",)
     return DedupResult(
         kept=marked.filter("_first").select(COLUMNS).lazy(),
         removed=marked.filter(~pl.col("_first")).select(*COLUMNS, "duplicate_of"),
         n_in=frame.height,
         identity={k: identity.get(k, 0) for k in ("sha1", "file", "path")},
-        notes=notes,
+        notes=dedup_notes(identity, image_root),
     )
 
 
@@ -483,7 +508,8 @@ def check_ratios(ratios: Mapping[str, float]) -> dict[str, float]:
     return out
 
 
-def _group_key(group_by: str) -> pl.Expr:
+def group_key_expr(group_by: str) -> pl.Expr:
+    """The split's group of a record: its image (``sha1:<sha1>``, else ``path:<path>``) or the record itself."""
     if group_by == "image":
         image = pl.col("image").struct
         return pl.coalesce(pl.lit("sha1:") + image.field("sha1"), pl.lit("path:") + image.field("path"))
@@ -503,7 +529,7 @@ def stable_order(keys: Sequence[str], seed: int) -> np.ndarray:
     return np.frombuffer(digests, dtype=">u8").astype(np.uint64)
 
 
-def _assign_groups(groups: pl.DataFrame, ratios: dict[str, float], seed: int) -> pl.DataFrame:
+def assign_groups(groups: pl.DataFrame, ratios: dict[str, float], seed: int) -> pl.DataFrame:
     """``_key → _split``. Within each stratum the groups, in seeded order, are laid end to end over ``[0, N)``
     (``N`` = the stratum's records); a group goes to split ``i`` when its midpoint ``(cum - size/2) / N`` lies in
     ``[c_{i-1}, c_i)``, ``c_i`` the cumulative ratios. Unit groups give exactly ``round(N c_i) - round(N c_{i-1})``
@@ -535,14 +561,14 @@ def split(
     Records whose status is in ``statuses`` get a split; the others get ``split = null``; rows in = rows out, same
     order. Image identity = ``sha1`` when recorded, else the path. An image shared by several sources is one group,
     placed in the stratum of its first source by name (so no image ever crosses splits). Order within a stratum:
-    ``stable_order``; assignment: ``_assign_groups``.
+    ``stable_order``; assignment: ``assign_groups``.
     """
     ratios = check_ratios(DEFAULT_RATIOS if ratios is None else ratios)
     unknown = [s for s in statuses if s not in STATUSES]
     if unknown:
         raise ConfigError(f"split statuses {unknown} unknown; expected some of {', '.join(STATUSES)}")
     lf = _lazy(df).with_columns(
-        _group_key(group_by).alias("_key"), pl.col("status").is_in(list(statuses)).alias("_eligible")
+        group_key_expr(group_by).alias("_key"), pl.col("status").is_in(list(statuses)).alias("_eligible")
     )
     groups = (
         lf.filter("_eligible")
@@ -550,7 +576,7 @@ def split(
         .agg(pl.col("provenance").struct.field("source").min().alias("_stratum"), pl.len().alias("_size"))
         .collect()
     )
-    assigned = _assign_groups(groups, ratios, seed)
+    assigned = assign_groups(groups, ratios, seed)
     return (
         lf.join(assigned.lazy(), on="_key", how="left", maintain_order="left")
         .with_columns(pl.when("_eligible").then(pl.col("_split")).otherwise(pl.lit(None, pl.String)).alias("split"))
@@ -559,15 +585,20 @@ def split(
 
 
 __all__ = [
+    "DEDUP_KEYS",
     "DEFAULT_RATIOS",
     "HELPER_COLUMNS",
     "CorpusStats",
     "DedupResult",
     "FilterResult",
     "check_ratios",
+    "assign_groups",
     "dedup",
+    "dedup_keys",
+    "dedup_notes",
     "filter_expr",
     "filter_records",
+    "group_key_expr",
     "filter_report",
     "hash_files",
     "histogram",
