@@ -127,10 +127,12 @@ def sft(
         int | None, typer.Option(min=1, help="Checkpoint every N steps (default: run.save_every), and at the end.")
     ] = None,
     fresh: Annotated[bool, typer.Option("--fresh", help="Ignore checkpoints in OUT (start over).")] = False,
+    sight_n: Annotated[int, typer.Option(help="Eval-split records for the 'can it see' probe (0 = skip).", min=0)] = 100,
 ) -> None:
     """Supervised warm start: the ground-truth crop chain and answer of each train record, played through the crop
     environment (real crops fed back), learned by next-token loss. Checkpoints to OUT/checkpoints and resumes from
-    the newest one like `train`. RL then starts from OUT/final."""
+    the newest one like `train`. RL then starts from OUT/final. Then the "can it see" probe (virl_train.sight) on
+    the eval split, written to OUT/sight.json."""
     from virl_train.config import load_config
     from virl_train.sft import sft as run_sft
 
@@ -145,6 +147,13 @@ def sft(
     result = run_sft(cfg, steps, lr=lr, batch_size=batch_size, out_dir=out, save_every=save_every, resume=not fresh,
                      callbacks=[progress])
     console.print(f"SFT done → {result / 'final'}; start RL from it with model.name_or_path={result / 'final'}")
+    if sight_n and cfg.data.eval_split:
+        from virl_data.corpus import write_json
+        from virl_train.sight import sight_line, sight_of_checkpoint
+
+        sight = sight_of_checkpoint(cfg, result / "final", cfg.data.eval_split, sight_n, seed=cfg.run.seed)
+        write_json(sight, result / "sight.json")
+        console.print(sight_line(sight), soft_wrap=True)
 
 
 @app.command()
@@ -193,6 +202,7 @@ def eval_cmd(
     out: Annotated[Path | None, typer.Option(help="Report folder (default: RUN.out_dir/eval).")] = None,
     probe: Annotated[str, typer.Option(help="Illusion probe: random | full | none.")] = "random",
     sample: Annotated[bool, typer.Option("--sample", help="Sample (grpo.temperature) instead of greedy decoding.")] = False,
+    sight: Annotated[bool, typer.Option(help="Also run the 'can it see' probe (every pixel constant): sight.json.")] = True,
 ) -> None:
     """Answer accuracy, grounding metrics and the illusion probe; writes eval.json and eval.png."""
     import dataclasses
@@ -216,6 +226,13 @@ def eval_cmd(
     console.print(render_report(report))
     json_path, png_path = write_report(report, out or Path(cfg.run.out_dir) / "eval")
     console.print(f"evaluated {len(examples)} records of split {name!r} → {json_path}, {png_path}")
+    if sight:
+        from virl_data.corpus import write_json
+        from virl_train.sight import probe_sight, sight_line
+
+        seen = probe_sight(policy, examples.records, examples.image, cfg, seed=cfg.run.seed, greedy=not sample)
+        write_json(seen, json_path.parent / "sight.json")
+        console.print(sight_line(seen), soft_wrap=True)
 
 
 def main() -> None:

@@ -3,7 +3,7 @@
 Layout (every field has a default, so an empty YAML is a valid config)::
 
     TrainConfig
-      model:   ModelConfig    name_or_path, box_convention, box_scale, min_pixels, max_pixels, dtype, lora: LoraConfig
+      model:   ModelConfig    name_or_path, family, box_convention, box_scale, min_pixels, max_pixels, dtype, lora: LoraConfig
       data:    DataConfig     path, train_split, eval_split, limit
       env:     EnvConfig      max_actions, min_crop, max_aspect, action_format, oob_tol, frame
       rewards: RewardsConfig  preset, params (a free mapping, validated by the rewards module)
@@ -46,6 +46,10 @@ from virl_data.errors import ConfigError
 from virl_train.actions import MODEL_CONVENTIONS
 
 
+MODEL_FAMILIES = ("qwen2_vl", "qwen2_5_vl", "qwen3_vl", "idefics3")
+"""``virl_train.models.FAMILIES``' names (listed here so the config loads without torch; a test keeps them equal)."""
+
+
 def _choice(default: Any, choices: Iterable[Any]) -> Any:
     """A field whose value must be one of ``choices``."""
     return field(default=default, metadata={"choices": tuple(choices)})
@@ -73,7 +77,8 @@ class LoraConfig:
 class ModelConfig:
     """The policy: checkpoint, the box convention it speaks, and its processor's pixel limits.
 
-    ``box_convention`` is the one place the model's coordinate language is named (``virl_train.actions`` converts
+    ``family`` (``virl_train.models``): ``auto`` detects it from ``name_or_path`` (a tiny name or the checkpoint's
+    ``config.json``). ``box_convention`` is the one place the model's coordinate language is named (``virl_train.actions`` converts
     through ``virl_data.boxconv``); ``box_scale`` is the 0–scale range of ``qwen3_norm1000`` (1000, or 999 in some
     vendor docs). ``min_pixels`` / ``max_pixels`` are the processor's and also bound the crops the environment returns.
     ``freeze_vision``: ``none`` trains everything (or the LoRA adapters), ``tower`` keeps the vision encoder's blocks
@@ -81,6 +86,7 @@ class ModelConfig:
     """
 
     name_or_path: str = "Qwen/Qwen2.5-VL-3B-Instruct"
+    family: str = _choice("auto", ("auto", *MODEL_FAMILIES))
     box_convention: str = _choice("qwen25_abs_resized", MODEL_CONVENTIONS)
     box_scale: float = _at_least(1000.0, 1.0)
     min_pixels: int = _at_least(56 * 56, 1)

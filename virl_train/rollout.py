@@ -21,7 +21,8 @@ Generation is our own loop over the model with a KV cache kept across turns, bat
     each step  every live row samples one token from its own logits (own ``torch.Generator``, own stop rule and
                budgets); ONE forward then feeds each row what follows: the token, or token + env reply (+ crop)
     ragged     rows whose chunks are shorter are right-padded; padding slots stay masked in the cache, and each
-               row keeps its own 3-D rotary positions (text +1, an image block ``(s, s+i, s+j)``), so a row sees
+               row keeps its own rotary positions (the family's: 3-D M-RoPE for Qwen, text +1 and an image block ``(s, s+i, s+j)``;
+               1-D for Idefics3), so a row sees
                exactly the sequence it would alone
     finished   episodes leave the batch (their cache rows are dropped)
 
@@ -92,27 +93,40 @@ class Rollout:
 class ModelBatch:
     """Right-padded model inputs of several rollouts.
 
-    ``input_ids`` / ``attention_mask`` / ``mm_token_type_ids`` ``[B, T]`` (prompt + completion, 1 = image token),
-    ``pixel_values`` ``[ΣP, D]`` and ``image_grid_thw`` ``[N, 3]`` (every image of row 0, then row 1, …),
+    ``input_ids`` / ``attention_mask`` ``[B, T]`` (prompt + completion); ``image_inputs``: the family's image
+    keyword arguments for every image of row 0, then row 1, … (Qwen: ``pixel_values`` ``[ΣP, D]``,
+    ``image_grid_thw`` ``[N, 3]``, ``mm_token_type_ids`` ``[B, T]``; Idefics3: ``pixel_values`` ``[1, N, 3, S, S]``);
     ``completion_ids`` / ``completion_mask`` ``[B, Tc]`` (mask = loss_mask, 0 on padding, float32),
     ``prompt_lengths`` / ``completion_lengths`` ``[B]``.
     """
 
     input_ids: torch.Tensor
     attention_mask: torch.Tensor
-    mm_token_type_ids: torch.Tensor
-    pixel_values: torch.Tensor | None
-    image_grid_thw: torch.Tensor | None
+    image_inputs: dict[str, torch.Tensor | None]
     completion_ids: torch.Tensor
     completion_mask: torch.Tensor
     prompt_lengths: torch.Tensor
     completion_lengths: torch.Tensor
 
+    @property
+    def pixel_values(self) -> torch.Tensor | None:
+        return self.image_inputs.get("pixel_values")
+
+    @property
+    def image_grid_thw(self) -> torch.Tensor | None:
+        return self.image_inputs.get("image_grid_thw")
+
+    @property
+    def mm_token_type_ids(self) -> torch.Tensor | None:
+        return self.image_inputs.get("mm_token_type_ids")
+
     def to(self, device: torch.device | str) -> ModelBatch:
-        return ModelBatch(**{
-            f.name: None if getattr(self, f.name) is None else getattr(self, f.name).to(device)
-            for f in dataclasses.fields(self)
-        })  # fmt: skip
+        def move(x):
+            return None if x is None else x.to(device)
+
+        fields = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        fields["image_inputs"] = {k: move(v) for k, v in self.image_inputs.items()}
+        return ModelBatch(**{k: v if k == "image_inputs" else move(v) for k, v in fields.items()})
 
 
 # --- sampling --------------------------------------------------------------------------------------------------------
@@ -174,10 +188,8 @@ class _Context:
         last = lengths - 1
         keep = torch.unique(last)  # the columns whose logits some row needs
         out = p.model(
-            input_ids=ids.to(device), position_ids=pos.to(device), attention_mask=self.mask if self.padded else None,
-            pixel_values=torch.cat([im.pixel_values for im in flat]).to(device) if flat else None,
-            image_grid_thw=torch.cat([im.image_grid_thw for im in flat]).to(device) if flat else None,
-            mm_token_type_ids=(ids == p.image_token_id).to(device=device, dtype=torch.int32), cache=self.cache,
+            input_ids=ids.to(device), position_ids=(pos if pos.shape[0] > 1 else pos[0]).to(device),
+            attention_mask=self.mask if self.padded else None, **p.image_inputs(flat, ids, device), cache=self.cache,
             use_cache=True, logits_to_keep=1 if len(keep) == 1 else keep.to(device),
         )  # fmt: skip
         self.cache = out.cache
@@ -185,18 +197,19 @@ class _Context:
         return out.logits[torch.arange(len(chunks), device=out.logits.device), column.to(out.logits.device)]
 
     def _padded_rows(self, chunks, images) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(ids [B, W], positions [3, B, W])`` of the chunks right-padded to the longest; each row's positions
-        continue from its ``next_pos`` (padding: the pad id, at the row's first position; masked anyway)."""
-        if all(len(c) == 1 for c in chunks) and not any(images):  # a decoding step: one text token per row
-            return torch.tensor(chunks, dtype=torch.long), self.next_pos.view(1, -1, 1).expand(3, -1, 1)
+        """``(ids [B, W], positions [P, B, W])`` of the chunks right-padded to the longest (P = 3 for M-RoPE
+        families, else 1); each row's positions continue from its ``next_pos`` (padding: the pad id, at the row's
+        first position; masked anyway)."""
         p = self.policy
+        n_pos = 3 if p.family.multimodal_rope else 1
+        if all(len(c) == 1 for c in chunks) and not any(images):  # a decoding step: one text token per row
+            return torch.tensor(chunks, dtype=torch.long), self.next_pos.view(1, -1, 1).expand(n_pos, -1, 1)
         ids = torch.full((len(chunks), max(map(len, chunks))), p.pad_id, dtype=torch.long)
-        pos = torch.zeros((3, *ids.shape), dtype=torch.long)
+        pos = torch.zeros((n_pos, *ids.shape), dtype=torch.long)
         for r, (chunk, ims) in enumerate(zip(chunks, images)):
             row = torch.tensor([list(chunk)], dtype=torch.long)
-            grid = torch.cat([im.image_grid_thw for im in ims]) if ims else None
             ids[r, : row.shape[1]] = row[0]
-            pos[:, r, : row.shape[1]] = p.rope_positions(row, (row == p.image_token_id).to(torch.int32), grid)[:, 0]
+            pos[:, r, : row.shape[1]] = p.positions(row, ims)[:, 0]
         return ids, pos + self.next_pos.view(1, -1, 1)
 
     def select(self, rows: Sequence[int]) -> None:
@@ -226,11 +239,12 @@ def env_system_prompt(env: CropEnv, image: Image.Image) -> str:
 
 
 def _encode_view(policy: Policy, obs: Observation, enc: EncodedImage | None = None) -> EncodedImage:
-    """Encode the env's image (or take ``enc``, its encoding already made), checking the model sees it at exactly
-    the size the env computed (the ``qwen25_abs_resized`` coordinates depend on it)."""
+    """Encode the env's image (or take ``enc``, its encoding already made), checking that a family whose processor
+    sizes images by pixel count (Qwen) sees it at exactly the size the env computed (the ``qwen25_abs_resized``
+    coordinates depend on it)."""
     assert obs.image is not None
     enc = enc if enc is not None else policy.encode_image(obs.image)
-    if enc.size != tuple(obs.resized):
+    if policy.family.sized_by_pixels and enc.size != tuple(obs.resized):
         raise ConfigError(
             f"the policy's processor shows a {obs.image.width}x{obs.image.height} image at {enc.size}, the env "
             f"expects {obs.resized}: env and model must share min_pixels/max_pixels (make_env from the same config)"
@@ -473,10 +487,7 @@ def batch_inputs(policy: Policy, rollouts: Sequence[Rollout], device: torch.devi
         cmask[i, : len(e.loss_mask)] = torch.tensor(e.loss_mask, dtype=torch.float32)
     images = [im for r in rollouts for im in r.images]
     batch = ModelBatch(
-        input_ids=ids, attention_mask=attn, mm_token_type_ids=(ids == policy.image_token_id).to(torch.int32),
-        pixel_values=torch.cat([im.pixel_values for im in images]) if images else None,
-        image_grid_thw=torch.cat([im.image_grid_thw for im in images]) if images else None,
-        completion_ids=comp, completion_mask=cmask,
+        input_ids=ids, attention_mask=attn, image_inputs=policy.image_inputs(images, ids, "cpu"), completion_ids=comp, completion_mask=cmask,
         prompt_lengths=torch.tensor([len(e.prompt_ids) for e in eps], dtype=torch.long),
         completion_lengths=torch.tensor([len(e.completion_ids) for e in eps], dtype=torch.long),
     )  # fmt: skip
@@ -492,8 +503,7 @@ def completion_logprobs(model: torch.nn.Module, batch: ModelBatch, temperature: 
         return batch.completion_mask.clone()
     keep = width - int(batch.prompt_lengths.min()) + 1
     out = model(
-        input_ids=batch.input_ids, attention_mask=batch.attention_mask, pixel_values=batch.pixel_values,
-        image_grid_thw=batch.image_grid_thw, mm_token_type_ids=batch.mm_token_type_ids, use_cache=False,
+        input_ids=batch.input_ids, attention_mask=batch.attention_mask, **batch.image_inputs, use_cache=False,
         logits_to_keep=keep,
     )  # fmt: skip
     logits = out.logits

@@ -86,7 +86,9 @@ def batch_indices(step: int, n: int, batch_size: int, seed: int, rank: int = 0, 
 
 
 def make_env(cfg: TrainConfig) -> CropEnv:
-    """A fresh crop environment as the config describes it."""
+    """A fresh crop environment as the config describes it (crops sized with the model family's patch factor)."""
+    from virl_train.models import family_for
+
     m, e = cfg.model, cfg.env
     return CropEnv(
         m.box_convention,
@@ -99,6 +101,7 @@ def make_env(cfg: TrainConfig) -> CropEnv:
         oob_tol=e.oob_tol,
         frame=e.frame,
         scale=m.box_scale,
+        factor=family_for(m).factor,
     )
 
 

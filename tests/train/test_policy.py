@@ -81,7 +81,7 @@ def test_tokenizer_digits_specials_and_lossless_decoding(policy):
     for special in ("<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|vision_end|>", "<|image_pad|>",
                     "<|endoftext|>"):
         assert len(policy.text_ids(special)) == 1
-    assert policy.text_ids("<|im_start|>assistant\n")[0] == policy.im_start_id
+    assert policy.text_ids("<|im_start|>assistant\n")[0] == policy.tokens.ids["<|im_start|>"]
     for text in ("What colour is the small square? <answer>red</answer>", "héllo ☃ {\"bbox_2d\": [1, 2]}\n"):
         assert tok.decode(policy.text_ids(text)) == text
     assert policy.image_token_id == policy.model.config.image_token_id
@@ -98,7 +98,7 @@ def test_encode_image_gives_smart_resized_grid_and_pad_count(policy):
     ids = policy.prompt_ids("sys", "q?", enc)
     assert ids.count(policy.image_token_id) == 54
     start = ids.index(policy.vision_start_id)
-    assert ids[start + 55] == policy.vision_end_id
+    assert ids[start + 55] == policy.tokens.ids["<|vision_end|>"]
     assert policy.tokenizer.decode(ids[-3:]) == "<|im_start|>assistant\n"
     small = policy.encode_image(_noise(20, 10))  # below min_pixels: grown to at least 56² px
     assert small.n_tokens >= 4 and small.size[0] * small.size[1] >= 56 * 56
@@ -166,7 +166,7 @@ def test_load_errors_are_config_errors(tmp_path):
 
     plain = PreTrainedTokenizerFast(tokenizer_object=Tokenizer(models.WordLevel({"a": 0, "[UNK]": 1}, "[UNK]")),
                                     unk_token="[UNK]")
-    with pytest.raises(ConfigError, match="Qwen2"):
+    with pytest.raises(ConfigError, match="lacks <|endoftext|>.*qwen2_5_vl chat layout"):
         Policy.from_parts(None, plain, None, _cfg())
 
 
