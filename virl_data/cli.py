@@ -16,6 +16,8 @@ its traceback.
     virl-data fiftyone push CORPUS --dataset NAME | pull NAME --corpus CORPUS --out OUT
     virl-data app CORPUS | --dataset NAME [--remote]
     virl-data labelstudio push CORPUS --project TITLE | pull TITLE --corpus CORPUS --out OUT
+    virl-data queue TRAJECTORIES --corpus CORPUS [--top N] [--to fiftyone|labelstudio]
+    virl-data diff BEFORE AFTER [--queue queue.jsonl]
 """
 
 from __future__ import annotations
@@ -472,6 +474,10 @@ def _review_tools() -> None:
     app.add_typer(fiftyone_app, name="fiftyone", help="Look at and fix chains in FiftyOne: push a corpus, pull reviews.")
     app.command("app")(app_command)
     app.add_typer(labelstudio_app, name="labelstudio", help="Human review in Label Studio: push tasks, pull annotations.")
+    from virl_data.cli_queue import diff_command, queue_command
+
+    app.command("queue")(queue_command)
+    app.command("diff")(diff_command)
 
 
 _review_tools()

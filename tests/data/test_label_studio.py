@@ -82,7 +82,7 @@ def test_label_studio_templates_number_steps_and_share_control_names():
 
 
 def test_label_studio_template_errors_and_config_comparison(tmp_path):
-    with pytest.raises(ConfigError, match="unknown Label Studio template 'nope'; use one of review_chain, draw_chain"):
+    with pytest.raises(ConfigError, match="use one of review_chain, draw_chain, review_queue"):
         ls.load_template("nope")
     with pytest.raises(ConfigError, match="not found"):
         ls.load_template(tmp_path / "missing.xml")

@@ -66,6 +66,10 @@ NOTE_FIELD = "review_note"
 REJECT_TAGS = frozenset({"reject"})
 ACCEPT_TAGS = frozenset({"ok", "accept"})
 DET_ATTRS = ("order", "step", "box", "phrase", "role", "source_ref")
+POLICY_FIELD = "policy"  # a queued record's policy crops (``push(..., queue=...)``); pull never reads it
+POLICY_ORDER_FIELD = "policy_order"
+POLICY_COLOR = "#ff00ff"  # one colour for every policy crop, unlike the chain's per-step colours
+QUEUE_VIEW = "queue"
 SNAP_PX = 1e-6  # a pulled box this close to a pushed one is that box (undoes float noise of the relative round trip)
 
 
@@ -162,6 +166,33 @@ def chain_to_polylines(chain: Sequence[RationaleStep], width: float, height: flo
     points = [tuple(p) for p in boxconv.canonical_to_fiftyone_rel_centers(unions, width=width, height=height).tolist()]
     line = fo.Polyline(label="chain order", points=[points], closed=False, filled=False)
     return fo.Polylines(polylines=[line])
+
+
+def crops_to_detections(crops: Sequence[Box], width: float, height: float) -> Any:
+    """A policy's crops → ``fo.Detections`` labelled ``"crop <k+1>"`` with ``order = k`` and ``layer = "policy"``
+    (the attribute the dataset's colour scheme paints in ``POLICY_COLOR``), plus an open ``Polylines`` through their
+    centres in crop order (None below 2 crops). E.g. ``Box(50, 50, 100, 75)`` on 200x100 →
+    ``Detection(label="crop 1", bounding_box=[0.25, 0.5, 0.25, 0.25], order=0, layer="policy")``."""
+    fo = _fo()
+    rel = boxconv.canonical_to_fiftyone_rel_xywh(list(crops), width=width, height=height).tolist() if crops else []
+    dets = [fo.Detection(label=f"crop {k + 1}", bounding_box=bb, order=k, layer="policy") for k, bb in enumerate(rel)]
+    line = None
+    if len(crops) >= 2:
+        points = [tuple(p) for p in boxconv.canonical_to_fiftyone_rel_centers(list(crops), width=width, height=height).tolist()]
+        line = fo.Polylines(polylines=[fo.Polyline(label="policy order", points=[points], closed=False, filled=False)])
+    return fo.Detections(detections=dets), line
+
+
+def queue_fields(entry: Any, width: float, height: float) -> dict[str, Any]:
+    """The sample fields of a queued record (a ``virl_data.review_queue.QueueEntry``): the policy's crops and their
+    order line, ``queue_rank``, ``queue_reason``, ``queue_score``, ``queue_<reason>`` per reason score and
+    ``policy_answer``."""
+    dets, line = crops_to_detections(entry.crops, width, height) if width > 0 and height > 0 else (None, None)
+    return {
+        POLICY_FIELD: dets, POLICY_ORDER_FIELD: line, "queue_rank": entry.rank, "queue_reason": entry.reason,
+        "queue_score": float(entry.score), "policy_answer": entry.policy_answer,
+        **{f"queue_{r}": float(v) for r, v in entry.scores.items()},
+    }  # fmt: skip
 
 
 def _snap(box: Box, pushed: Sequence[Box]) -> Box:
@@ -301,8 +332,11 @@ def _helpers(records: Sequence[RationaleRecord]) -> list[dict[str, Any]]:
     return frame.to_dicts()
 
 
-def record_to_sample(record: RationaleRecord, image_root: Path, helpers: Mapping[str, Any]) -> Any:
-    """One record → an unsaved ``fo.Sample`` (see the module docstring for its fields); the image is never opened."""
+def record_to_sample(
+    record: RationaleRecord, image_root: Path, helpers: Mapping[str, Any], entry: Any | None = None
+) -> Any:
+    """One record → an unsaved ``fo.Sample`` (see the module docstring for its fields); the image is never opened.
+    With a queue ``entry`` the sample also gets ``queue_fields`` and the tag ``queue:<reason>``."""
     fo = _fo()
     eff = effective(record)
     w, h = record.image.width, record.image.height
@@ -312,6 +346,8 @@ def record_to_sample(record: RationaleRecord, image_root: Path, helpers: Mapping
     tags = [f"status:{record.status.value}", f"source:{record.provenance.source}"]
     tags += sorted({f"reason:{code}" for _, code in failed})
     scores = {f"check_{c.name}": float(c.score) for c in record.checks if c.score is not None}
+    queued = queue_fields(entry, w, h) if entry is not None else {}
+    tags += [f"queue:{entry.reason}"] if entry is not None else []
     return fo.Sample(
         filepath=str(image_root / record.image.path),
         metadata=fo.ImageMetadata(width=w, height=h) if drawable else None,
@@ -329,6 +365,7 @@ def record_to_sample(record: RationaleRecord, image_root: Path, helpers: Mapping
         reject_reason=failed[0][0] if failed else None,
         **helpers,
         **scores,
+        **queued,
         **{
             CHAIN_FIELD: chain_to_detections(eff.chain, w, h) if drawable else None,
             ORDER_FIELD: chain_to_polylines(eff.chain, w, h) if drawable else None,
@@ -338,7 +375,17 @@ def record_to_sample(record: RationaleRecord, image_root: Path, helpers: Mapping
     )
 
 
-def _declare_fields(dataset: Any) -> None:
+def _color_scheme(fo: Any) -> Any:
+    """Chain boxes coloured by their step label; every policy crop and its order line in ``POLICY_COLOR``."""
+    policy = [{"value": "policy", "color": POLICY_COLOR}]
+    line = [{"value": "policy order", "color": POLICY_COLOR}]
+    return fo.ColorScheme(color_by="value", fields=[
+        {"path": POLICY_FIELD, "fieldColor": POLICY_COLOR, "colorByAttribute": "layer", "valueColors": policy},
+        {"path": POLICY_ORDER_FIELD, "fieldColor": POLICY_COLOR, "colorByAttribute": "label", "valueColors": line},
+    ])  # fmt: skip
+
+
+def _declare_fields(dataset: Any, *, queued: bool = False) -> None:
     """Declare the record fields up front, so that types hold even where a batch has only nulls or empty lists."""
     fo = _fo()
     strings = ("virl_id", "question", "answer", "answer_type", "question_type", "source", "status", "split")
@@ -352,6 +399,13 @@ def _declare_fields(dataset: Any) -> None:
     dataset.add_sample_field(CHAIN_FIELD, fo.EmbeddedDocumentField, embedded_doc_type=fo.Detections)
     dataset.add_sample_field(ORDER_FIELD, fo.EmbeddedDocumentField, embedded_doc_type=fo.Polylines)
     dataset.add_sample_field(ANSWER_BOX_FIELD, fo.EmbeddedDocumentField, embedded_doc_type=fo.Detections)
+    if queued:
+        dataset.add_sample_field(POLICY_FIELD, fo.EmbeddedDocumentField, embedded_doc_type=fo.Detections)
+        dataset.add_sample_field(POLICY_ORDER_FIELD, fo.EmbeddedDocumentField, embedded_doc_type=fo.Polylines)
+        dataset.add_sample_field("queue_rank", fo.IntField)
+        dataset.add_sample_field("queue_score", fo.FloatField)
+        for name in ("queue_reason", "policy_answer"):
+            dataset.add_sample_field(name, fo.StringField)
 
 
 def push(
@@ -363,8 +417,13 @@ def push(
     persistent: bool = True,
     batch_size: int = 2000,
     info: Mapping[str, Any] | None = None,
+    queue: Sequence[Any] | None = None,
 ) -> PushResult:
     """Write ``records`` to a new FiftyOne dataset ``name`` in batches, with the saved views of ``save_views``.
+
+    ``queue`` (``virl_data.review_queue.QueueEntry`` s) marks the records it lists as queued: the policy's crops as
+    a second set of ordered boxes (``policy``, one colour) beside the chain, the reason as a tag and fields, and the
+    saved views ``queue`` (by rank) and ``queue: <reason>``. Pull ignores the policy layer.
 
     The dataset is built under a temporary name and renamed at the end, so a failed push leaves no half dataset; an
     existing ``name`` is replaced only with ``overwrite``.
@@ -376,17 +435,18 @@ def push(
     root = Path(image_root).resolve()
     ds = fo.Dataset(f"{name}.virl-tmp-{uuid.uuid4().hex[:8]}", persistent=persistent)
     try:
-        _declare_fields(ds)
+        _declare_fields(ds, queued=queue is not None)
         helpers = _helpers([effective(r) for r in records])
+        entries = {e.record_id: e for e in queue or ()}
         for start in range(0, len(records), batch_size):
             batch = records[start : start + batch_size]
-            samples = [record_to_sample(r, root, hp) for r, hp in zip(batch, helpers[start:], strict=False)]
+            samples = [record_to_sample(r, root, hp, entries.get(r.id)) for r, hp in zip(batch, helpers[start:], strict=False)]
             ds.add_samples(samples, progress=False, validate=False)  # built to the declared schema; saves ~10%
         ds.add_dynamic_sample_fields()
         ds.info = {"virl": {"image_root": str(root), **(info or {})}}
-        ds.app_config.color_scheme = fo.ColorScheme(color_by="value")
+        ds.app_config.color_scheme = _color_scheme(fo)
         ds.save()
-        views = save_views(ds)
+        views = save_views(ds) + (save_queue_views(ds) if queue is not None else ())
         if fo.dataset_exists(name):
             fo.delete_dataset(name)
         ds.name = name
@@ -424,6 +484,19 @@ def save_views(dataset: Any, *, long_chain: int = 3, tiny_zoom: float = 0.01) ->
     codes = sorted(t.removeprefix("reason:") for t in dataset.distinct("tags") if t.startswith("reason:"))
     for code in codes:
         views[f"rejected: {code}"] = dataset.match_tags(f"reason:{code}")
+    for view_name, view in views.items():
+        dataset.save_view(view_name, view, overwrite=True)
+    return tuple(views)
+
+
+def save_queue_views(dataset: Any) -> tuple[str, ...]:
+    """Save ``queue`` (queued samples by rank) and ``queue: <reason>`` per reason present; returns their names."""
+    from fiftyone import ViewField as F
+
+    queued = dataset.match(F("queue_rank").exists()).sort_by("queue_rank")
+    views = {QUEUE_VIEW: queued}
+    for reason in sorted(r for r in dataset.distinct("queue_reason") if r):
+        views[f"queue: {reason}"] = queued.match(F("queue_reason") == reason)
     for view_name, view in views.items():
         dataset.save_view(view_name, view, overwrite=True)
     return tuple(views)
@@ -550,14 +623,17 @@ __all__ = [
     "answer_to_detections",
     "chain_to_detections",
     "chain_to_polylines",
+    "crops_to_detections",
     "default_reviewer",
     "detections_to_chain",
     "launch",
     "load",
     "pull",
     "push",
+    "queue_fields",
     "record_to_sample",
     "review_of",
+    "save_queue_views",
     "save_views",
     "step_label",
     "stop_app",

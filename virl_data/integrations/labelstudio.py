@@ -307,10 +307,13 @@ def push(
     image_url_prefix: str | None = None,
     url: str | None = None,
     api_key: str | None = None,
+    queue: Sequence[Any] | None = None,
 ) -> PushResult:
     """Import ``records`` as tasks of project ``project`` (created with ``template`` when missing), skipping records
     whose id the project already holds. Images by ``image_url_prefix``, else through a local-files storage on
-    ``image_root`` (inside ``document_root``). Except for ``draw_chain``, tasks carry the chain as predictions."""
+    ``image_root`` (inside ``document_root``). Except for ``draw_chain``, tasks carry the chain as predictions.
+    ``queue`` (``virl_data.review_queue.QueueEntry`` s, template ``review_queue``) adds to each listed record's task
+    why it is queued and the policy's crops as a read-only layer; pull reads only the chain layer, as always."""
     started = time.perf_counter()
     max_steps = template_steps(load_template(template))
     predictions = template_name(template) != "draw_chain"
@@ -321,6 +324,7 @@ def push(
     if storage_root is not None:
         ensure_local_storage(conn, proj.id, storage_root)
     skipped, tasks, seen = [], [], set(have)
+    entries = {e.record_id: e for e in queue or ()}
     for record in records:
         if record.id in seen:  # already a task (or a duplicate id in the corpus): never two tasks for one record
             continue
@@ -329,7 +333,8 @@ def push(
         if reason:
             skipped.append((record.id, reason))
         else:
-            tasks.append(record_to_task(record, image_url(record.image.path), predictions=predictions))
+            tasks.append(record_to_task(record, image_url(record.image.path), predictions=predictions,
+                                        entry=entries.get(record.id)))
     for start in range(0, len(tasks), BATCH):
         with conn.call(f"import tasks into project {proj.id}"):
             conn.client.projects.import_tasks(proj.id, request=tasks[start : start + BATCH], return_task_ids=True)

@@ -18,7 +18,9 @@ prediction         ``review_chain`` only: one rectangle per box, labelled with i
 =================  ===================================================================================================
 
 Templates (``annotation_templates/<name>.xml``): ``review_chain`` (the chain pre-drawn, verdict accept / reject /
-fix, corrected answer, note) and ``draw_chain`` (draw the chain from scratch). Both use the control names
+fix, corrected answer, note), ``draw_chain`` (draw the chain from scratch) and ``review_queue`` (``review_chain``
+plus, for a record of the review queue, ``$queue_text`` saying why it is queued and the policy's crops as a second,
+read-only ``policy`` layer: regions ``p<k>`` labelled ``crop <k+1>`` in the same prediction). Both use the control names
 ``chain`` (numbered ``RectangleLabels``), ``phrase`` (per-region text), ``verdict``, ``answer``, ``note``.
 
 Pull: per task, each submitted annotation (skipped ones are ignored) becomes at most one review, by the
@@ -62,10 +64,11 @@ from virl_data.review import VERDICTS, ReviewEdit, effective, pushed_from_json, 
 from virl_data.types import Box, RationaleRecord, RationaleStep, Review
 
 TOOL = "labelstudio"
-TEMPLATES = ("review_chain", "draw_chain")
+TEMPLATES = ("review_chain", "draw_chain", "review_queue")
 TEMPLATE_DIR = Path(__file__).resolve().parents[2] / "annotation_templates"
 IMAGE, CHAIN, PHRASE, VERDICT, ANSWER, NOTE = "image", "chain", "phrase", "verdict", "answer", "note"
 ANSWER_BOX, ANSWER_REGION = "answer_box", "answer"
+POLICY = "policy"  # review_queue: the policy's crops, read-only regions labelled "crop <k>"; pull never reads them
 MODEL_VERSION = "virl-mined"
 SNAP_PX = 1e-6  # a pulled box this close to its pushed region is that box (undoes the percent round trip's noise)
 
@@ -186,6 +189,24 @@ def results_to_answer_box(
     return format_box(_snap(box, parse_box(pushed_answer)))
 
 
+def policy_results(crops: Sequence[Box], width: float, height: float) -> list[dict[str, Any]]:
+    """A policy's crops → read-only ``policy`` rectangles ``p<k>`` labelled ``crop <k+1>`` (``review_queue``)."""
+    results = []
+    for k, box in enumerate(crops):
+        value = {**boxconv.box_to_labelstudio_value(box, width=width, height=height), "rotation": 0}
+        results.append({"id": f"p{k}", "from_name": POLICY, "to_name": IMAGE, "type": "rectanglelabels",
+                        "original_width": width, "original_height": height, "image_rotation": 0, "readonly": True,
+                        "value": {**value, "rectanglelabels": [f"crop {k + 1}"]}})
+    return results
+
+
+def queue_text(entry: Any) -> str:
+    """Why a record is queued, in words: ``#1 illusion 1.00 (unlisted_object 0.75) · policy answered "red"``."""
+    others = ", ".join(f"{r} {v:.2f}" for r, v in entry.scores.items() if r != entry.reason)
+    said = f' · policy answered "{entry.policy_answer}"' if entry.policy_answer is not None else ""
+    return f"#{entry.rank} {entry.reason} {entry.score:.2f}" + (f" ({others})" if others else "") + said
+
+
 def _text(item: Mapping[str, Any]) -> str:
     text = (item.get("value") or {}).get("text") or []
     return " ".join(str(t) for t in ([text] if isinstance(text, str) else text)).strip()
@@ -287,14 +308,22 @@ def local_files_url(path: Path, document_root: Path) -> str:
     return f"/data/local-files/?d={urllib.parse.quote(rel.as_posix())}"
 
 
-def record_to_task(record: RationaleRecord, image_url: str, *, predictions: bool) -> dict[str, Any]:
-    """One record → a Label Studio task (fields in the module docstring); ``predictions`` pre-draws its chain."""
+def record_to_task(
+    record: RationaleRecord, image_url: str, *, predictions: bool, entry: Any | None = None
+) -> dict[str, Any]:
+    """One record → a Label Studio task (fields in the module docstring); ``predictions`` pre-draws its chain. A
+    queue ``entry`` (``virl_data.review_queue.QueueEntry``) adds ``queue_text`` and the policy's crops as read-only
+    ``policy`` regions to the same prediction."""
     eff = effective(record)
     data = {"image": image_url, "question": record.question, "answer": eff.answer, "chain_text": chain_text(eff.chain),
             "virl_id": record.id, "virl_pushed": pushed_to_json(eff.chain, eff.answer)}
+    if entry is not None:
+        data["queue_text"] = queue_text(entry)
     task: dict[str, Any] = {"data": data}
     w, h = record.image.width, record.image.height
     results = chain_to_results(eff.chain, w, h) + answer_to_results(eff.answer, record.answer_type, w, h)
+    if entry is not None and results:
+        results += policy_results(entry.crops, w, h)
     if predictions and results:
         task["predictions"] = [{"model_version": MODEL_VERSION, "result": results}]
     return task
@@ -347,8 +376,10 @@ __all__ = [
     "chain_to_results",
     "load_template",
     "local_files_url",
+    "policy_results",
     "pushed_from_json",
     "pushed_to_json",
+    "queue_text",
     "record_to_task",
     "region_id",
     "results_to_answer_box",

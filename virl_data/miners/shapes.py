@@ -48,6 +48,7 @@ import hashlib
 import io
 import math
 import random
+import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -546,6 +547,33 @@ def generate(
     return _with_progress(records, n_records) if progress else records
 
 
+def scene_objects(record: RationaleRecord, config: ShapesConfig | None = None) -> tuple[Box, ...] | None:
+    """Every object's box in the scene a shapes record asks about, or None when the scene cannot be rebuilt.
+
+    The scene is regenerated from the record's ``scene`` / ``question`` native ids and the seed in its image path,
+    with ``config`` (default: ``ShapesConfig`` at the record's image size); it is trusted only when the regenerated
+    question text is the record's, so a record made with another config gives None, never the wrong objects. The
+    chain is not consulted: a corrupted chain still gets its scene's true objects.
+
+    >>> rec = next(generate(1, seed=0, config=ShapesConfig(image_size=(128, 128))))
+    >>> set(rec.boxes) <= set(scene_objects(rec))
+    True
+    """
+    scene_id, question = record.provenance.native_id("scene"), record.provenance.native_id("question")
+    seed = re.fullmatch(r"shapes/seed(\d+)/\d+\.png", record.image.path)
+    if record.provenance.source != SOURCE or scene_id is None or question is None or seed is None:
+        return None
+    cfg = config or ShapesConfig(image_size=(int(record.image.width), int(record.image.height)))
+    try:
+        scene, questions = _scene_and_questions(int(scene_id), int(seed.group(1)), cfg)
+    except (ConfigError, ValueError):
+        return None
+    j = int(question)
+    if j >= len(questions) or questions[j].text != record.question:
+        return None
+    return tuple(s.box for s in scene.shapes)
+
+
 def _with_progress(records: Iterator[RationaleRecord], total: int) -> Iterator[RationaleRecord]:
     from rich.progress import Progress
 
@@ -580,5 +608,6 @@ __all__ = [
     "make_scene",
     "mine",
     "render_scene",
+    "scene_objects",
     "scene_questions",
 ]
