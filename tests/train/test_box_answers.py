@@ -111,7 +111,7 @@ def test_score_file_reads_a_box_answer_in_pixels(tmp_path: Path):
     path = tmp_path / "t.jsonl"
     path.write_bytes(orjson.dumps(line) + b"\n" + orjson.dumps(line | {"answer": [100, 0, 150, 50]}) + b"\n")
     out = io.BytesIO()
-    assert score_file(path, RewardConfig.preset("full"), out) == 2
+    assert score_file(path, RewardConfig.preset("full"), out).n == 2
     first, second = (orjson.loads(x) for x in out.getvalue().splitlines())
     assert first["components"]["accuracy"] == 1.0 and first["components"]["answer_iou"] == pytest.approx(0.8)
     assert second["components"]["accuracy"] == 0.0
