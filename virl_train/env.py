@@ -54,8 +54,7 @@ CROP_TEXT = "<crop_result>Crop {index} of {limit}: the region you asked for is s
 ERROR_TEXT = "<crop_error>Action {index} of {limit} was invalid: {reason}.</crop_error>"
 _SNAP_EPS = 1e-6
 LAST_TEXT = " No crops are left: give your final answer now as <answer>...</answer>."
-BOX_ANSWER_TEXT = (" Answer with the box of what is asked for, <answer>[x1, y1, x2, y2]</answer>, in the same "
-                   "coordinates as a crop of the original image.")
+BOX_ANSWER_TEXT = " Answer with the box of what is asked for, <answer>[x1, y1, x2, y2]</answer>, in the coordinates of a crop."
 """Appended to the question of a box-answer record (``answer_type="box"``): the answer is a box, not a word."""
 
 
@@ -311,7 +310,7 @@ _CONVENTION_TEXT = {
 def question_text(question: str, answer_type: str | None) -> str:
     """The question as the model reads it: a box-answer record's question asks for the box in the crop syntax.
 
-    >>> question_text('Where is "man on right"?', "box").endswith("coordinates as a crop of the original image.")
+    >>> question_text('Where is "man on right"?', "box").endswith("in the coordinates of a crop.")
     True
     >>> question_text("What colour?", "color")
     'What colour?'

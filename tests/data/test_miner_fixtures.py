@@ -25,6 +25,7 @@ from PIL import Image
 from virl_data.boxanswer import parse_box
 from virl_data.errors import ConfigError
 from virl_data.miners import coco, flickr30k, gqa, refcoco, treebench, vg, viscot
+from virl_data.schema import frame_to_records, records_to_frame
 from virl_data.types import Box, ImageRef, RationaleStep, Status
 
 
@@ -174,6 +175,7 @@ def test_refcoco_real_layouts_with_box_answers(tmp_path):
         (RationaleStep((Box(12.5, 30, 210.75, 180),), "the dog on the couch", "target", "7001"),),
     ]
     assert all(parse_box(r.answer) == r.chain[0].boxes[0] for r in recs)  # the answer IS the target box
+    assert frame_to_records(records_to_frame(recs)) == recs  # one record type: the schema carries it unchanged
     assert [(r.provenance.native_id("variant"), r.provenance.source_split) for r in recs] == [
         ("refcocog", "test"), ("refcocog", "test"), ("refcocog", "val")]
     phrase = list(refcoco.mine(refs=folder, answer="phrase"))
@@ -256,8 +258,8 @@ def test_viscot_visual7w_sizes_matched_by_question_across_folder_spellings(tmp_p
            _det("visual7w", 79, "v7w_2361117.jpg", [4, 36, 264, 365], 500, 367))
     recs = list(viscot.mine(annotations=bench, sizes=tmp_path / "benchmark_det"))
     first, second, missing = recs
-    assert (first.status, first.image, first.question_type, first.answer) == (
-        Status.MINED, ImageRef("cot/v7w/v7w_2359399.jpg", 500, 375), "visual7w", "Foliage.")
+    assert (first.status, first.image, first.question_type, first.answer, first.provenance.miner) == (
+        Status.MINED, ImageRef("cot/v7w/v7w_2359399.jpg", 500, 375), "visual7w", "Foliage.", "viscot@2")
     assert first.question == "What is behind the bench?"
     assert first.chain == (RationaleStep((Box(2, 0, 390, 282),), viscot.EVIDENCE, "target"),)
     assert (second.status, second.image.width, second.image.height) == (Status.MINED, 500, 367)

@@ -138,3 +138,19 @@ def test_sft_reference_answer_is_the_gold_box_in_the_model_convention(convention
     assert box_iou(back, rec.answer) > 0.9
     assert answer_text(make_record(0), env) == "red"
     assert parse_box(rec.answer) == Box(*TARGET)
+
+
+# --- end to end: a teacher-forced rollout of the tiny policy -----------------------------------------------------------
+@pytest.mark.usefixtures("one_thread")
+def test_a_reference_rollout_of_a_box_record_answers_the_gold_box():
+    from virl_train.config import load_config
+    from virl_train.policy import load_policy
+    from virl_train.sft import reference_rollout
+    from virl_train.train import make_env
+
+    cfg = load_config(Path(__file__).resolve().parents[2] / "configs" / "shapes_learn.yaml", ["env.max_actions=2"])
+    policy, rec = load_policy(cfg.model), _box_record()
+    r = reference_rollout(policy, make_env(cfg), rec, Image.new("RGB", SIZE), cfg.grpo.max_new_tokens)
+    assert box_iou(r.episode.answer_box, rec.answer) > 0.9 and r.episode.format_ok
+    assert score_record(r.episode, rec).components["accuracy"] == 1.0
+    assert BOX_ANSWER_TEXT.strip() in policy.tokenizer.decode(list(r.episode.prompt_ids))

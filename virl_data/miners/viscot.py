@@ -75,7 +75,7 @@ from virl_data.types import (
 )
 
 SOURCE = "viscot"
-MINER = "viscot@1"
+MINER = "viscot@2"
 EVIDENCE = "evidence region"
 GPT_ROUNDING = 0.0005
 """Half a unit of the gpt box's third decimal, as a fraction of the padded square's side."""
