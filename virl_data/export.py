@@ -206,7 +206,8 @@ def _read_images(root: Path, rel_paths: list[str], progress: bool) -> dict[str, 
     # Threads: the work is file I/O, which releases the GIL.
     with ThreadPoolExecutor(max_workers=min(16, (os.cpu_count() or 4) * 2)) as pool:
         loaded = pool.map(_load_image, (root / p for p in rel_paths))
-        found = track(loaded, total=len(rel_paths), description="reading images", disable=not progress)
+        found = track(loaded, total=len(rel_paths), description="reading images", disable=not progress,
+                      transient=True)  # a missing-image error must not follow a leftover bar
         return dict(zip(rel_paths, found, strict=True))
 
 

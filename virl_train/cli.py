@@ -19,8 +19,9 @@ from rich.console import Console
 from rich.table import Table
 
 from virl_data.cli import user_errors
+from virl_data.cli_boundary import OneLineErrors
 
-app = typer.Typer(no_args_is_help=True, add_completion=False, help="Train VLMs against ground-truth visual rationales.")
+app = typer.Typer(cls=OneLineErrors, no_args_is_help=True, add_completion=False, help="Train VLMs against ground-truth visual rationales.")
 console = Console()
 
 

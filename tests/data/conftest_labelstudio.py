@@ -3,7 +3,7 @@ import label_studio_server`` in a test module).
 
 The server runs from its OWN virtual environment (its pins are not ours); we only talk to it with
 ``label-studio-sdk``. The binary: ``$VIRL_LABEL_STUDIO``, else ``<repo>/.venv-labelstudio/bin/label-studio`` (what
-``.ci/run`` creates), else ``label-studio`` on PATH; without one the tests skip with that reason.
+``scripts/install.sh`` creates), else ``label-studio`` on PATH; without one the tests skip with that reason.
 
 The session fixture starts it once on 127.0.0.1 at a free port with a temporary data dir, an admin user with a
 40-hex legacy token, and local-files serving rooted at a temporary document root; it polls ``/health`` (first start
@@ -58,7 +58,7 @@ def label_studio_binary() -> tuple[str | None, str]:
         return on_path, "PATH"
     return None, (
         "no Label Studio server binary: set VIRL_LABEL_STUDIO, or create .venv-labelstudio with "
-        "label-studio==1.23.2 (as .ci/run does), or put label-studio on PATH"
+        "label-studio==1.23.2 (bash scripts/install.sh does), or put label-studio on PATH"
     )
 
 
