@@ -12,6 +12,9 @@ norm ``grad_norm`` and clip fraction ``loss/clip_frac`` come from the update its
 ``diag/kl_start``               KL(π‖π_start) on the sampled action tokens, k3 estimator
                                 ``mean(exp(r) − 1 − r)``, r = log π_start − log π (≥ 0); computed whether or not
                                 ``grpo.kl_coef`` uses it. ``diag/kl_start_k1`` = ``mean(−r)`` (unbiased, noisier)
+``diag/crop_iou``               sampled crop IoU: each visual action's best IoU with a chain box (invalid → 0),
+                                averaged over actions (eval's ``mean_fidelity`` on the training samples);
+                                ``diag/hit_rate@0.5`` the fraction reaching 0.5
 ``diag/distinct_crops``         distinct executed crop boxes (whole pixels) per group, averaged over groups
 ``reward_spread/<component>``   per reward component, the standard deviation within each group, averaged over
                                 groups (what the group-normalised advantage can see); means are ``reward/<component>``
@@ -87,12 +90,20 @@ def reward_spread(scores: Sequence[RewardBreakdown], group_size: int) -> dict[st
     return out
 
 
+def crop_iou(scores: Sequence[RewardBreakdown]) -> dict[str, float]:
+    """``diag/crop_iou`` (mean fidelity f_k over every visual action's label) and ``diag/hit_rate@0.5``."""
+    f = [lab.fidelity for s in scores for lab in s.labels]
+    return {"diag/crop_iou": float(np.mean(f)) if f else 0.0,
+            "diag/hit_rate@0.5": float(np.mean([x >= 0.5 for x in f])) if f else 0.0}
+
+
 def step_diagnostics(rollouts: Sequence[Any], scores: Sequence[RewardBreakdown], group_size: int) -> dict[str, float]:
     """Every diagnostic that needs no model (see the module docstring)."""
     return {
         "diag/zero_spread_frac": zero_spread_fraction([s.total for s in scores], group_size),
         "diag/entropy": sampled_entropy(rollouts),
         "diag/distinct_crops": distinct_crops(rollouts, group_size),
+        **crop_iou(scores),
         **reward_spread(scores, group_size),
     }
 
@@ -132,5 +143,5 @@ def kl_to_start(start: torch.nn.Module | None, model: torch.nn.Module, batch: An
     return kl_estimates(logp, ref.to(mask.device), mask)
 
 
-__all__ = ["distinct_crops", "kl_estimates", "kl_to_start", "reward_spread", "sampled_entropy", "sampled_logprobs",
+__all__ = ["crop_iou", "distinct_crops", "kl_estimates", "kl_to_start", "reward_spread", "sampled_entropy", "sampled_logprobs",
            "start_logprobs", "step_diagnostics", "zero_spread_fraction"]

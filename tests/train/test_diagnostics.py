@@ -12,6 +12,7 @@ torch = pytest.importorskip("torch")
 
 from virl_data.types import Box
 from virl_train.diagnostics import (
+    crop_iou,
     distinct_crops,
     kl_estimates,
     reward_spread,
@@ -44,6 +45,17 @@ def test_reward_spread_is_the_within_group_std():
     assert spread == {"reward_spread/total": pytest.approx(0.25), "reward_spread/accuracy": pytest.approx(0.25)}
     diag = step_diagnostics([_rollout()] * 4, scores, 2)
     assert diag["diag/zero_spread_frac"] == 0.5 and diag["diag/entropy"] == 1.0
+    assert diag["diag/crop_iou"] == 0.0 and diag["diag/hit_rate@0.5"] == 0.0  # no visual actions
+
+
+def test_crop_iou_averages_the_labels_fidelity():
+    from virl_train.types import ActionLabel, LabelKind
+
+    def lab(f):
+        return ActionLabel(LabelKind.CORRECT if f >= 0.5 else LabelKind.ERRONEOUS, f, 0, 0.0, "x")
+
+    scores = [RewardBreakdown(0.0, {}, (), (lab(0.8), lab(0.2))), RewardBreakdown(0.0, {}, (), (lab(0.5),))]
+    assert crop_iou(scores) == {"diag/crop_iou": pytest.approx(0.5), "diag/hit_rate@0.5": pytest.approx(2 / 3)}
 
 
 def test_kl_estimates_zero_at_the_start_and_positive_after_a_move():
