@@ -4,6 +4,7 @@
         records  = the next batch of prompts (a seeded permutation per epoch; the position is a function of the step)
         rollouts = group_size multi-turn episodes per record, sampled as one batch (virl_train.rollout, CropEnv)
         rewards  = score_record(episode, record)  → total + step credits c_k  (virl_train.rewards, pure)
+        diag     = zero-spread groups, entropy, KL to the start, distinct crops, reward spreads (virl_train.diagnostics)
         A        = group_advantages(total) on every completion token, + η·Â_k on the tokens of action k
         loss     = clipped policy loss (+ k3 KL to the reference) over the policy's own tokens (env tokens masked)
         update   = backward per micro-batch, gradient clipping, AdamW step, schedule step
@@ -36,6 +37,7 @@ from virl_data.errors import ConfigError
 from virl_train.advantages import group_advantages, normalized_credits, token_advantages
 from virl_train.config import TrainConfig, save_config
 from virl_train.data import ExampleSet
+from virl_train.diagnostics import kl_to_start, step_diagnostics
 from virl_train.env import CropEnv
 from virl_train.loss import policy_loss
 from virl_train.metrics import action_metrics
@@ -226,8 +228,9 @@ def _optimizer_and_schedule(model: torch.nn.Module, cfg: TrainConfig):
 
 
 def _reference(policy: Policy, cfg: TrainConfig) -> torch.nn.Module | None:
-    """A frozen copy of the initial policy for the k3 KL (None when ``kl_coef`` is 0 or LoRA disables adapters)."""
-    if cfg.grpo.kl_coef == 0 or cfg.model.lora.enabled:
+    """A frozen copy of the initial policy for the k3 KL and the ``diag/kl_start`` diagnostic (None with LoRA: the
+    model with its adapters disabled is the start policy)."""
+    if cfg.model.lora.enabled:
         return None
     ref = copy.deepcopy(policy.model).eval()
     ref.requires_grad_(False)
@@ -322,13 +325,15 @@ def train(cfg: TrainConfig, *, callbacks: Sequence[StepCallback] = (), resume: b
             batch = batch_inputs(policy, rollouts, accelerator.device)
             adv = advantages_for(rollouts, scores, cfg.grpo.group_size, batch.completion_mask.shape[1], rewards_cfg.eta)
             adv = adv.to(accelerator.device)
+            diag = step_diagnostics(rollouts, scores, cfg.grpo.group_size)
+            diag |= kl_to_start(ref, model, batch, rollouts, cfg.grpo.temperature)
 
             # 3. the clipped policy update (updates_per_batch passes over grad_accum micro-batches)
             model.train()
             stats = _update(model, ref, optimizer, scheduler, accelerator, policy, rollouts, adv, cfg)
 
             # 4. log and checkpoint
-            metrics = rollout_metrics(rollouts, scores) | stats
+            metrics = rollout_metrics(rollouts, scores) | stats | diag
             metrics |= {
                 "lr": scheduler.get_last_lr()[0], "time/rollout_s": t_roll,
                 "time/step_s": time.perf_counter() - t0, "time/wall_s": time.perf_counter() - wall0,
