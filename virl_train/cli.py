@@ -6,6 +6,7 @@
     virl-train sft --config C.yaml --steps N [--out DIR] [--save-every K]   warm start on ground-truth trajectories
     virl-train train --config C.yaml [KEY=VALUE ...]            GRPO with the ViRL reward; resumes from out_dir
     virl-train eval --config C.yaml [--checkpoint DIR] [KEY=VALUE ...]   accuracy, grounding, illusion probe
+    virl-train compare BEFORE/eval AFTER/eval [--json OUT]      two evals (same config and seed) side by side
 """
 
 from __future__ import annotations
@@ -234,6 +235,29 @@ def eval_cmd(
         seen = probe_sight(policy, examples.records, examples.image, cfg, seed=cfg.run.seed, greedy=not sample)
         write_json(seen, json_path.parent / "sight.json")
         console.print(sight_line(seen), soft_wrap=True)
+
+
+@app.command("compare")
+@user_errors
+def compare_cmd(
+    before: Annotated[Path, typer.Argument(help="eval.json (or its folder) of the run before the review.")],
+    after: Annotated[Path, typer.Argument(help="eval.json (or its folder) of the retrain on the reviewed split.")],
+    json_out: Annotated[Path | None, typer.Option("--json", help="Also write the comparison as JSON here.")] = None,
+    allow_config_diff: Annotated[
+        bool, typer.Option("--allow-config-diff", help="Compare runs whose configs differ (listed).")
+    ] = False,
+) -> None:
+    """Accuracy, rationale IoU and the illusion probe before and after a review, from two `virl-train eval` reports
+    of runs with the same config and seed."""
+    from virl_data.corpus import write_json
+    from virl_train.compare import compare_reports, load_report, render
+
+    result = compare_reports(load_report(before), load_report(after), allow_config_diff=allow_config_diff)
+    console.print(render(result))
+    if result.differences:
+        console.print(f"config differences: {', '.join(result.differences)}", soft_wrap=True)
+    if json_out is not None:
+        write_json(result.to_dict(), json_out)
 
 
 def main() -> None:

@@ -554,3 +554,31 @@ def test_label_studio_cli_push_pull_and_errors(lsx, tmp_path, monkeypatch):
     for result in (pushed, again, pulled, prefixed, refused, gone):  # neither the URL nor a key is ever printed
         assert srv.url not in result.output and srv.token not in result.output and wrong not in result.output
         assert str(gone_port) not in result.output
+
+
+@server
+def test_label_studio_queue_push_draws_both_layers_and_pull_reads_only_the_chain(lsx):
+    """``virl-data queue --to labelstudio``'s push: template review_queue, the chain and the policy's read-only crops
+    in one prediction, the reason on the task; an annotation that moves a policy crop and fixes a chain box comes back
+    as the chain fix alone."""
+    from virl_data.review_queue import QueueEntry
+
+    srv, client, _ = lsx
+    recs, title = _records()[:3], _title()
+    crops = (Box(5, 55, 25, 75), Box(10, 10, 30, 30))
+    queue = [QueueEntry(recs[0].id, "unlisted_object", 1.0, {"unlisted_object": 1.0}, 4, crops, "red", 1)]
+    result = _push(lsx, recs[:1], title, template="review_queue", queue=queue)
+    assert (result.template, result.imported) == ("review_queue", 1)
+    task = _tasks(client, result.project_id)[recs[0].id]
+    assert task.data["queue_text"] == '#1 unlisted_object 1.00 · policy answered "red"'
+    regions = task.predictions[0].result
+    policy = [r for r in regions if r["from_name"] == "policy"]
+    assert [r["value"]["rectanglelabels"] for r in policy] == [["crop 1"], ["crop 2"]] and all(r["readonly"] for r in policy)
+    assert sum(r["from_name"] == "chain" for r in regions) == 3
+    edited = [dict(r, value=dict(r["value"], x=r["value"]["x"] + 10)) if r["id"] in ("p0", "s0b0") else r
+              for r in regions]  # a policy crop and the first chain box moved right by 10% = 10 px
+    client.annotations.create(id=task.id, result=[*edited, _choice("fix")])
+    merged, report = _pull(srv, title, recs)
+    assert report.summary() == "applied 1, unchanged 0, unknown ids 0, invalid 0"
+    fixed = merged[0].reviews[0].chain
+    assert fixed[0].boxes[0] == Box(20, 10, 40, 30) and fixed[1:] == recs[0].chain[1:]
