@@ -268,6 +268,24 @@ def test_review_of_a_sample_nobody_touched_is_none_and_json_round_trips():
     assert (answered.verdict, answered.chain, answered.answer, answered.note) == ("fix", None, "blue", "was blue")
 
 
+def test_review_of_a_chain_with_boxless_steps_nobody_touched_is_none():
+    """Steps without boxes (e.g. Flickr30k captions without their XML) push no detection; untouched, nothing comes
+    back, and an ``ok`` tag is an accept, not an emptied chain."""
+    rec = make_record(0, chain=[[], [(40, 20, 60, 50)], []])
+    pushed = review.pushed_to_json(rec.chain, rec.answer)
+    dets = tuple(d.to_dict() for d in vf.chain_to_detections(rec.chain, W, H).detections)
+    state = vf.SampleState(rec.id, ("status:rejected",), dets, pushed, rec.answer, W, H)
+    assert vf.review_of(state, reviewer="a", at="t") is None
+    ok = vf.review_of(dataclasses.replace(state, tags=("ok",)), reviewer="a", at="t")
+    assert (ok.verdict, ok.chain) == ("accept", None)
+    none_drawn = vf.SampleState(rec.id, (), (), review.pushed_to_json(rec.chain[:1], rec.answer), rec.answer, W, H)
+    assert vf.review_of(none_drawn, reviewer="a", at="t") is None
+    moved = [{**dets[0], "bounding_box": [0.1, 0.1, 0.2, 0.2]}]
+    fixed = vf.review_of(dataclasses.replace(state, detections=tuple(moved)), reviewer="a", at="t")
+    assert fixed.verdict == "fix" and [(s.phrase, len(s.boxes)) for s in fixed.chain] == [("thing 1", 1)]
+    assert fixed.chain[0].boxes[0].as_tuple() == pytest.approx((10, 8, 30, 24))
+
+
 def test_centres_convert_to_relative_points():
     got = boxconv.canonical_to_fiftyone_rel_centers([[50, 50, 100, 75], [0, 0, 200, 100]], width=200, height=100)
     assert got.tolist() == [[0.375, 0.625], [0.5, 0.5]]

@@ -294,7 +294,8 @@ def review_of(state: SampleState, *, reviewer: str, at: str) -> Review | None:
     if drawable:
         chain = detections_to_chain(state.detections or (), state.width, state.height, pushed=pushed_boxes)
     answer = pushed_answer if state.answer is None else state.answer
-    new_chain = None if chain == pushed_chain else chain
+    drawn = tuple(s for s in pushed_chain if s.boxes)  # a step without boxes has no detection: it cannot come back
+    new_chain = None if chain in (pushed_chain, drawn) else chain
     new_answer = None if answer == pushed_answer else answer
     if new_chain is not None or new_answer is not None:
         return Review(tool=TOOL, reviewer=reviewer, at=at, verdict="fix", chain=new_chain, answer=new_answer, note=note)
