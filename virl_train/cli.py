@@ -194,13 +194,15 @@ def eval_cmd(
     probe: Annotated[str, typer.Option(help="Illusion probe: random | full | none.")] = "random",
     sample: Annotated[bool, typer.Option("--sample", help="Sample (grpo.temperature) instead of greedy decoding.")] = False,
 ) -> None:
-    """Answer accuracy, grounding metrics and the illusion probe; writes eval.json and eval.png."""
+    """Answer accuracy, grounding metrics and the illusion probe; writes eval.json, eval.png and the greedy episodes
+    as trajectories.jsonl (virl-train score reads it)."""
     import dataclasses
 
     from virl_train.config import load_config
     from virl_train.data import ExampleSet
     from virl_train.eval import evaluate, render_report, write_report
     from virl_train.policy import load_policy
+    from virl_train.trajectories import FILE_NAME as TRAJECTORIES
 
     cfg = load_config(config, overrides or [])
     if checkpoint is not None:
@@ -215,7 +217,8 @@ def eval_cmd(
     )
     console.print(render_report(report))
     json_path, png_path = write_report(report, out or Path(cfg.run.out_dir) / "eval")
-    console.print(f"evaluated {len(examples)} records of split {name!r} → {json_path}, {png_path}")
+    console.print(f"evaluated {len(examples)} records of split {name!r} → {json_path}, {png_path}, "
+                  f"{json_path.parent / TRAJECTORIES}", soft_wrap=True)
 
 
 def main() -> None:
