@@ -206,13 +206,15 @@ def eval_cmd(
     sample: Annotated[bool, typer.Option("--sample", help="Sample (grpo.temperature) instead of greedy decoding.")] = False,
     sight: Annotated[bool, typer.Option(help="Also run the 'can it see' probe (every pixel constant): sight.json.")] = True,
 ) -> None:
-    """Answer accuracy, grounding metrics and the illusion probe; writes eval.json and eval.png."""
+    """Answer accuracy, grounding metrics and the illusion probe; writes eval.json, eval.png and the greedy episodes
+    as trajectories.jsonl (virl-train score reads it)."""
     import dataclasses
 
     from virl_train.config import load_config
     from virl_train.data import ExampleSet
     from virl_train.eval import evaluate, render_report, write_report
     from virl_train.policy import load_policy
+    from virl_train.trajectories import FILE_NAME as TRAJECTORIES
 
     cfg = load_config(config, overrides or [])
     if checkpoint is not None:
@@ -227,7 +229,8 @@ def eval_cmd(
     )
     console.print(render_report(report))
     json_path, png_path = write_report(report, out or Path(cfg.run.out_dir) / "eval")
-    console.print(f"evaluated {len(examples)} records of split {name!r} → {json_path}, {png_path}")
+    console.print(f"evaluated {len(examples)} records of split {name!r} → {json_path}, {png_path}, "
+                  f"{json_path.parent / TRAJECTORIES}", soft_wrap=True)
     if sight:
         from virl_data.corpus import write_json
         from virl_train.sight import probe_sight, sight_line

@@ -27,8 +27,8 @@ action parser already converted the model's own convention through ``virl_data.b
 ``score`` needs only ``id``, ``image_size``, ``rationale``, ``actions``, ``answer``, ``gt_answer`` (optional:
 ``answer_type``, ``options``, ``format_ok``); ``reward`` is what the run logged, kept for comparison.
 
-Writing: ``TrajectoryLog`` appends line-buffered (each line reaches the file when written) from the main process
-only; the trainer gathers every process's episodes to it first (``accelerate.utils.gather_object``), so a
+Writing: ``TrajectoryLog`` appends whole lines and flushes them to the OS after each step's batch, from the main
+process only; the trainer gathers every process's episodes to it first (``accelerate.utils.gather_object``), so a
 multi-process run writes one file. On resume from the checkpoint of step k, ``truncate_steps`` first drops the lines
 of steps after k (and a torn last line), so the file never repeats a step. Evaluation writes its file at once
 (``write_trajectories``, atomic).

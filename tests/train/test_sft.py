@@ -176,7 +176,12 @@ def test_sft_and_grpo_do_not_resume_from_each_others_checkpoints(demo_export, tm
     cfg = _cfg(demo_export, out, "run.max_steps=1", "grpo.batch_size=1", "grpo.group_size=2", "grpo.max_new_tokens=4")
     with pytest.raises(ConfigError, match="checkpoint of 'sft', not of 'train'.*--fresh"):
         train(cfg)
-    res = CliRunner().invoke(app, ["sft", "--config", str(REPO / "configs" / "shapes_learn.yaml"),
-                                   f"data.path={demo_export}", "data.limit=2", "--steps", "1", "--out", str(out),
-                                   "--save-every", "0"])
+    base = ["sft", "--config", str(REPO / "configs" / "shapes_learn.yaml"), f"data.path={demo_export}", "data.limit=2",
+            "--out", str(out)]
+    res = CliRunner().invoke(app, [*base, "--steps", "1", "--save-every", "0"])
     assert res.exit_code == 2 and "--save-every" in res.output
+    res = CliRunner().invoke(app, [*base, "--steps", "2", "--save-every", "1"])  # resumes after step 1
+    assert res.exit_code == 0 and "sft step 1/2" not in res.output and "sft step 2/2" in res.output, res.output
+    res = CliRunner().invoke(app, [*base, "--steps", "2", "--fresh"])  # starts over
+    assert res.exit_code == 0 and "sft step 1/2" in res.output, res.output
+    assert [json.loads(x)["step"] for x in (out / "log.jsonl").read_text().splitlines()] == [1, 2]
