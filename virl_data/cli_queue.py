@@ -12,8 +12,9 @@ the review changed. Both are wired into ``virl_data.cli``.
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
@@ -21,6 +22,10 @@ from rich.table import Table
 
 from virl_data.cli_review import user_errors_late
 from virl_data.errors import ConfigError
+
+if TYPE_CHECKING:
+    from virl_data.review_queue import QueueEntry, QueueResult
+    from virl_data.types import RationaleRecord
 
 console = Console()
 TARGETS = ("fiftyone", "labelstudio")
@@ -30,7 +35,7 @@ def _reasons(text: str | None) -> list[str] | None:
     return [r.strip() for r in text.split(",") if r.strip()] if text else None
 
 
-def _queue_table(result, records_by_id, shown: int = 20) -> Table:  # noqa: ANN001
+def _queue_table(result: QueueResult, records_by_id: Mapping[str, RationaleRecord], shown: int = 20) -> Table:
     table = Table(title=f"review queue: {len(result.entries)} records (of {result.n_records} in scope)")
     for col in ("rank", "id", "reason", "score", "episodes", "question"):
         table.add_column(col, justify="right" if col in ("rank", "score", "episodes") else "left")
@@ -40,7 +45,10 @@ def _queue_table(result, records_by_id, shown: int = 20) -> Table:  # noqa: ANN0
     return table
 
 
-def _push(target: str, queued, entries, src: Path, opts: dict) -> None:  # noqa: ANN001
+def _push(
+    target: str, queued: Sequence[RationaleRecord], entries: Sequence[QueueEntry], src: Path, opts: Mapping[str, Any]
+) -> None:
+    """Push the queued records (in rank order) with their entries to FiftyOne or Label Studio; print where."""
     from virl_data import corpus
 
     if target == "fiftyone":

@@ -26,7 +26,7 @@ OBJECTS = (STEP0, STEP1A, Box(70, 10, 90, 30), OTHER)
 
 
 def ep(*crops, answer="red"):
-    return rq.Episode("x", crops=tuple(crops), answer=answer)
+    return rq.PolicyEpisode("x", crops=tuple(crops), answer=answer)
 
 
 @pytest.mark.parametrize(
