@@ -203,3 +203,18 @@ def test_queue_reads_trajectories_without_torch():
             "q.read_episodes; import virl_train.trajectories; print('torch' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_docstring_examples():
+    import doctest
+
+    import virl_data.corrupt
+    import virl_data.diff
+    import virl_data.miners.shapes
+    import virl_data.review_queue
+    import virl_train.compare
+    import virl_train.scripted
+
+    for module in (virl_data.review_queue, virl_data.diff, virl_data.corrupt, virl_data.miners.shapes,
+                   virl_train.compare, virl_train.scripted):
+        assert doctest.testmod(module).failed == 0, module.__name__
