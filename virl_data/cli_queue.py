@@ -124,7 +124,9 @@ def queue_command(
 def diff_command(
     before: Annotated[Path, typer.Argument(help="The corpus before the review.")],
     after: Annotated[Path, typer.Argument(help="The corpus after it (e.g. what fiftyone pull wrote).")],
-    queue: Annotated[Path | None, typer.Option(help="The queue the review worked from: count changes by reason.")] = None,
+    queue: Annotated[
+        Path | None, typer.Option(help="The queue the review worked from: count changes by reason.")
+    ] = None,
     json_out: Annotated[Path | None, typer.Option("--json", help="Also write the diff as JSON here.")] = None,
 ) -> None:
     """Records whose effective chain, answer or status changed between two corpora, with counts by field, by review

@@ -22,7 +22,8 @@ reason                         score
                                records on the same image
 ``wrong_answer_right_crops``   fraction of E answered wrong although every chain step is hit by some crop
 ``degenerate_chain``           1.0 when a chain box is tiny (area < ``tiny_frac`` of the image, or a side <
-                               ``min_side`` px), degenerate, or two boxes overlap at s ≥ ``dup_iou`` (no episode needed)
+                               ``min_side`` px), degenerate, or two boxes overlap at s ≥ ``dup_iou`` (needs no
+                               episode)
 =============================  =======================================================================================
 
 A record's ``score`` is its largest reason score and its ``reason`` that reason (ties in ``REASONS`` order); the
@@ -81,8 +82,8 @@ class QueueConfig:
 
 @dataclass(frozen=True)
 class PolicyEpisode:
-    """What the queue needs of one logged episode (read from a trajectory log): the record id, the crops (None = an invalid action), the answer,
-    and how to score it (``answer_type``, ``options``)."""
+    """What the queue needs of one logged episode (read from a trajectory log): the record id, the crops (None = an
+    invalid action), the answer, and how to score it (``answer_type``, ``options``)."""
 
     record_id: str
     crops: tuple[Box | None, ...] = ()
@@ -133,7 +134,9 @@ def read_episodes(path: str | Path) -> list[PolicyEpisode]:
 # --- geometry of one record ------------------------------------------------------------------------------------------
 def _steps(record: RationaleRecord) -> np.ndarray:
     """``(M, 4)`` union box per step (the matching module's convention)."""
-    return np.stack([boxes.union(boxes.as_array(list(s.boxes))) for s in record.chain]) if record.chain else np.zeros((0, 4))
+    if not record.chain:
+        return np.zeros((0, 4))
+    return np.stack([boxes.union(boxes.as_array(list(s.boxes))) for s in record.chain])
 
 
 def step_overlaps(crops: np.ndarray, record: RationaleRecord) -> np.ndarray:
@@ -269,7 +272,8 @@ def known_objects(records: Sequence[RationaleRecord]) -> Callable[[RationaleReco
             return scene
         kept: list[Box] = []
         for b in by_image.get(record.image.path, ()):
-            if b.w > 0 and b.h > 0 and (not kept or boxes.iou_matrix(boxes.as_array([b]), boxes.as_array(kept)).max() < 0.9):
+            new = not kept or boxes.iou_matrix(boxes.as_array([b]), boxes.as_array(kept)).max() < 0.9
+            if b.w > 0 and b.h > 0 and new:
                 kept.append(b)
         return tuple(kept)
 

@@ -154,7 +154,8 @@ def test_diff_counts_changes_by_field_verdict_and_reason():
 
 def test_label_studio_queue_task_has_both_layers_and_pull_reads_only_the_chain():
     rec = make_record(0)
-    entry = rq.QueueEntry(rec.id, "illusion", 1.0, {"illusion": 1.0, "unlisted_object": 0.5}, 2, (OTHER, STEP0), "red", 3)
+    scores = {"illusion": 1.0, "unlisted_object": 0.5}
+    entry = rq.QueueEntry(rec.id, "illusion", 1.0, scores, 2, (OTHER, STEP0), "red", 3)
     task = lst.record_to_task(rec, "/img.png", predictions=True, entry=entry)
     assert task["data"]["queue_text"] == '#3 illusion 1.00 (unlisted_object 0.50) · policy answered "red"'
     results = task["predictions"][0]["result"]
