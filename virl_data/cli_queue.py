@@ -1,6 +1,7 @@
 """``virl-data queue`` and ``virl-data diff``: the data-centric loop's two ends.
 
     virl-data queue TRAJECTORIES.jsonl --corpus CORPUS [--out queue.jsonl] [--top N] [--reasons a,b] [--split val]
+                    [--min-step N]
                     [--to fiftyone --dataset NAME [--overwrite] | --to labelstudio --project TITLE]
     virl-data diff BEFORE AFTER [--queue queue.jsonl] [--json diff.json]
 
@@ -86,6 +87,9 @@ def queue_command(
                      "degenerate_chain (default: all)."),
     ] = None,
     split: Annotated[str | None, typer.Option(help="Only records of this split (default: every split).")] = None,
+    min_step: Annotated[
+        int | None, typer.Option(help="A training log: only episodes of optimizer steps >= N (eval lines are kept).")
+    ] = None,
     to: Annotated[str | None, typer.Option("--to", help="Push the queue for review: fiftyone or labelstudio.")] = None,
     dataset: Annotated[str | None, typer.Option(help="FiftyOne dataset (default: virl-queue-<corpus stem>).")] = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace a FiftyOne dataset of that name.")] = False,
@@ -104,7 +108,8 @@ def queue_command(
     if to is not None and to not in TARGETS:
         raise ConfigError(f"--to must be one of {', '.join(TARGETS)}, got {to!r}")
     records = corpus.read_records(src)
-    result = review_queue.rank(records, review_queue.read_episodes(trajectories), top=top,
+    episodes = review_queue.read_episodes(trajectories, min_step=min_step)
+    result = review_queue.rank(records, episodes, top=top,
                                reasons=_reasons(reasons), split=split)
     by_id = {r.id: r for r in records}
     console.print(_queue_table(result, by_id))

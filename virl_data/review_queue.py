@@ -122,12 +122,17 @@ class QueueEntry:
 
 
 # --- reading episodes ------------------------------------------------------------------------------------------------
-def read_episodes(path: str | Path) -> list[PolicyEpisode]:
-    """The episodes of a trajectory log, through ``virl_train.trajectories.read_trajectories`` (torch-free)."""
+def read_episodes(path: str | Path, *, min_step: int | None = None) -> list[PolicyEpisode]:
+    """The episodes of a trajectory log, through ``virl_train.trajectories.read_trajectories`` (torch-free).
+
+    ``min_step`` keeps, of a training log, only the episodes of optimizer steps ≥ it (the early policy's guesses say
+    little about the corpus); lines without a step (evaluation) are always kept."""
     from virl_train.trajectories import read_trajectories
 
     return [
-        PolicyEpisode(t.id, t.actions, t.answer, t.answer_type, t.options) for t in read_trajectories(Path(path))
+        PolicyEpisode(t.id, t.actions, t.answer, t.answer_type, t.options)
+        for t in read_trajectories(Path(path))
+        if min_step is None or t.step is None or t.step >= min_step
     ]
 
 

@@ -178,7 +178,10 @@ def test_cli_queue_and_diff_on_files_and_errors(tmp_path):
     line = {"id": recs[0].id, "image_size": [100, 80], "rationale": [[[10, 10, 30, 30]]],
             "actions": [[80, 60, 95, 75]], "answer": "red", "gt_answer": "red"}  # fmt: skip
     traj = tmp_path / "t.jsonl"
-    traj.write_bytes(orjson.dumps(line) + b"\n")
+    train_lines = [dict(line, step=s, id=recs[1].id, actions=[[10, 10, 30, 30]]) for s in (1, 2)]
+    traj.write_bytes(b"".join(orjson.dumps(x) + b"\n" for x in [line, *train_lines]))
+    assert [e.record_id for e in rq.read_episodes(traj, min_step=2)] == [recs[0].id, recs[1].id]
+    assert len(rq.read_episodes(traj)) == 3
     runner = CliRunner()
     res = runner.invoke(app, ["queue", str(traj), "--corpus", str(src), "--out", str(tmp_path / "q.jsonl")])
     assert res.exit_code == 0, res.output
