@@ -34,7 +34,8 @@ def run_seed(seed: int, n: int, fraction: float, samples: int, out: Path | None)
     images = out / "images" if out else None
     truth = list(generate(n, seed=seed, image_dir=images))
     bad, kinds = corrupt_chains(truth, fraction=fraction, seed=seed)
-    rows = scripted_rows(truth, bad, ScriptedPolicy(samples=samples, seed=seed), objects=review_queue.known_objects(bad))
+    policy = ScriptedPolicy(samples=samples, seed=seed)
+    rows = scripted_rows(truth, bad, policy, objects=review_queue.known_objects(bad))
     with tempfile.TemporaryDirectory() as tmp:
         traj = write_trajectories(Path(tmp) / "trajectories.jsonl", rows)
         started = time.perf_counter()
@@ -78,11 +79,13 @@ def main() -> None:
                 "rank s"):
         table.add_column(col, justify="right")
     for r in results:
-        table.add_row(str(r["seed"]), str(r["corrupted"]), f"{r['by_kind']['shifted_box']} / {r['by_kind']['missing_step']}",
+        kinds = f"{r['by_kind']['shifted_box']} / {r['by_kind']['missing_step']}"
+        table.add_row(str(r["seed"]), str(r["corrupted"]), kinds,
                       f"{r['precision_at_k']:.2f}", f"{r['recall_at_2k']:.2f}", str(r["missed_ranks"]),
                       f"{r['rank_seconds']:.1f}")
     p = [r["precision_at_k"] for r in results]
-    table.add_row("mean", "", "", f"{statistics.mean(p):.2f}", f"{statistics.mean(r['recall_at_2k'] for r in results):.2f}",
+    recall = statistics.mean(r["recall_at_2k"] for r in results)
+    table.add_row("mean", "", "", f"{statistics.mean(p):.2f}", f"{recall:.2f}",
                   "", "")
     console.print(table)
     if args.json:

@@ -1,6 +1,7 @@
 """``virl-data queue`` and ``virl-data diff``: the data-centric loop's two ends.
 
     virl-data queue TRAJECTORIES.jsonl --corpus CORPUS [--out queue.jsonl] [--top N] [--reasons a,b] [--split val]
+                    [--min-step N]
                     [--to fiftyone --dataset NAME [--overwrite] | --to labelstudio --project TITLE]
     virl-data diff BEFORE AFTER [--queue queue.jsonl] [--json diff.json]
 
@@ -12,8 +13,9 @@ the review changed. Both are wired into ``virl_data.cli``.
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
@@ -21,6 +23,10 @@ from rich.table import Table
 
 from virl_data.cli_review import user_errors_late
 from virl_data.errors import ConfigError
+
+if TYPE_CHECKING:
+    from virl_data.review_queue import QueueEntry, QueueResult
+    from virl_data.types import RationaleRecord
 
 console = Console()
 TARGETS = ("fiftyone", "labelstudio")
@@ -30,7 +36,7 @@ def _reasons(text: str | None) -> list[str] | None:
     return [r.strip() for r in text.split(",") if r.strip()] if text else None
 
 
-def _queue_table(result, records_by_id, shown: int = 20) -> Table:  # noqa: ANN001
+def _queue_table(result: QueueResult, records_by_id: Mapping[str, RationaleRecord], shown: int = 20) -> Table:
     table = Table(title=f"review queue: {len(result.entries)} records (of {result.n_records} in scope)")
     for col in ("rank", "id", "reason", "score", "episodes", "question"):
         table.add_column(col, justify="right" if col in ("rank", "score", "episodes") else "left")
@@ -40,7 +46,10 @@ def _queue_table(result, records_by_id, shown: int = 20) -> Table:  # noqa: ANN0
     return table
 
 
-def _push(target: str, queued, entries, src: Path, opts: dict) -> None:  # noqa: ANN001
+def _push(
+    target: str, queued: Sequence[RationaleRecord], entries: Sequence[QueueEntry], src: Path, opts: Mapping[str, Any]
+) -> None:
+    """Push the queued records (in rank order) with their entries to FiftyOne or Label Studio; print where."""
     from virl_data import corpus
 
     if target == "fiftyone":
@@ -78,6 +87,9 @@ def queue_command(
                      "degenerate_chain (default: all)."),
     ] = None,
     split: Annotated[str | None, typer.Option(help="Only records of this split (default: every split).")] = None,
+    min_step: Annotated[
+        int | None, typer.Option(help="A training log: only episodes of optimizer steps >= N (eval lines are kept).")
+    ] = None,
     to: Annotated[str | None, typer.Option("--to", help="Push the queue for review: fiftyone or labelstudio.")] = None,
     dataset: Annotated[str | None, typer.Option(help="FiftyOne dataset (default: virl-queue-<corpus stem>).")] = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace a FiftyOne dataset of that name.")] = False,
@@ -96,7 +108,8 @@ def queue_command(
     if to is not None and to not in TARGETS:
         raise ConfigError(f"--to must be one of {', '.join(TARGETS)}, got {to!r}")
     records = corpus.read_records(src)
-    result = review_queue.rank(records, review_queue.read_episodes(trajectories), top=top,
+    episodes = review_queue.read_episodes(trajectories, min_step=min_step)
+    result = review_queue.rank(records, episodes, top=top,
                                reasons=_reasons(reasons), split=split)
     by_id = {r.id: r for r in records}
     console.print(_queue_table(result, by_id))
@@ -116,7 +129,9 @@ def queue_command(
 def diff_command(
     before: Annotated[Path, typer.Argument(help="The corpus before the review.")],
     after: Annotated[Path, typer.Argument(help="The corpus after it (e.g. what fiftyone pull wrote).")],
-    queue: Annotated[Path | None, typer.Option(help="The queue the review worked from: count changes by reason.")] = None,
+    queue: Annotated[
+        Path | None, typer.Option(help="The queue the review worked from: count changes by reason.")
+    ] = None,
     json_out: Annotated[Path | None, typer.Option("--json", help="Also write the diff as JSON here.")] = None,
 ) -> None:
     """Records whose effective chain, answer or status changed between two corpora, with counts by field, by review

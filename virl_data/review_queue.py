@@ -22,7 +22,8 @@ reason                         score
                                records on the same image
 ``wrong_answer_right_crops``   fraction of E answered wrong although every chain step is hit by some crop
 ``degenerate_chain``           1.0 when a chain box is tiny (area < ``tiny_frac`` of the image, or a side <
-                               ``min_side`` px), degenerate, or two boxes overlap at s ≥ ``dup_iou`` (no episode needed)
+                               ``min_side`` px), degenerate, or two boxes overlap at s ≥ ``dup_iou`` (needs no
+                               episode)
 =============================  =======================================================================================
 
 A record's ``score`` is its largest reason score and its ``reason`` that reason (ties in ``REASONS`` order); the
@@ -34,7 +35,7 @@ Example:
     >>> from virl_data.types import Box, ImageRef, Provenance, RationaleRecord, RationaleStep
     >>> rec = RationaleRecord("r", ImageRef("a.png", 100, 100), "colour?", "red",
     ...                       (RationaleStep((Box(0, 0, 10, 10),), "x"),), Provenance("test"))
-    >>> ep = Episode("r", crops=(Box(50, 50, 60, 60),), answer="red")
+    >>> ep = PolicyEpisode("r", crops=(Box(50, 50, 60, 60),), answer="red")
     >>> entry = score_record(rec, [ep], objects=(Box(0, 0, 10, 10), Box(50, 50, 60, 60)))
     >>> entry.reason, entry.score, sorted(entry.scores)
     ('illusion', 1.0, ['illusion', 'unlisted_object'])
@@ -60,7 +61,7 @@ from virl_data.review import effective
 from virl_data.types import Box, RationaleRecord, Status
 
 REASONS = ("illusion", "unlisted_object", "wrong_answer_right_crops", "degenerate_chain")
-EPISODE_REASONS = REASONS[:3]
+EPISODE_REASONS = REASONS[:3]  # the reasons that need episodes
 
 
 @dataclass(frozen=True)
@@ -80,9 +81,9 @@ class QueueConfig:
 
 
 @dataclass(frozen=True)
-class Episode:
-    """What the queue needs of one logged episode: the record id, the crops (None = an invalid action), the answer,
-    and how to score it (``answer_type``, ``options``)."""
+class PolicyEpisode:
+    """What the queue needs of one logged episode (read from a trajectory log): the record id, the crops (None = an
+    invalid action), the answer, and how to score it (``answer_type``, ``options``)."""
 
     record_id: str
     crops: tuple[Box | None, ...] = ()
@@ -121,19 +122,26 @@ class QueueEntry:
 
 
 # --- reading episodes ------------------------------------------------------------------------------------------------
-def read_episodes(path: str | Path) -> list[Episode]:
-    """The episodes of a trajectory log, through ``virl_train.trajectories.read_trajectories`` (torch-free)."""
+def read_episodes(path: str | Path, *, min_step: int | None = None) -> list[PolicyEpisode]:
+    """The episodes of a trajectory log, through ``virl_train.trajectories.read_trajectories`` (torch-free).
+
+    ``min_step`` keeps, of a training log, only the episodes of optimizer steps ≥ it (the early policy's guesses say
+    little about the corpus); lines without a step (evaluation) are always kept."""
     from virl_train.trajectories import read_trajectories
 
     return [
-        Episode(t.id, t.actions, t.answer, t.answer_type, t.options) for t in read_trajectories(Path(path))
+        PolicyEpisode(t.id, t.actions, t.answer, t.answer_type, t.options)
+        for t in read_trajectories(Path(path))
+        if min_step is None or t.step is None or t.step >= min_step
     ]
 
 
 # --- geometry of one record ------------------------------------------------------------------------------------------
 def _steps(record: RationaleRecord) -> np.ndarray:
     """``(M, 4)`` union box per step (the matching module's convention)."""
-    return np.stack([boxes.union(boxes.as_array(list(s.boxes))) for s in record.chain]) if record.chain else np.zeros((0, 4))
+    if not record.chain:
+        return np.zeros((0, 4))
+    return np.stack([boxes.union(boxes.as_array(list(s.boxes))) for s in record.chain])
 
 
 def step_overlaps(crops: np.ndarray, record: RationaleRecord) -> np.ndarray:
@@ -196,7 +204,7 @@ def _unlisted(objects: Sequence[Box], record: RationaleRecord, steps: np.ndarray
 
 
 def episode_reasons(
-    record: RationaleRecord, episode: Episode, unlisted: np.ndarray, cfg: QueueConfig = QueueConfig()
+    record: RationaleRecord, episode: PolicyEpisode, unlisted: np.ndarray, cfg: QueueConfig = QueueConfig()
 ) -> set[str]:
     """The episode-level reasons one episode shows for ``record`` (effective chain/answer already applied):
     ``illusion``, ``wrong_answer_right_crops`` and ``unlisted_object:<i>`` for each unlisted object ``i`` it hits."""
@@ -223,7 +231,7 @@ def episode_reasons(
 
 def score_record(
     record: RationaleRecord,
-    episodes: Sequence[Episode],
+    episodes: Sequence[PolicyEpisode],
     *,
     objects: Sequence[Box] = (),
     cfg: QueueConfig = QueueConfig(),
@@ -232,10 +240,12 @@ def score_record(
     record = effective(record)
     unlisted = _unlisted(objects, record, _steps(record), cfg)
     shown = [episode_reasons(record, ep, unlisted, cfg) for ep in episodes]
-    scores = {r: sum(r in s for s in shown) / len(episodes) for r in EPISODE_REASONS} if episodes else {}
-    per_object = [sum(f"unlisted_object:{i}" in s for s in shown) for i in range(len(unlisted))]
-    if episodes and per_object:
-        scores["unlisted_object"] = max(per_object) / len(episodes)
+    scores: dict[str, float] = {}
+    if episodes:
+        n = len(episodes)
+        scores = {r: sum(r in s for s in shown) / n for r in ("illusion", "wrong_answer_right_crops")}
+        per_object = [sum(f"unlisted_object:{i}" in s for s in shown) for i in range(len(unlisted))]
+        scores["unlisted_object"] = max(per_object, default=0) / n
     if chain_problem(record, cfg) is not None:
         scores["degenerate_chain"] = 1.0
     scores = {r: v for r, v in scores.items() if v > 0}
@@ -267,7 +277,8 @@ def known_objects(records: Sequence[RationaleRecord]) -> Callable[[RationaleReco
             return scene
         kept: list[Box] = []
         for b in by_image.get(record.image.path, ()):
-            if b.w > 0 and b.h > 0 and (not kept or boxes.iou_matrix(boxes.as_array([b]), boxes.as_array(kept)).max() < 0.9):
+            new = not kept or boxes.iou_matrix(boxes.as_array([b]), boxes.as_array(kept)).max() < 0.9
+            if b.w > 0 and b.h > 0 and new:
                 kept.append(b)
         return tuple(kept)
 
@@ -297,7 +308,7 @@ def _parse_reasons(reasons: Iterable[str] | None) -> tuple[str, ...]:
 
 def rank(
     records: Sequence[RationaleRecord],
-    episodes: Iterable[Episode],
+    episodes: Iterable[PolicyEpisode],
     *,
     top: int | None = None,
     reasons: Iterable[str] | None = None,
@@ -315,7 +326,7 @@ def rank(
         raise ConfigError(f"--top must be at least 1, got {top}")
     scope = [r for r in records if r.status is not Status.REJECTED and (split is None or r.split == split)]
     in_corpus = {r.id for r in records}
-    by_id: dict[str, list[Episode]] = defaultdict(list)
+    by_id: dict[str, list[PolicyEpisode]] = defaultdict(list)
     unknown: list[str] = []
     n_read = 0
     for ep in episodes:
@@ -383,7 +394,7 @@ def read_queue(path: str | Path) -> list[QueueEntry]:
 __all__ = [
     "EPISODE_REASONS",
     "REASONS",
-    "Episode",
+    "PolicyEpisode",
     "QueueConfig",
     "QueueEntry",
     "QueueResult",

@@ -573,7 +573,8 @@ def test_label_studio_queue_push_draws_both_layers_and_pull_reads_only_the_chain
     assert task.data["queue_text"] == '#1 unlisted_object 1.00 · policy answered "red"'
     regions = task.predictions[0].result
     policy = [r for r in regions if r["from_name"] == "policy"]
-    assert [r["value"]["rectanglelabels"] for r in policy] == [["crop 1"], ["crop 2"]] and all(r["readonly"] for r in policy)
+    assert [r["value"]["rectanglelabels"] for r in policy] == [["crop 1"], ["crop 2"]]
+    assert all(r["readonly"] for r in policy)
     assert sum(r["from_name"] == "chain" for r in regions) == 3
     edited = [dict(r, value=dict(r["value"], x=r["value"]["x"] + 10)) if r["id"] in ("p0", "s0b0") else r
               for r in regions]  # a policy crop and the first chain box moved right by 10% = 10 px

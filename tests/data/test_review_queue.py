@@ -26,7 +26,7 @@ OBJECTS = (STEP0, STEP1A, Box(70, 10, 90, 30), OTHER)
 
 
 def ep(*crops, answer="red"):
-    return rq.Episode("x", crops=tuple(crops), answer=answer)
+    return rq.PolicyEpisode("x", crops=tuple(crops), answer=answer)
 
 
 @pytest.mark.parametrize(
@@ -154,7 +154,8 @@ def test_diff_counts_changes_by_field_verdict_and_reason():
 
 def test_label_studio_queue_task_has_both_layers_and_pull_reads_only_the_chain():
     rec = make_record(0)
-    entry = rq.QueueEntry(rec.id, "illusion", 1.0, {"illusion": 1.0, "unlisted_object": 0.5}, 2, (OTHER, STEP0), "red", 3)
+    scores = {"illusion": 1.0, "unlisted_object": 0.5}
+    entry = rq.QueueEntry(rec.id, "illusion", 1.0, scores, 2, (OTHER, STEP0), "red", 3)
     task = lst.record_to_task(rec, "/img.png", predictions=True, entry=entry)
     assert task["data"]["queue_text"] == '#3 illusion 1.00 (unlisted_object 0.50) · policy answered "red"'
     results = task["predictions"][0]["result"]
@@ -177,7 +178,10 @@ def test_cli_queue_and_diff_on_files_and_errors(tmp_path):
     line = {"id": recs[0].id, "image_size": [100, 80], "rationale": [[[10, 10, 30, 30]]],
             "actions": [[80, 60, 95, 75]], "answer": "red", "gt_answer": "red"}  # fmt: skip
     traj = tmp_path / "t.jsonl"
-    traj.write_bytes(orjson.dumps(line) + b"\n")
+    train_lines = [dict(line, step=s, id=recs[1].id, actions=[[10, 10, 30, 30]]) for s in (1, 2)]
+    traj.write_bytes(b"".join(orjson.dumps(x) + b"\n" for x in [line, *train_lines]))
+    assert [e.record_id for e in rq.read_episodes(traj, min_step=2)] == [recs[0].id, recs[1].id]
+    assert len(rq.read_episodes(traj)) == 3
     runner = CliRunner()
     res = runner.invoke(app, ["queue", str(traj), "--corpus", str(src), "--out", str(tmp_path / "q.jsonl")])
     assert res.exit_code == 0, res.output
@@ -203,3 +207,18 @@ def test_queue_reads_trajectories_without_torch():
             "q.read_episodes; import virl_train.trajectories; print('torch' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_docstring_examples():
+    import doctest
+
+    import virl_data.corrupt
+    import virl_data.diff
+    import virl_data.miners.shapes
+    import virl_data.review_queue
+    import virl_train.compare
+    import virl_train.scripted
+
+    for module in (virl_data.review_queue, virl_data.diff, virl_data.corrupt, virl_data.miners.shapes,
+                   virl_train.compare, virl_train.scripted):
+        assert doctest.testmod(module).failed == 0, module.__name__

@@ -70,6 +70,16 @@ def test_retrain_on_the_reviewed_split_beside_the_first_one(tmp_path):
         res = runner.invoke(app, ["eval", "--config", cfg, *args, "--checkpoint", str(tmp_path / name / "run"),
                                   "--split", "train", "--limit", "3"])  # fmt: skip
         assert res.exit_code == 0, res.output
+    # the real eval's trajectory log is what virl-data queue reads (torch-free reader, same format)
+    from virl_data.cli import app as data_app
+    from virl_data.review_queue import read_queue
+
+    traj = tmp_path / "before" / "run" / "eval" / "trajectories.jsonl"
+    res = runner.invoke(data_app, ["queue", str(traj), "--corpus", str(tmp_path / "before.parquet"),
+                                   "--out", str(tmp_path / "queue.jsonl")])  # fmt: skip
+    assert res.exit_code == 0, res.output
+    assert "3 episodes read" in res.output and "episode ids not in the corpus: 0" in res.output
+    assert all(e.n_episodes in (0, 1) for e in read_queue(tmp_path / "queue.jsonl"))
     out = tmp_path / "compare.json"
     res = runner.invoke(app, ["compare", str(tmp_path / "before" / "run" / "eval"),
                               str(tmp_path / "after" / "run" / "eval"), "--json", str(out)])  # fmt: skip

@@ -178,7 +178,8 @@ def crops_to_detections(crops: Sequence[Box], width: float, height: float) -> An
     dets = [fo.Detection(label=f"crop {k + 1}", bounding_box=bb, order=k, layer="policy") for k, bb in enumerate(rel)]
     line = None
     if len(crops) >= 2:
-        points = [tuple(p) for p in boxconv.canonical_to_fiftyone_rel_centers(list(crops), width=width, height=height).tolist()]
+        centres = boxconv.canonical_to_fiftyone_rel_centers(list(crops), width=width, height=height).tolist()
+        points = [tuple(p) for p in centres]
         line = fo.Polylines(polylines=[fo.Polyline(label="policy order", points=[points], closed=False, filled=False)])
     return fo.Detections(detections=dets), line
 
@@ -441,7 +442,9 @@ def push(
         entries = {e.record_id: e for e in queue or ()}
         for start in range(0, len(records), batch_size):
             batch = records[start : start + batch_size]
-            samples = [record_to_sample(r, root, hp, entries.get(r.id)) for r, hp in zip(batch, helpers[start:], strict=False)]
+            samples = [
+                record_to_sample(r, root, hp, entries.get(r.id)) for r, hp in zip(batch, helpers[start:], strict=False)
+            ]
             ds.add_samples(samples, progress=False, validate=False)  # built to the declared schema; saves ~10%
         ds.add_dynamic_sample_fields()
         ds.info = {"virl": {"image_root": str(root), **(info or {})}}
