@@ -347,3 +347,14 @@ def test_virl_data_works_without_the_trainer_or_review_tools(tmp_path):
     proc = subprocess.run([sys.executable, "-c", BLOCKED_RUN, "fiftyone", "push", str(out / "corpus" /
                            "verified.parquet"), "--dataset", "x"], capture_output=True, text=True, env=env)
     assert_one_error_line(proc.returncode, proc.stderr, "FiftyOne is not installed")
+
+
+def test_docstring_examples():
+    import doctest
+
+    from virl_data import cli_boundary, pipeline
+    from virl_data.miners import _kinds, flickr30k
+
+    for module in (cli_boundary, pipeline, _kinds, flickr30k):
+        result = doctest.testmod(module)
+        assert result.attempted > 0 and result.failed == 0, module.__name__
