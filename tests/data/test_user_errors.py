@@ -192,6 +192,7 @@ WRONG_INPUTS = [
      "VisCoT benchmark_det"),
     ("viscot", {"--annotations": "refcoco"}, "RefCOCO (REC layout)", "VisCoT benchmark"),
     ("refcoco", {"--refs": "viscot_det"}, "VisCoT benchmark_det", "RefCOCO (REC layout)"),
+    ("coco", {"--instances": "refcoco"}, "RefCOCO (REC layout)", "LLaVA caps_boxes (COCO)"),
     ("treebench", {"--annotations": "viscot_benchmark"}, "VisCoT benchmark", "TreeBench"),
 ]
 
