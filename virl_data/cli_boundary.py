@@ -100,9 +100,11 @@ class OneLineErrors(TyperGroup):
                 raise
             print_error(usage_message(exc))
             sys.exit(2)
-        except ClickException as exc:  # e.g. a file option that cannot be opened
+        except ClickException as exc:  # e.g. a file option that cannot be opened: a user error too
+            if os.environ.get("VIRL_DEBUG"):
+                raise
             print_error(usage_message(exc))
-            sys.exit(exc.exit_code)
+            sys.exit(2)
         except typer.Abort:
             print_error("aborted")
             sys.exit(1)
