@@ -347,7 +347,7 @@ def test_virl_data_works_without_the_trainer_or_review_tools(tmp_path):
     assert (out / "export" / "hf").is_dir()
     proc = subprocess.run([sys.executable, "-c", BLOCKED_RUN, "fiftyone", "push", str(out / "corpus" /
                            "verified.parquet"), "--dataset", "x"], capture_output=True, text=True, env=env)
-    assert_one_error_line(proc.returncode, proc.stderr, "FiftyOne is not installed")
+    assert_one_error_line(proc.returncode, proc.stderr, "FiftyOne is not installed: pip install 'virl[fiftyone]'")
 
 
 def test_docstring_examples():
