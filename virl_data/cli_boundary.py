@@ -30,6 +30,7 @@ from typing import Any, TypeVar
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from typer.core import TyperGroup
 
 from virl_data.errors import VirlError
@@ -44,9 +45,10 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 
 def print_error(message: str) -> None:
-    """``error: <message>`` on stderr, on one line (inner whitespace and newlines collapsed)."""
+    """``error: <message>`` on stderr, on one line (inner whitespace and newlines collapsed; brackets in the message,
+    such as ``virl[fiftyone]``, are printed as written, not read as rich markup)."""
     line = " ".join(str(message).split())
-    err_console.print(f"[bold red]error:[/] {line}", highlight=False, soft_wrap=True, markup=True)
+    err_console.print(f"[bold red]error:[/] {escape(line)}", highlight=False, soft_wrap=True)
 
 
 def user_errors(fn: F) -> F:
@@ -100,9 +102,11 @@ class OneLineErrors(TyperGroup):
                 raise
             print_error(usage_message(exc))
             sys.exit(2)
-        except ClickException as exc:  # e.g. a file option that cannot be opened
+        except ClickException as exc:  # e.g. a file option that cannot be opened: a user error too
+            if os.environ.get("VIRL_DEBUG"):
+                raise
             print_error(usage_message(exc))
-            sys.exit(exc.exit_code)
+            sys.exit(2)
         except typer.Abort:
             print_error("aborted")
             sys.exit(1)

@@ -80,10 +80,10 @@ def prepare_demo_dir(out: str | Path, *, overwrite: bool = False) -> Path:
     >>> import tempfile, pathlib
     >>> d = pathlib.Path(tempfile.mkdtemp())
     >>> _ = (d / "notes.txt").write_text("mine")
-    >>> prepare_demo_dir(d, overwrite=True)
+    >>> prepare_demo_dir(d, overwrite=True)  # doctest: +ELLIPSIS
     Traceback (most recent call last):
     ...
-    virl_data.errors.OutputExistsError: ... is not empty and is not a virl demo output (no virl_demo.json): refusing to clear it; choose another --out
+    virl_data.errors.OutputExistsError: ... is not empty and is not a virl demo output (no virl_demo.json): ...
     """
     out = Path(out)
     if out.exists() and not out.is_dir():

@@ -192,6 +192,7 @@ WRONG_INPUTS = [
      "VisCoT benchmark_det"),
     ("viscot", {"--annotations": "refcoco"}, "RefCOCO (REC layout)", "VisCoT benchmark"),
     ("refcoco", {"--refs": "viscot_det"}, "VisCoT benchmark_det", "RefCOCO (REC layout)"),
+    ("coco", {"--instances": "refcoco"}, "RefCOCO (REC layout)", "LLaVA caps_boxes (COCO)"),
     ("treebench", {"--annotations": "viscot_benchmark"}, "VisCoT benchmark", "TreeBench"),
 ]
 
@@ -346,4 +347,15 @@ def test_virl_data_works_without_the_trainer_or_review_tools(tmp_path):
     assert (out / "export" / "hf").is_dir()
     proc = subprocess.run([sys.executable, "-c", BLOCKED_RUN, "fiftyone", "push", str(out / "corpus" /
                            "verified.parquet"), "--dataset", "x"], capture_output=True, text=True, env=env)
-    assert_one_error_line(proc.returncode, proc.stderr, "FiftyOne is not installed")
+    assert_one_error_line(proc.returncode, proc.stderr, "FiftyOne is not installed: pip install 'virl[fiftyone]'")
+
+
+def test_docstring_examples():
+    import doctest
+
+    from virl_data import cli_boundary, pipeline
+    from virl_data.miners import _kinds, flickr30k
+
+    for module in (cli_boundary, pipeline, _kinds, flickr30k):
+        result = doctest.testmod(module)
+        assert result.attempted > 0 and result.failed == 0, module.__name__

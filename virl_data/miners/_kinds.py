@@ -28,7 +28,7 @@ from typing import Any, TypeVar
 from virl_data.errors import WrongFileKind
 
 SAMPLE = 20
-"""How many leading entries of an input are looked at: one of them must be of an expected kind."""
+"""How many leading entries of an input are looked at."""
 
 T = TypeVar("T")
 
@@ -64,8 +64,7 @@ KINDS: dict[str, Callable[[Any], bool]] = {
     "VisCoT (Ground-R1 layout)": lambda o: _has(o, "problem", "solution", "bboxs"),
     "VisCoT cot_train": lambda o: _has(o, "question", "answer", "bboxs"),
     "V* Bench": lambda o: _has(o, "target_object", "bbox"),
-    "TreeBench": lambda o: _has(o, "question") and ("bbox" in o or "bboxes" in o) and
-    ("options" in o or "A" in o),
+    "TreeBench": lambda o: _has(o, "question") and ("bbox" in o or "bboxes" in o) and ("options" in o or "A" in o),
     "POPE questions": lambda o: _has(o, "question_id", "text", "label"),
 }
 """Kind name → predicate over one entry."""
@@ -112,8 +111,8 @@ def _check(head: list[Any], path: Path | str, role: str, expected: Iterable[str]
 
 def expect(data: Any, path: Path | str, *, role: str, expected: Iterable[str], hint: str | None = None) -> None:
     """Raise ``WrongFileKind`` when none of the first ``SAMPLE`` entries of the parsed file ``data`` is of an
-    ``expected`` kind and one is of another known kind. ``role`` names the input (``"questions"``), ``hint`` is added to the message (e.g. "were the
-    two files swapped?"). An empty file passes (the miner has nothing to mine)."""
+    ``expected`` kind and one is of another known kind. ``role`` names the input (``"GQA questions"``), ``hint`` is
+    added to the message (e.g. "are the two files swapped?"). An empty file passes (nothing to mine)."""
     _check(list(islice(entries(data), SAMPLE)), path, role, expected, hint)
 
 

@@ -57,7 +57,7 @@ import orjson
 from virl_data import boxconv, boxes
 from virl_data.errors import ConfigError, CorpusReadError, VirlError
 from virl_data.miners._common import check_limit, mining_outcome, size_from_files
-from virl_data.miners._kinds import expect
+from virl_data.miners._kinds import expect, identify
 from virl_data.types import (
     Box,
     ImageRef,
@@ -210,7 +210,9 @@ def _read_llava(path: Path) -> Iterator[ImageInfo]:
         except orjson.JSONDecodeError as e:
             raise CorpusReadError(f"{path}:{n}: invalid JSON: {e}") from None
         if not isinstance(row, dict) or row.get("id") is None or not isinstance(row.get("instances"), list):
-            raise CorpusReadError(f"{path}:{n}: expected an object with 'id' and an 'instances' list")
+            kind = identify(row)
+            looks = f" (the line looks like {kind}, not LLaVA caps_boxes (COCO))" if kind else ""
+            raise CorpusReadError(f"{path}:{n}: expected an object with 'id' and an 'instances' list{looks}")
         anns = [dict(a if isinstance(a, dict) else {}, id=f"{row['id']}#{k}") for k, a in enumerate(row["instances"])]
         yield ImageInfo(str(row["id"]), row.get("image"), anns=anns)
 
