@@ -45,7 +45,7 @@ from virl_data.errors import ConfigError
 from virl_data.miners import gqa, vg
 from virl_data.miners._common import check_limit
 from virl_data.schema import records_to_frame
-from virl_data.types import RationaleRecord
+from virl_data.types import ImageRef, RationaleRecord
 
 SEQ = "_seq"
 """The column holding a record's position in the whole-file miner's output (UInt64)."""
@@ -125,13 +125,14 @@ def _mine_gqa(payload: dict[str, Any], images: Path | None) -> pl.DataFrame:
     return _frame((s for s, _, _ in questions), records)
 
 
-# --- VG: runs of consecutive images, each block with only its images' attribute objects ----------------------------
+# --- VG: runs of consecutive images, each block with only its images' attribute objects and sizes ------------------
 def _plan_vg(options: Mapping[str, Any], limit: int | None, block_size: int) -> Iterator[Block]:
     entries = vg._load_images(Path(options["relationships"]), "relationships")
     objects: dict[str, list[Any]] = {}
     if options.get("attributes") is not None:
         for entry in vg._load_images(Path(options["attributes"]), "attributes"):
             objects.setdefault(str(entry["image_id"]), []).extend(entry["attributes"])
+    sizes = vg.read_image_data(Path(options["image_data"])) if options.get("image_data") is not None else {}
     per_block = max(1, block_size // 16)  # ~16 relationships (records) per VG image
     for index, start in enumerate(range(0, len(entries), per_block)):
         batch = entries[start:start + per_block]
@@ -139,6 +140,7 @@ def _plan_vg(options: Mapping[str, Any], limit: int | None, block_size: int) -> 
         payload = {
             "miner": "vg", "block": index, "dup_iou": options.get("dup_iou", vg.DUP_IOU),
             "entries": batch, "objects": {i: objects[i] for i in ids if i in objects},
+            "sizes": {i: [sizes[i].path, sizes[i].width, sizes[i].height] for i in ids if i in sizes},
         }
         base = index << VG_SEQ_SHIFT
         yield Block(index, len(batch), orjson.dumps(payload), (base, base + (1 << VG_SEQ_SHIFT) - 1))
@@ -146,10 +148,11 @@ def _plan_vg(options: Mapping[str, Any], limit: int | None, block_size: int) -> 
 
 def _mine_vg(payload: dict[str, Any], images: Path | None) -> pl.DataFrame:
     cache: dict[str, vg.SizedImage] = {}
+    sizes = {i: ImageRef(*ref) for i, ref in payload["sizes"].items()}
     records: list[RationaleRecord] = []
     for entry in payload["entries"]:
         image_id = str(entry["image_id"])
-        image, size_reason = vg._image_ref(image_id, images, cache)
+        image, size_reason = vg._image_ref(image_id, images, cache, sizes)
         records.extend(vg.mine_image(entry, payload["objects"].get(image_id, []), image, size_reason,
                                      payload["dup_iou"]))
     base = payload["block"] << VG_SEQ_SHIFT

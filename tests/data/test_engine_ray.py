@@ -173,13 +173,18 @@ def test_gqa_blocks_hold_whole_images_and_only_their_scene_graphs(shared_data, t
     assert_frame_equal(limited, whole.head(7))
 
 
-def test_vg_blocks_mine_what_the_whole_file_miner_mines(shared_data):
+def test_vg_blocks_mine_what_the_whole_file_miner_mines(shared_data, tmp_path):
     data = shared_data / "visual_genome"
+    sizes = tmp_path / "image_data.json"  # VG's own sizes file: image 1 sized, image 2 not
+    sizes.write_bytes(orjson.dumps([{"image_id": 1, "width": 800, "height": 600, "url": "x/VG_100K/1.jpg"}]))
     for image in ("image1", "image2"):
-        options = {"relationships": data / f"relationships_{image}.json",
-                   "attributes": data / f"attributes_{image}.json"}
-        _, mined = _from_blocks("vg", options, block_size=1)
-        assert_frame_equal(mined, records_to_frame(vg.mine(**options)))
+        for extra in ({}, {"image_data": sizes}):
+            options = {"relationships": data / f"relationships_{image}.json",
+                       "attributes": data / f"attributes_{image}.json", **extra}
+            _, mined = _from_blocks("vg", options, block_size=1)
+            assert_frame_equal(mined, records_to_frame(vg.mine(**options)))
+            if extra and image == "image1":
+                assert (mined["status"] == "mined").any()  # sized by image_data: not all rejected
 
 
 def test_frame_blocks_and_planner_errors():
