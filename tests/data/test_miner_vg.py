@@ -121,6 +121,12 @@ def test_image_data_gives_sizes_without_image_files(shared_data, tmp_path):
     assert not any("image_size_unknown" in " ".join(_reasons(r)) for d in from_data.values() for r in d.values())
 
 
+def test_docstring_examples():
+    import doctest
+
+    assert doctest.testmod(vg).failed == 0
+
+
 def test_image_data_falls_back_to_files_and_rejects_bad_files(shared_data, tmp_path):
     data = _image_data(tmp_path, [{"image_id": 1, "width": 0, "height": 600}, {"image_id": 9, "width": 5}])
     assert vg.read_image_data(data) == {}  # no usable size: left out
