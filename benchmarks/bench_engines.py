@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import concurrent.futures as cf
+import logging
 import multiprocessing
 import os
 import sys
@@ -92,6 +93,7 @@ def run_engine(engine: str, cpus: int | None, questions: Path, graphs: Path, ima
                  runtime_env=local_runtime_env())
         # a running cluster has its workers and Ray Data's own actors (stats, autoscaling requests) up already
         ray.get([_warm.remote() for _ in range(cpus or 1)])
+        logging.getLogger("ray.data").setLevel(logging.WARNING)
         ray.data.range(4, override_num_blocks=2).map_batches(lambda b: b).materialize()
         start_secs = time.perf_counter() - t0
         t0 = time.perf_counter()

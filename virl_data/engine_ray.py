@@ -8,13 +8,14 @@ Same YAML, same stage functions, same corpus; only the scheduling differs:
 stage      under Ray
 =========  ==========================================================================================================
 mine       ``blocks.plan_blocks`` (on the driver) cuts the source into blocks, each holding only the part of the
-           global index it needs (GQA: questions grouped by image with those images' scene graphs); one Ray task
+           global index it needs (GQA: questions grouped by image with those images' scene graphs; VG, COCO: runs
+           of images with their objects / annotations and sizes); one Ray task
            per block runs ``blocks.mine_block``. Miners without a planner mine on the driver, cut into blocks.
-           Records carry ``_seq``, their position in the local engine's output; GQA blocks are sorted back by it
+           Records carry ``_seq``, their position in the local engine's output; blocks out of order are sorted by it
 verify     ``checks.verify`` as ``map_batches`` over Arrow batches (every check is row-local; ``image_readable``
            opens the images on the workers)
-filter     each record tagged with the first expression that drops it (``map_batches``), counted by Ray
-dedup      ``curate.dedup_keys`` per batch, then Ray's ``groupby(keys, num_partitions=_partitions()).aggregate(Min(_seq))``: the smallest
+filter     each record tagged with the first expression that drops it (``map_batches``), counted per batch
+dedup      ``curate.dedup_keys`` per batch, then Ray's ``groupby(keys).aggregate(Min(_seq))``: the smallest
            ``_seq`` of a key is the record the local engine keeps (the first in input order)
 split      ``groupby(image, source).count()`` by Ray gives the groups; ``curate.assign_groups`` (the local
            engine's function) places them; ``map_batches`` writes each record's split
@@ -68,6 +69,7 @@ from virl_data.pipeline import (
     _export,
     _export_dir,
     _image_root,
+    _mine as mine_whole,
     check_accounting,
     load_pipeline,
 )
@@ -78,7 +80,7 @@ _REMOVED_BY = "_removed_by"
 _MINED_REJ = "_mined_rejected"
 
 
-# --- Arrow <-> polars on the workers -----------------------------------------------------------------------------------
+# --- Arrow <-> polars on the workers ---------------------------------------------------------------------------------
 def to_arrow(df: pl.DataFrame) -> pa.Table:
     """A polars frame as an Arrow table Ray can shuffle (``large_string``, not polars' ``string_view``)."""
     return df.to_arrow(compat_level=pl.CompatLevel.oldest())
@@ -318,9 +320,7 @@ def _mine(cfg: PipelineConfig, images: Path | None, block_size: int, run: _Run) 
         if src.limit is not None and src.miner not in blocks.EXACT_LIMIT:
             ds = ds.limit(src.limit)
         return run.materialize(ds, "mine", len(planned), unit="blocks"), len(planned)
-    from virl_data.pipeline import _mine as mine_local  # the whole-file miner, on the driver
-
-    frame = mine_local(src, images)
+    frame = mine_whole(src, images)  # no planner: the whole-file miner, on the driver
     refs = [ray.put(to_arrow(f)) for f in blocks.frame_blocks(frame, block_size)]
     return ray.data.from_arrow_refs(refs), len(refs)
 

@@ -15,7 +15,7 @@ from polars.testing import assert_frame_equal
 
 from virl_data import blocks
 from virl_data.errors import ConfigError
-from virl_data.miners import gqa, vg
+from virl_data.miners import coco, gqa, vg
 from virl_data.schema import records_to_frame
 
 GQA_SAMPLE = "gqa/train_domiknows_sample"
@@ -77,8 +77,27 @@ def test_frame_blocks_and_planner_errors():
     frame = pl.DataFrame({"id": list("abcde")})
     assert [b[blocks.SEQ].to_list() for b in blocks.frame_blocks(frame, 2)] == [[0, 1], [2, 3], [4]]
     assert blocks.frame_blocks(frame.head(0), 2)[0].height == 0
-    assert not blocks.plannable("coco") and blocks.plannable("gqa")
+    assert not blocks.plannable("refcoco") and blocks.plannable("gqa")
     with pytest.raises(ConfigError, match="no block planner"):
-        blocks.plan_blocks("coco", {})
+        blocks.plan_blocks("refcoco", {})
     with pytest.raises(ConfigError, match="block_size"):
         blocks.plan_blocks("gqa", {}, block_size=0)
+
+
+@pytest.mark.parametrize("instances", [
+    "mmpose_person_keypoints_val2017/test_coco.json",      # COCO json with images block and categories
+    "llava_caps_boxes_val2014/caps_boxes_coco2014_val_80.jsonl",  # LLaVA caps_boxes lines
+])
+def test_coco_blocks_mine_what_the_whole_file_miner_mines(shared_data, instances):
+    path = shared_data / "coco" / instances
+    images = path.parent / "images"
+    options = {"instances": path, "small_frac": 0.02}
+    kwargs = {"images": images} if images.is_dir() else {}
+    planned = list(blocks.plan_blocks("coco", options, block_size=8))  # one image per block
+    assert len(planned) > 1 and blocks.in_order(planned)
+    mined = pl.concat([blocks.mine_block(b.payload, kwargs.get("images")) for b in planned]).sort(blocks.SEQ)
+    whole = records_to_frame(coco.mine(**options, **kwargs))
+    assert whole.height > 0
+    assert_frame_equal(mined.drop(blocks.SEQ), whole)
+    with pytest.raises(ConfigError, match="small_frac"):
+        list(blocks.plan_blocks("coco", {**options, "small_frac": 2.0}))

@@ -10,7 +10,6 @@ import shutil
 from pathlib import Path
 
 import datasets
-import orjson
 import polars as pl
 import pytest
 import yaml
