@@ -21,7 +21,7 @@ split      ``groupby(image, source).count()`` by Ray gives the groups; ``curate.
            engine's function) places them; ``map_batches`` writes each record's split
 =========  ==========================================================================================================
 
-Corpora are written by Ray as Parquet shards: ``OUT/corpus/{mined,verified,curated}/part-*.parquet`` (each shard
+Corpora are written by Ray as Parquet shards: ``OUT/corpus/{mined,verified,curated}/*.parquet`` (each shard
 declares the schema version and the image root like ``corpus.write``; ``corpus.read`` reads a folder of shards).
 Exports read the curated shards and run ``export.export`` as the local engine does. ``report.json`` has the same
 stages and counts as the local engine's, plus ``config.engine`` (Ray address, dashboard URL, blocks, CPUs).
@@ -55,7 +55,6 @@ import ray
 import ray.data
 from ray.data.aggregate import Count, Min
 from ray.data.context import ShuffleStrategy
-from ray.data.datasource import FilenameProvider
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -237,13 +236,6 @@ def _data_context() -> Iterator[None]:
         log.setLevel(level)
 
 
-class _Shards(FilenameProvider):
-    """``part-<task>-<block>.parquet``: the shards sort in dataset order, so ``corpus.read`` keeps it."""
-
-    def get_filename_for_block(self, block: Any, write_uuid: str, task_index: int, block_index: int) -> str:
-        return f"part-{task_index:06d}-{block_index:06d}.parquet"
-
-
 class _Run:
     """One run's driver state: the progress bar, and the per-stage clock."""
 
@@ -289,10 +281,11 @@ def write_shards(ds: ray.data.Dataset, folder: Path, image_root: Path | None) ->
     meta = {corpus.META_VERSION: str(SCHEMA_VERSION), **corpus._root_meta(folder / "part.parquet", image_root)}
     tmp = folder.with_name(f".{folder.name}.{uuid.uuid4().hex[:8]}.tmp")
     try:
-        ds.map_batches(shard_batch, batch_format="pyarrow", fn_kwargs={"metadata": meta}).write_parquet(
-            str(tmp), filename_provider=_Shards())
+        # Ray names the shards <write uuid>_<task index, 6 digits>-<file>.parquet: one write, so name order is
+        # task order, which is dataset order (preserve_order), and corpus.read reads them in that order
+        ds.map_batches(shard_batch, batch_format="pyarrow", fn_kwargs={"metadata": meta}).write_parquet(str(tmp))
         if not any(tmp.glob("*.parquet")):  # an empty corpus is still a readable corpus
-            corpus.write(pl.DataFrame(schema=polars_schema()), tmp / "part-000000-000000.parquet",
+            corpus.write(pl.DataFrame(schema=polars_schema()), tmp / "empty.parquet",
                          image_root=image_root)
         if folder.exists():
             shutil.rmtree(folder)

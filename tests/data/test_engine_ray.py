@@ -78,6 +78,7 @@ def test_gqa_sample_with_filters_duplicates_and_shuffled_blocks(ray_instance, sh
     assert on_ray.stage("dedup").removed["duplicate"] >= 1  # the re-asked copies that passed the checks
     assert on_ray.stage("filter").n_removed >= 1
     assert on_ray.config["engine"]["blocks"] > 3
+    assert len(list(on_ray.paths["mined"].glob("*.parquet"))) > 3  # several shards: their read order is checked
     for fmt in ("parquet", "jsonl"):
         files = sorted(p.name for p in (tmp_path / "local" / "export" / fmt).iterdir())
         assert files == sorted(p.name for p in (tmp_path / "ray" / "export" / fmt).iterdir())
