@@ -1,6 +1,7 @@
 """Sources cut into blocks that mine independently: what a distributed engine needs to mine in parallel.
 
-A miner with a global index (GQA's scene graphs keyed by image, VG's attributes keyed by image) cannot simply be
+A miner with a global index (GQA's scene graphs keyed by image, VG's attributes and sizes keyed by image, COCO's
+annotations, images block and categories) cannot simply be
 run on a slice of its input: each slice needs its part of the index. ``plan_blocks`` reads the source once, groups
 the items by image and packs whole images into blocks of about ``block_size`` items; each ``Block`` holds its
 items and only the index entries they need, as one orjson ``payload`` (bytes travel through any engine's object
@@ -10,8 +11,8 @@ would.
 
 Every record carries ``_seq`` (``SEQ``), its position in the whole-file miner's output order: sorting the union of
 all blocks by ``_seq`` gives the local engine's corpus row for row, and "first in input order" (dedup) means
-"smallest ``_seq``". GQA: ``_seq`` = the question's index in the file (one record per question). VG: the blocks are
-runs of consecutive images and ``_seq = block << 32 | i`` with ``i`` the record's index within the block.
+"smallest ``_seq``". GQA: ``_seq`` = the question's index in the file (one record per question). VG and COCO: the
+blocks are runs of consecutive images and ``_seq = block << 32 | i`` with ``i`` the record's index in the block.
 
 Miners without a planner (``plannable`` is False) mine whole on one process; ``frame_blocks`` cuts their output
 into blocks with ``_seq`` = the record's index.
@@ -42,15 +43,15 @@ import orjson
 import polars as pl
 
 from virl_data.errors import ConfigError
-from virl_data.miners import gqa, vg
+from virl_data.miners import coco, gqa, vg
 from virl_data.miners._common import check_limit
 from virl_data.schema import records_to_frame
-from virl_data.types import RationaleRecord
+from virl_data.types import ImageRef, RationaleRecord
 
 SEQ = "_seq"
 """The column holding a record's position in the whole-file miner's output (UInt64)."""
 DEFAULT_BLOCK_SIZE = 4096
-VG_SEQ_SHIFT = 32  # VG: _seq = block << 32 | index in block (a block yields far fewer than 2**32 records)
+SEQ_SHIFT = 32  # VG, COCO: _seq = block << 32 | index in block (a block yields far fewer than 2**32 records)
 
 
 @dataclass(frozen=True)
@@ -125,13 +126,14 @@ def _mine_gqa(payload: dict[str, Any], images: Path | None) -> pl.DataFrame:
     return _frame((s for s, _, _ in questions), records)
 
 
-# --- VG: runs of consecutive images, each block with only its images' attribute objects ----------------------------
+# --- VG: runs of consecutive images, each block with only its images' attribute objects and sizes ------------------
 def _plan_vg(options: Mapping[str, Any], limit: int | None, block_size: int) -> Iterator[Block]:
     entries = vg._load_images(Path(options["relationships"]), "relationships")
     objects: dict[str, list[Any]] = {}
     if options.get("attributes") is not None:
         for entry in vg._load_images(Path(options["attributes"]), "attributes"):
             objects.setdefault(str(entry["image_id"]), []).extend(entry["attributes"])
+    sizes = vg.read_image_data(Path(options["image_data"])) if options.get("image_data") is not None else {}
     per_block = max(1, block_size // 16)  # ~16 relationships (records) per VG image
     for index, start in enumerate(range(0, len(entries), per_block)):
         batch = entries[start:start + per_block]
@@ -139,28 +141,70 @@ def _plan_vg(options: Mapping[str, Any], limit: int | None, block_size: int) -> 
         payload = {
             "miner": "vg", "block": index, "dup_iou": options.get("dup_iou", vg.DUP_IOU),
             "entries": batch, "objects": {i: objects[i] for i in ids if i in objects},
+            "sizes": {i: [sizes[i].path, sizes[i].width, sizes[i].height] for i in ids if i in sizes},
         }
-        base = index << VG_SEQ_SHIFT
-        yield Block(index, len(batch), orjson.dumps(payload), (base, base + (1 << VG_SEQ_SHIFT) - 1))
+        base = index << SEQ_SHIFT
+        yield Block(index, len(batch), orjson.dumps(payload), (base, base + (1 << SEQ_SHIFT) - 1))
 
 
 def _mine_vg(payload: dict[str, Any], images: Path | None) -> pl.DataFrame:
     cache: dict[str, vg.SizedImage] = {}
+    sizes = {i: ImageRef(*ref) for i, ref in payload["sizes"].items()}
     records: list[RationaleRecord] = []
     for entry in payload["entries"]:
         image_id = str(entry["image_id"])
-        image, size_reason = vg._image_ref(image_id, images, cache)
+        image, size_reason = vg._image_ref(image_id, images, cache, sizes)
         records.extend(vg.mine_image(entry, payload["objects"].get(image_id, []), image, size_reason,
                                      payload["dup_iou"]))
-    base = payload["block"] << VG_SEQ_SHIFT
+    base = payload["block"] << SEQ_SHIFT
+    return _frame(range(base, base + len(records)), records)
+
+
+# --- COCO: runs of images (annotations grouped by image, as the miner reads them), with their lent sizes -----------
+def _plan_coco(options: Mapping[str, Any], limit: int | None, block_size: int) -> Iterator[Block]:
+    instances = Path(options["instances"])
+    small_frac, margin = options.get("small_frac", coco.SMALL_FRAC), options.get("margin", coco.MARGIN)
+    if not 0 < small_frac < 1 or not 0 <= margin < 1:  # the miner's own check, before any file is read
+        raise ConfigError(f"need 0 < small_frac < 1 and 0 <= margin < 1, got {small_frac}, {margin}")
+    if instances.suffix == ".jsonl":
+        infos, cats = list(coco._read_llava(instances)), None
+    else:
+        infos, cats = coco._read_coco(instances)
+    captions = options.get("captions")
+    lent = coco._images_block(coco._read_json(Path(captions)), Path(captions)) if captions is not None else {}
+    per_block = max(1, block_size // 8)  # ~8 questions per COCO image
+    for index, start in enumerate(range(0, len(infos), per_block)):
+        batch = infos[start:start + per_block]
+        payload = {
+            "miner": "coco", "block": index, "split": coco.split_of(instances.name),
+            "cats": None if cats is None else list(cats.items()), "small_frac": small_frac, "margin": margin,
+            "infos": batch, "lent": {i.image_id: lent[i.image_id] for i in batch if i.image_id in lent},
+        }
+        base = index << SEQ_SHIFT
+        yield Block(index, len(batch), orjson.dumps(payload), (base, base + (1 << SEQ_SHIFT) - 1))
+
+
+def _mine_coco(payload: dict[str, Any], images: Path | None) -> pl.DataFrame:
+    cats = None if payload["cats"] is None else {int(k): v for k, v in payload["cats"]}
+    lent = {k: coco.ImageInfo(**v) for k, v in payload["lent"].items()}
+    records: list[RationaleRecord] = []
+    for raw in payload["infos"]:
+        info = coco.ImageInfo(**raw)
+        image, size_reason = coco._resolve(info, lent, images)
+        records.extend(coco._record(info, image, payload["split"], q) for q in
+                       coco.mine_image(info, image, size_reason, cats, payload["small_frac"], payload["margin"]))
+    base = payload["block"] << SEQ_SHIFT
     return _frame(range(base, base + len(records)), records)
 
 
 _PLANNERS: dict[str, Callable[[Mapping[str, Any], int | None, int], Iterator[Block]]] = {
     "gqa": _plan_gqa,
     "vg": _plan_vg,
+    "coco": _plan_coco,
 }
-_MINERS: dict[str, Callable[[dict[str, Any], Path | None], pl.DataFrame]] = {"gqa": _mine_gqa, "vg": _mine_vg}
+_MINERS: dict[str, Callable[[dict[str, Any], Path | None], pl.DataFrame]] = {
+    "gqa": _mine_gqa, "vg": _mine_vg, "coco": _mine_coco,
+}
 EXACT_LIMIT = frozenset({"gqa"})
 """Planners that apply ``limit`` themselves (one record per item); for the others the engine keeps the first
 ``limit`` records by ``_seq``."""

@@ -202,13 +202,16 @@ def mine_vg(
     relationships: Annotated[Path, typer.Option(help="Visual Genome relationships.json.")],
     out: OutPath,
     attributes: Annotated[Path | None, typer.Option(help="Visual Genome attributes.json (colour questions).")] = None,
+    image_data: Annotated[Path | None, typer.Option(help="Visual Genome image_data.json (sizes: no image files "
+                                                         "needed).")] = None,
     images: Images = None,
     limit: Limit = None,
 ) -> None:
     """Visual Genome: templated relation and colour questions whose answers the scene graph fixes."""
     from virl_data.miners import vg
 
-    records = vg.mine(relationships=relationships, attributes=attributes, images=images, limit=limit)
+    records = vg.mine(relationships=relationships, attributes=attributes, image_data=image_data, images=images,
+                      limit=limit)
     _write_mined(records, out, images, "vg")
 
 

@@ -8,19 +8,20 @@ Same YAML, same stage functions, same corpus; only the scheduling differs:
 stage      under Ray
 =========  ==========================================================================================================
 mine       ``blocks.plan_blocks`` (on the driver) cuts the source into blocks, each holding only the part of the
-           global index it needs (GQA: questions grouped by image with those images' scene graphs); one Ray task
+           global index it needs (GQA: questions grouped by image with those images' scene graphs; VG, COCO: runs
+           of images with their objects / annotations and sizes); one Ray task
            per block runs ``blocks.mine_block``. Miners without a planner mine on the driver, cut into blocks.
-           Records carry ``_seq``, their position in the local engine's output; GQA blocks are sorted back by it
+           Records carry ``_seq``, their position in the local engine's output; blocks out of order are sorted by it
 verify     ``checks.verify`` as ``map_batches`` over Arrow batches (every check is row-local; ``image_readable``
            opens the images on the workers)
-filter     each record tagged with the first expression that drops it (``map_batches``), counted by Ray
-dedup      ``curate.dedup_keys`` per batch, then Ray's ``groupby(keys, num_partitions=_partitions()).aggregate(Min(_seq))``: the smallest
+filter     each record tagged with the first expression that drops it (``map_batches``), counted per batch
+dedup      ``curate.dedup_keys`` per batch, then Ray's ``groupby(keys).aggregate(Min(_seq))``: the smallest
            ``_seq`` of a key is the record the local engine keeps (the first in input order)
 split      ``groupby(image, source).count()`` by Ray gives the groups; ``curate.assign_groups`` (the local
            engine's function) places them; ``map_batches`` writes each record's split
 =========  ==========================================================================================================
 
-Corpora are written by Ray as Parquet shards: ``OUT/corpus/{mined,verified,curated}/part-*.parquet`` (each shard
+Corpora are written by Ray as Parquet shards: ``OUT/corpus/{mined,verified,curated}/*.parquet`` (each shard
 declares the schema version and the image root like ``corpus.write``; ``corpus.read`` reads a folder of shards).
 Exports read the curated shards and run ``export.export`` as the local engine does. ``report.json`` has the same
 stages and counts as the local engine's, plus ``config.engine`` (Ray address, dashboard URL, blocks, CPUs).
@@ -52,9 +53,8 @@ import polars as pl
 import pyarrow as pa
 import ray
 import ray.data
-from ray.data.aggregate import Min
+from ray.data.aggregate import Count, Min
 from ray.data.context import ShuffleStrategy
-from ray.data.datasource import FilenameProvider
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -68,6 +68,7 @@ from virl_data.pipeline import (
     _export,
     _export_dir,
     _image_root,
+    _mine as mine_whole,
     check_accounting,
     load_pipeline,
 )
@@ -75,9 +76,10 @@ from virl_data.schema import COLUMNS, SCHEMA_VERSION, polars_schema
 
 SEQ = blocks.SEQ
 _REMOVED_BY = "_removed_by"
+_MINED_REJ = "_mined_rejected"
 
 
-# --- Arrow <-> polars on the workers -----------------------------------------------------------------------------------
+# --- Arrow <-> polars on the workers ---------------------------------------------------------------------------------
 def to_arrow(df: pl.DataFrame) -> pa.Table:
     """A polars frame as an Arrow table Ray can shuffle (``large_string``, not polars' ``string_view``)."""
     return df.to_arrow(compat_level=pl.CompatLevel.oldest())
@@ -97,20 +99,31 @@ def mine_batch(batch: pa.Table, images: str | None) -> pa.Table:
 
 
 def verify_batch(batch: pa.Table, cfg: checks.CheckConfig, images: str | None) -> pa.Table:
-    """``checks.verify`` on one batch, ``_seq`` carried along (verify keeps every row, in order)."""
+    """``checks.verify`` on one batch, ``_seq`` carried along (verify keeps every row, in order), and
+    ``_mined_rejected``: whether the miner had rejected the record (counted for the mine stage's report)."""
     frame = from_arrow(batch)
     verified = checks.verify(frame.select(COLUMNS), cfg, image_root=images)
-    return to_arrow(verified.with_columns(frame.get_column(SEQ)))
+    return to_arrow(verified.with_columns(frame.get_column(SEQ), (frame["status"] == "rejected").alias(_MINED_REJ)))
+
+
+def tally_batch(batch: pa.Table) -> pa.Table:
+    """What the report needs of the verified corpus, for one batch: records per status, records the miner had
+    rejected, ``checks.rejection_reasons``; as ``kind, key, reason_code, count`` rows summed by the driver."""
+    frame = from_arrow(batch)
+    status = frame.group_by("status").len("count").select(
+        pl.lit("status").alias("kind"), pl.col("status").alias("key"), pl.lit(None, pl.String).alias("reason_code"),
+        pl.col("count").cast(pl.Int64))
+    mined = pl.DataFrame({"kind": ["mined_rejected"], "key": [None], "reason_code": [None],
+                          "count": [int(frame[_MINED_REJ].sum())]},
+                         schema={"kind": pl.String, "key": pl.String, "reason_code": pl.String, "count": pl.Int64})
+    reasons = checks.rejection_reasons(frame.select(COLUMNS)).select(
+        pl.lit("reason").alias("kind"), pl.col("check").alias("key"), "reason_code", "count")
+    return to_arrow(pl.concat([status, mined, reasons]))
 
 
 def passed_batch(batch: pa.Table) -> pa.Table:
     """The records that leave ``verify`` into curation (``PASSED_STATUSES``)."""
     return to_arrow(from_arrow(batch).filter(pl.col("status").is_in(PASSED_STATUSES)))
-
-
-def reasons_batch(batch: pa.Table) -> pa.Table:
-    """``checks.rejection_reasons`` of one batch (summed over batches by the driver)."""
-    return to_arrow(checks.rejection_reasons(from_arrow(batch).select(COLUMNS)))
 
 
 def filter_tag_batch(batch: pa.Table, filters: Sequence[str]) -> pa.Table:
@@ -223,13 +236,6 @@ def _data_context() -> Iterator[None]:
         log.setLevel(level)
 
 
-class _Shards(FilenameProvider):
-    """``part-<task>-<block>.parquet``: the shards sort in dataset order, so ``corpus.read`` keeps it."""
-
-    def get_filename_for_block(self, block: Any, write_uuid: str, task_index: int, block_index: int) -> str:
-        return f"part-{task_index:06d}-{block_index:06d}.parquet"
-
-
 class _Run:
     """One run's driver state: the progress bar, and the per-stage clock."""
 
@@ -275,10 +281,11 @@ def write_shards(ds: ray.data.Dataset, folder: Path, image_root: Path | None) ->
     meta = {corpus.META_VERSION: str(SCHEMA_VERSION), **corpus._root_meta(folder / "part.parquet", image_root)}
     tmp = folder.with_name(f".{folder.name}.{uuid.uuid4().hex[:8]}.tmp")
     try:
-        ds.map_batches(shard_batch, batch_format="pyarrow", fn_kwargs={"metadata": meta}).write_parquet(
-            str(tmp), filename_provider=_Shards())
+        # Ray names the shards <write uuid>_<task index, 6 digits>-<file>.parquet: one write, so name order is
+        # task order, which is dataset order (preserve_order), and corpus.read reads them in that order
+        ds.map_batches(shard_batch, batch_format="pyarrow", fn_kwargs={"metadata": meta}).write_parquet(str(tmp))
         if not any(tmp.glob("*.parquet")):  # an empty corpus is still a readable corpus
-            corpus.write(pl.DataFrame(schema=polars_schema()), tmp / "part-000000-000000.parquet",
+            corpus.write(pl.DataFrame(schema=polars_schema()), tmp / "empty.parquet",
                          image_root=image_root)
         if folder.exists():
             shutil.rmtree(folder)
@@ -306,31 +313,33 @@ def _mine(cfg: PipelineConfig, images: Path | None, block_size: int, run: _Run) 
         if src.limit is not None and src.miner not in blocks.EXACT_LIMIT:
             ds = ds.limit(src.limit)
         return run.materialize(ds, "mine", len(planned), unit="blocks"), len(planned)
-    from virl_data.pipeline import _mine as mine_local  # the whole-file miner, on the driver
-
-    frame = mine_local(src, images)
+    frame = mine_whole(src, images)  # no planner: the whole-file miner, on the driver
     refs = [ray.put(to_arrow(f)) for f in blocks.frame_blocks(frame, block_size)]
     return ray.data.from_arrow_refs(refs), len(refs)
 
 
-def _verify(mined: Any, cfg: PipelineConfig, images: Path | None, run: _Run, n: int) -> tuple[Any, StageReport]:
+def _verify(mined: Any, cfg: PipelineConfig, images: Path | None, run: _Run,
+            n: int) -> tuple[Any, StageReport, pl.DataFrame, int]:
+    """The verified dataset, its stage report, the rejection reasons and how many records the miner rejected (all
+    counted in one pass over the verified blocks)."""
     root = None if images is None else str(images)
     ds = mined.map_batches(verify_batch, batch_format="pyarrow", fn_kwargs={"cfg": cfg.check_config(), "images": root})
     verified = run.materialize(ds, "verify", n)
-    counts = _counts(verified, "status")
-    passed = sum(counts.get(s, 0) for s in PASSED_STATUSES)
-    return verified, StageReport("verify", n, passed, {"rejected": counts.get("rejected", 0)},
-                                 detail=", ".join(f"{s}: {k}" for s, k in sorted(counts.items())))
-
-
-def _rejection_reasons(verified: Any) -> pl.DataFrame:
-    parts = verified.map_batches(reasons_batch, batch_format="pyarrow").take_all()
-    schema = {"check": pl.String, "reason_code": pl.String, "count": pl.Int64}
-    return (
-        pl.DataFrame(parts, schema=schema)
-        .group_by("check", "reason_code").agg(pl.col("count").sum())
+    schema = {"kind": pl.String, "key": pl.String, "reason_code": pl.String, "count": pl.Int64}
+    tally = (
+        pl.DataFrame(verified.map_batches(tally_batch, batch_format="pyarrow").take_all(), schema=schema)
+        .group_by("kind", "key", "reason_code").agg(pl.col("count").sum())
+    )
+    counts = dict(tally.filter(pl.col("kind") == "status").select("key", "count").iter_rows())
+    n_mining = int(tally.filter(pl.col("kind") == "mined_rejected")["count"].sum())
+    reasons = (
+        tally.filter(pl.col("kind") == "reason").select(pl.col("key").alias("check"), "reason_code", "count")
         .sort(["count", "check", "reason_code"], descending=[True, False, False])
     )
+    passed = sum(counts.get(s, 0) for s in PASSED_STATUSES)
+    stage = StageReport("verify", n, passed, {"rejected": counts.get("rejected", 0)},
+                        detail=", ".join(f"{s}: {k}" for s, k in sorted(counts.items())))
+    return verified, stage, reasons, n_mining
 
 
 def _filter(frame: Any, filters: Sequence[str], run: _Run, n: int) -> tuple[Any, StageReport]:
@@ -348,10 +357,12 @@ def _dedup(frame: Any, images: Path | None, run: _Run, n: int) -> tuple[Any, Sta
     root = None if images is None else str(images)
     keyed = run.materialize(
         frame.map_batches(dedup_key_batch, batch_format="pyarrow", fn_kwargs={"images": root}), "dedup", n)
-    keys = list(curate.DEDUP_KEYS)
-    firsts = keyed.select_columns([*keys, SEQ]).groupby(keys, num_partitions=_partitions()).aggregate(Min(SEQ, alias_name="first"))
-    keep = np.sort(np.asarray([row["first"] for row in firsts.take_all()], dtype=np.uint64))
-    identity = _counts(keyed, "_identity")
+    keys = [*curate.DEDUP_KEYS, "_identity"]  # _identity in the key only to count it: merged below
+    groups = keyed.select_columns([*keys, SEQ]).groupby(keys, num_partitions=_partitions()).aggregate(
+        Min(SEQ, alias_name="first"), Count(alias_name="n"))
+    table = pl.DataFrame(groups.take_all(), schema={**{k: pl.String for k in keys}, "first": pl.UInt64, "n": pl.Int64})
+    keep = np.sort(table.group_by(curate.DEDUP_KEYS).agg(pl.col("first").min())["first"].to_numpy())
+    identity = dict(table.group_by("_identity").agg(pl.col("n").sum()).iter_rows())
     kept = keyed.map_batches(keep_seqs_batch, batch_format="pyarrow", fn_kwargs={"keep": keep})
     notes = curate.dedup_notes(identity, images)
     return kept, StageReport("dedup", n, len(keep), {"duplicate": n - len(keep)}, detail="; ".join(notes))
@@ -406,19 +417,19 @@ def _run(cfg: PipelineConfig, out: Path, images: Path | None, block_size: int, r
     paths: dict[str, Path] = {}
     started = time.perf_counter()
 
-    def done(stage: StageReport, ds: Any = None, name: str | None = None) -> None:
+    def done(stage: StageReport, ds: Any = None, name: str | None = None, seconds: float | None = None) -> None:
         if ds is not None and name is not None:
             paths[name] = write_shards(ds, out / "corpus" / name, images)
-        stages.append(dataclasses.replace(stage, seconds=run.lap()))
+        stages.append(dataclasses.replace(stage, seconds=run.lap() if seconds is None else seconds))
         if console is not None:
             console.print(f"[bold]{stage.name}[/]: {stage.n_in} → {stage.n_out} {stage.detail}", highlight=False)
 
     mined, n_blocks = _mine(cfg, images, block_size, run)
     n_mined = mined.count()
-    n_mining = _counts(mined, "status").get("rejected", 0)
-    done(StageReport("mine", n_mined, n_mined, detail=f"{n_mining} rejected while mining"), mined, "mined")
-    verified, stage = _verify(mined, cfg, images, run, n_mined)
-    reasons = _rejection_reasons(verified)
+    paths["mined"] = write_shards(mined, out / "corpus" / "mined", images)
+    mine_seconds = run.lap()
+    verified, stage, reasons, n_mining = _verify(mined, cfg, images, run, n_mined)  # counts the miner's rejections
+    done(StageReport("mine", n_mined, n_mined, detail=f"{n_mining} rejected while mining"), seconds=mine_seconds)
     done(stage, verified, "verified")
     frame, n = verified.map_batches(passed_batch, batch_format="pyarrow"), stage.n_out
     if cfg.filters:

@@ -1,17 +1,15 @@
 """The Ray engine gives the local engine's corpus: same rows (ids, statuses, check reasons, chains, splits) in the
 same order, the same stage counts and rejection reasons, the same exports; on the real samples, the demo world and
 pipelines whose checks open images. One local Ray instance serves the whole session (starting one costs seconds).
-The block planners are also checked without Ray: their blocks, mined and put in order, are the whole-file miner."""
+The block planners alone are tested in test_blocks.py."""
 
 from __future__ import annotations
 
 import dataclasses
-import random
 import shutil
 from pathlib import Path
 
 import datasets
-import orjson
 import polars as pl
 import pytest
 import yaml
@@ -19,18 +17,15 @@ from polars.testing import assert_frame_equal
 from typer.testing import CliRunner
 
 from tests.conftest import REPO
+from tests.data.test_blocks import GQA_SAMPLE, _gqa_with_duplicates
 from virl_data import blocks, corpus
 from virl_data.cli import app
-from virl_data.errors import ConfigError
-from virl_data.miners import gqa, vg
 from virl_data.pipeline import RunReport, load_pipeline, pipeline_from_dict, run_pipeline
-from virl_data.schema import records_to_frame
 
 ray = pytest.importorskip("ray", reason="the Ray engine needs the [ray] extra")
 from virl_data.engine_ray import local_runtime_env, run_pipeline_ray  # noqa: E402
 
 PIPELINES = REPO / "pipelines"
-GQA_SAMPLE = "gqa/train_domiknows_sample"
 
 
 @pytest.fixture(scope="session")
@@ -65,18 +60,6 @@ def _both(cfg, tmp_path: Path, **ray_kwargs) -> tuple[RunReport, RunReport]:
     return local, on_ray
 
 
-def _gqa_with_duplicates(shared_data: Path, folder: Path, seed: int = 0) -> Path:
-    """The GQA sample's questions plus re-asked copies of five (new ids: dedup removes them), shuffled, so one
-    image's questions are spread over the file (blocks then come out of order and are sorted back)."""
-    questions = orjson.loads((shared_data / GQA_SAMPLE / "train_balanced_questions_sample.json").read_bytes())
-    items = list(questions.items())
-    items += [(f"dup{qid}", {**q, "question": q["question"].upper() + "  "}) for qid, q in items[:5]]
-    random.Random(seed).shuffle(items)
-    path = folder / "train_questions.json"
-    path.write_bytes(orjson.dumps(dict(items)))
-    return path
-
-
 # --- equivalence on the real samples, the demo world and image checks ---------------------------------------------
 def test_gqa_sample_with_filters_duplicates_and_shuffled_blocks(ray_instance, shared_data, tmp_path):
     questions = _gqa_with_duplicates(shared_data, tmp_path)
@@ -95,6 +78,7 @@ def test_gqa_sample_with_filters_duplicates_and_shuffled_blocks(ray_instance, sh
     assert on_ray.stage("dedup").removed["duplicate"] >= 1  # the re-asked copies that passed the checks
     assert on_ray.stage("filter").n_removed >= 1
     assert on_ray.config["engine"]["blocks"] > 3
+    assert len(list(on_ray.paths["mined"].glob("*.parquet"))) > 3  # several shards: their read order is checked
     for fmt in ("parquet", "jsonl"):
         files = sorted(p.name for p in (tmp_path / "local" / "export" / fmt).iterdir())
         assert files == sorted(p.name for p in (tmp_path / "ray" / "export" / fmt).iterdir())
@@ -147,50 +131,6 @@ def test_demo_world(ray_instance, tmp_path):
     for split in local_hf:
         assert ray_hf[split]["id"] == local_hf[split]["id"]
         assert ray_hf[split]["chain"] == local_hf[split]["chain"]
-
-
-# --- the block planners, without Ray ---------------------------------------------------------------------------------
-def _from_blocks(miner: str, options: dict, block_size: int, limit: int | None = None):
-    planned = list(blocks.plan_blocks(miner, options, block_size=block_size, limit=limit))
-    mined = pl.concat([blocks.mine_block(b.payload) for b in planned]).sort(blocks.SEQ)
-    return planned, mined.drop(blocks.SEQ)
-
-
-def test_gqa_blocks_hold_whole_images_and_only_their_scene_graphs(shared_data, tmp_path):
-    questions = _gqa_with_duplicates(shared_data, tmp_path, seed=1)
-    graphs = shared_data / GQA_SAMPLE / "train_sceneGraphs_sample.json"
-    options = {"questions": questions, "scene_graphs": graphs}
-    planned, mined = _from_blocks("gqa", options, block_size=3)
-    whole = records_to_frame(gqa.mine(questions=questions, scene_graphs=graphs))
-    assert_frame_equal(mined, whole)
-    seen: set[str] = set()
-    for b in planned:
-        payload = orjson.loads(b.payload)
-        ids = {q["imageId"] for _, _, q in payload["questions"]}
-        assert set(payload["graphs"]) == ids and not ids & seen  # its images' graphs only; no image in two blocks
-        seen |= ids
-    _, limited = _from_blocks("gqa", options, block_size=3, limit=7)
-    assert_frame_equal(limited, whole.head(7))
-
-
-def test_vg_blocks_mine_what_the_whole_file_miner_mines(shared_data):
-    data = shared_data / "visual_genome"
-    for image in ("image1", "image2"):
-        options = {"relationships": data / f"relationships_{image}.json",
-                   "attributes": data / f"attributes_{image}.json"}
-        _, mined = _from_blocks("vg", options, block_size=1)
-        assert_frame_equal(mined, records_to_frame(vg.mine(**options)))
-
-
-def test_frame_blocks_and_planner_errors():
-    frame = pl.DataFrame({"id": list("abcde")})
-    assert [b[blocks.SEQ].to_list() for b in blocks.frame_blocks(frame, 2)] == [[0, 1], [2, 3], [4]]
-    assert blocks.frame_blocks(frame.head(0), 2)[0].height == 0
-    assert not blocks.plannable("coco") and blocks.plannable("gqa")
-    with pytest.raises(ConfigError, match="no block planner"):
-        blocks.plan_blocks("coco", {})
-    with pytest.raises(ConfigError, match="block_size"):
-        blocks.plan_blocks("gqa", {}, block_size=0)
 
 
 # --- the command line ------------------------------------------------------------------------------------------------

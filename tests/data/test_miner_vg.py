@@ -101,6 +101,45 @@ def test_image_found_in_vg_subdir(shared_data, tmp_path):
     assert _reasons(missing) == [f"image_size_unknown: VG image 2: no 2.jpg under {tmp_path}"]
 
 
+def _image_data(folder: Path, entries: list[dict]) -> Path:
+    path = folder / "image_data.json"
+    path.write_bytes(orjson.dumps(entries))
+    return path
+
+
+def test_image_data_gives_sizes_without_image_files(shared_data, tmp_path):
+    """VG's image_data.json (VG 1.2 keys image 1 by ``image_id``; VG 1.0 keys by ``id``) sizes the images: the
+    records of both real sample images come out as with the image files, none opened (there are none)."""
+    url = "https://cs.stanford.edu/people/rak248/VG_100K_2/{}.jpg"
+    data = _image_data(tmp_path, [{"image_id": 1, "width": 800, "height": 600, "url": url.format(1)},
+                                  {"id": 2, "width": 640, "height": 480, "url": "http://x/elsewhere/2.jpg"}])
+    from_data = {n: _mine(_vg(shared_data), n, image_data=data) for n in (1, 2)}
+    assert {r.image for r in from_data[1].values()} == {ImageRef("VG_100K_2/1.jpg", 800, 600)}
+    assert {r.image for r in from_data[2].values()} == {ImageRef("2.jpg", 640, 480)}
+    with_files = _mine(_vg(shared_data), 1, images=_image(tmp_path / "img", "VG_100K_2/1.jpg", (800, 600)))
+    assert records_to_frame(from_data[1].values()).equals(records_to_frame(with_files.values()))
+    assert not any("image_size_unknown" in " ".join(_reasons(r)) for d in from_data.values() for r in d.values())
+
+
+def test_docstring_examples():
+    import doctest
+
+    assert doctest.testmod(vg).failed == 0
+
+
+def test_image_data_falls_back_to_files_and_rejects_bad_files(shared_data, tmp_path):
+    data = _image_data(tmp_path, [{"image_id": 1, "width": 0, "height": 600}, {"image_id": 9, "width": 5}])
+    assert vg.read_image_data(data) == {}  # no usable size: left out
+    recs = _mine(_vg(shared_data), 1, image_data=data, images=_image(tmp_path / "img", "1.jpg", (320, 200)))
+    assert {r.image for r in recs.values()} == {ImageRef("1.jpg", 320, 200)}
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"image_id": 1}')
+    with pytest.raises(CorpusReadError, match="must hold a list of image objects"):
+        vg.read_image_data(bad)
+    with pytest.raises(CorpusReadError, match="cannot read VG image data file"):
+        vg.read_image_data(tmp_path / "absent.json")
+
+
 @pytest.mark.parametrize(
     ("n", "rel", "template", "reason"),
     [
@@ -234,3 +273,19 @@ def test_limit_and_schema_round_trip(shared_data):
                         attributes=_vg(shared_data) / "attributes_image1.json", limit=5))
     assert len(recs) == 5
     assert frame_to_records(records_to_frame(recs)) == recs
+
+
+def test_cli_mine_vg_with_image_data(shared_data, tmp_path):
+    from typer.testing import CliRunner
+
+    from virl_data import corpus
+    from virl_data.cli import app
+
+    d = _vg(shared_data)
+    data = _image_data(tmp_path, [{"image_id": 2, "width": 640, "height": 480}])
+    out = tmp_path / "vg.parquet"
+    result = CliRunner().invoke(app, ["mine", "vg", "--relationships", str(d / "relationships_image2.json"),
+                                      "--image-data", str(data), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    images = corpus.read(out)["image"].struct.unnest()
+    assert images.height > 0 and set(zip(images["width"], images["height"])) == {(640, 480)}

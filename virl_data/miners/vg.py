@@ -27,7 +27,8 @@ does not fix its answer:
   several colours;
 - ``self_relation``, ``answer_in_question``, ``duplicate_question`` (same question already asked of the image),
   ``malformed_relationship``, ``bad_box``, and ``image_size_unknown`` (VG annotations carry no image size: it is
-  read from the image file when ``images`` is given, else every record of the image is rejected).
+  taken from VG's ``image_data.json`` when given, else read from the image file when ``images`` is given, else
+  every record of the image is rejected).
 
 "Distinct objects" merge VG's duplicates: mentions sharing an ``object_id``, linked by ``merged_object_ids``, or of
 the same name with box IoU ≥ ``dup_iou`` (annotators often drew the same thing twice under new ids) count once.
@@ -303,9 +304,47 @@ def _answer_leak(d: _Draft) -> str | None:
 SizedImage = tuple[ImageRef, str | None]  # the image and, when its size is unknown, why
 
 
-def _image_ref(image_id: str, images: Path | None, cache: dict[str, SizedImage]) -> SizedImage:
-    """The image's ``ImageRef`` and, when its size cannot be read, an ``image_size_unknown`` reason."""
+def read_image_data(path: Path) -> dict[str, ImageRef]:
+    """VG's ``image_data.json`` → ``ImageRef`` by image id: the size without opening the image.
+
+    Entries are ``{image_id (VG 1.2) | id (VG 1.0), width, height, url, coco_id, flickr_id}``. The path is
+    ``<folder>/<id>.jpg`` when the url's folder is one of VG's image folders (``VG_100K``, ``VG_100K_2``), as the
+    files sit there, else ``<id>.jpg``. Entries without a positive integer size are left out (their images fall back
+    to the files). Raises ``CorpusReadError`` for an unreadable file or one that is not a list of objects.
+
+    >>> import tempfile, pathlib
+    >>> f = pathlib.Path(tempfile.mkdtemp()) / "image_data.json"
+    >>> _ = f.write_text('[{"image_id": 1, "width": 800, "height": 600, '
+    ...                  '"url": "https://cs.stanford.edu/people/rak248/VG_100K_2/1.jpg"}]')
+    >>> read_image_data(f)["1"]
+    ImageRef(path='VG_100K_2/1.jpg', width=800, height=600, sha1=None)
+    """
+    try:
+        data = orjson.loads(Path(path).read_bytes())
+    except (OSError, orjson.JSONDecodeError) as e:
+        raise CorpusReadError(f"cannot read VG image data file {path}: {e}") from None
+    if not isinstance(data, list) or not all(isinstance(e, dict) for e in data):
+        raise CorpusReadError(f"VG image data file {path} must hold a list of image objects")
+    refs: dict[str, ImageRef] = {}
+    for entry in data:
+        image_id, w, h = entry.get("image_id", entry.get("id")), entry.get("width"), entry.get("height")
+        if image_id is None or type(w) is not int or type(h) is not int or w <= 0 or h <= 0:
+            continue
+        url = entry.get("url")
+        folder = url.rsplit("/", 2)[-2] if isinstance(url, str) and url.count("/") >= 2 else ""
+        name = f"{image_id}.jpg"
+        refs[str(image_id)] = ImageRef(f"{folder}/{name}" if folder in IMAGE_SUBDIRS[1:3] else name, w, h)
+    return refs
+
+
+def _image_ref(image_id: str, images: Path | None, cache: dict[str, SizedImage],
+               sizes: dict[str, ImageRef] | None = None) -> SizedImage:
+    """The image's ``ImageRef`` (from ``sizes``, VG's ``image_data.json``, else from the image file) and, when its
+    size cannot be found, an ``image_size_unknown`` reason."""
     if image_id in cache:
+        return cache[image_id]
+    if sizes and image_id in sizes:
+        cache[image_id] = (sizes[image_id], None)
         return cache[image_id]
     default = ImageRef(path=f"{image_id}.jpg", width=0, height=0)
     if images is None:
@@ -361,16 +400,20 @@ def mine(
     *,
     relationships: Path,
     attributes: Path | None = None,
+    image_data: Path | None = None,
     images: Path | None = None,
     limit: int | None = None,
     dup_iou: float = DUP_IOU,
 ) -> Iterator[RationaleRecord]:
     """Stream relationship records from VG ``relationships`` (+ ``attributes`` for colours and the object list).
 
-    ``images``: the VG image root (``<id>.jpg`` directly or under ``VG_100K``/``VG_100K_2``), read for the image
-    size only. ``limit`` caps the records yielded. Raises ``CorpusReadError`` for unreadable files.
+    ``image_data``: VG's ``image_data.json``, the image sizes (``read_image_data``): with it a corpus needs no image
+    files. ``images``: the VG image root (``<id>.jpg`` directly or under ``VG_100K``/``VG_100K_2``), read for the
+    size of an image ``image_data`` lacks. ``limit`` caps the records yielded. Raises ``CorpusReadError`` for
+    unreadable files.
     """
     check_limit(limit)
+    sizes = read_image_data(image_data) if image_data is not None else None
     rel_entries = _load_images(relationships, "relationships")
     objects: dict[str, list[Any]] = {}
     if attributes is not None:
@@ -380,7 +423,7 @@ def mine(
     n = 0
     for entry in rel_entries:
         image_id = str(entry["image_id"])
-        image, size_reason = _image_ref(image_id, images, cache)
+        image, size_reason = _image_ref(image_id, images, cache, sizes)
         for rec in mine_image(entry, objects.get(image_id, []), image, size_reason, dup_iou):
             if limit is not None and n >= limit:
                 return
@@ -389,4 +432,4 @@ def mine(
 
 
 __all__ = ["COLOURS", "MINER", "SOURCE", "Graph", "Mention", "Relation", "is_plural", "mine", "mine_image",
-           "parse_object", "parse_relation", "relation_clause"]
+           "parse_object", "parse_relation", "read_image_data", "relation_clause"]
