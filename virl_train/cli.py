@@ -141,9 +141,15 @@ def sft(
         from virl_data.corpus import write_json
         from virl_train.sight import sight_line, sight_of_checkpoint
 
-        sight = sight_of_checkpoint(cfg, result / "final", cfg.data.eval_split, sight_n, seed=cfg.run.seed)
-        write_json(sight, result / "sight.json")
-        console.print(sight_line(sight), soft_wrap=True)
+        from virl_data.errors import VirlError
+
+        try:
+            sight = sight_of_checkpoint(cfg, result / "final", cfg.data.eval_split, sight_n, seed=cfg.run.seed)
+        except VirlError as exc:  # e.g. the export has no eval split: the SFT itself is done and saved
+            console.print(f"can it see: skipped ({exc})", soft_wrap=True)
+        else:
+            write_json(sight, result / "sight.json")
+            console.print(sight_line(sight), soft_wrap=True)
 
 
 @app.command()
