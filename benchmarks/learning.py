@@ -68,7 +68,15 @@ METRICS: dict[str, str] = {  # eval key → table column
     "erroneous_rate": "erroneous",
     "probe_drop": "probe drop",
 }
-CURVES = ("reward/total", "reward/rationale", "reward/accuracy")
+CURVES = ("reward/total", "reward/rationale", "reward/accuracy", "diag/crop_iou", "diag/zero_spread_frac",
+          "diag/kl_start", "diag/entropy", "grad_norm")
+PLOTTED = ("reward/total", "reward/rationale", "reward/accuracy", "diag/crop_iou", "diag/zero_spread_frac")
+FAMILY_SETS: dict[str, list[str]] = {  # the tiny model of each family on this task; boxes 0-100 where relative
+    "qwen2_5_vl": [],
+    "idefics3": ["model.name_or_path=tiny-idefics3", "model.box_convention=qwen3_norm1000", "model.box_scale=100"],
+    "qwen3_vl": ["model.name_or_path=tiny-qwen3-vl", "model.box_convention=qwen3_norm1000", "model.box_scale=100"],
+    "qwen2_vl": ["model.name_or_path=tiny-qwen2-vl", "model.box_convention=qwen2_norm1000"],
+}
 GOAL_IOU, GOAL_MARGIN = 0.5, 0.1
 
 
@@ -90,11 +98,12 @@ def build_task(out: Path, n_records: int, seed: int = 0, console: Console | None
 
 
 # --- one run ---------------------------------------------------------------------------------------------------------
-def load_cfg(overrides: list[str], extra: list[str] | None = None):
-    """``configs/shapes_learn.yaml`` with ``overrides``, then the user's ``--set`` overrides (``extra``)."""
+def load_cfg(overrides: list[str], extra: list[str] | None = None, family: str = "qwen2_5_vl"):
+    """``configs/shapes_learn.yaml`` with the family's settings (``FAMILY_SETS``), ``overrides``, then the user's
+    ``--set`` overrides (``extra``)."""
     from virl_train.config import load_config
 
-    return load_config(CONFIG, [*overrides, *(extra or [])])
+    return load_config(CONFIG, [*FAMILY_SETS[family], *overrides, *(extra or [])])
 
 
 def evaluate_policy(cfg, policy_dir: Path, data: Path, split: str, n: int, seed: int) -> dict[str, float]:
@@ -114,7 +123,7 @@ def evaluate_policy(cfg, policy_dir: Path, data: Path, split: str, n: int, seed:
 def run_sft(data: Path, out: Path, args: argparse.Namespace, console: Console) -> tuple[Path, float]:
     from virl_train.sft import sft
 
-    cfg = load_cfg([f"data.path={data}", f"run.out_dir={out}", "run.seed=0"], args.set)
+    cfg = load_cfg([f"data.path={data}", f"run.out_dir={out}", "run.seed=0"], args.set, args.family)
     t0 = time.perf_counter()
     every = max(1, args.sft_steps // 10)
 
@@ -132,7 +141,7 @@ def run_rl(variant: str, seed: int, start: Path, data: Path, out: Path, args: ar
 
     cfg = load_cfg([f"data.path={data}", f"model.name_or_path={start}", f"rewards.preset={variant}",
                     f"run.seed={seed}", f"run.max_steps={args.rl_steps}", f"run.out_dir={out}",
-                    f"run.save_every={args.rl_steps}"], args.set)
+                    f"run.save_every={args.rl_steps}", f"optim.lr={args.rl_lr}"], args.set, args.family)
     curves: dict[str, list[float]] = {k: [] for k in CURVES}
 
     def record(step: int, m: dict[str, float]) -> None:
@@ -210,10 +219,10 @@ def plot(summary: dict[str, Any], path: Path, sft_iou: float | None = None) -> P
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(16, 4), layout="constrained")
+    fig = Figure(figsize=(24, 4), layout="constrained")
     FigureCanvasAgg(fig)
-    axes = fig.subplots(1, len(CURVES) + 1)
-    for ax, key in zip(axes, CURVES):
+    axes = fig.subplots(1, len(PLOTTED) + 1)
+    for ax, key in zip(axes, PLOTTED):
         for v in summary.values():
             y = np.asarray(v["curves"][key], dtype=float)
             k = min(10, len(y))
@@ -248,9 +257,13 @@ def run(args: argparse.Namespace, console: Console) -> dict[str, Any]:
     data = build_task(work / "data", args.records, console=console)
     console.print(f"SFT: {args.sft_steps} steps")
     start, sft_wall = run_sft(data, work / "sft", args, console)
-    base = load_cfg([f"data.path={data}"], args.set)
+    base = load_cfg([f"data.path={data}"], args.set, args.family)
     sft_metrics = evaluate_policy(base, start, data, args.eval_split, args.eval_n, 0)
     console.print(f"  SFT start: accuracy {sft_metrics['accuracy']:.3f}  rationale IoU {sft_metrics['rationale']:.3f}")
+    from virl_train.sight import sight_line, sight_of_checkpoint
+
+    sight = sight_of_checkpoint(base, start, args.eval_split, args.eval_n)
+    console.print("  " + sight_line(sight))
     runs: dict[str, list[dict[str, Any]]] = {v: [] for v in args.variants}
     for seed in args.seeds:  # seed-major: a partial run still has every variant at equal seeds
         for variant in args.variants:
@@ -262,8 +275,10 @@ def run(args: argparse.Namespace, console: Console) -> dict[str, Any]:
     summary = summarize(runs, list(args.seeds), args.rl_steps)
     result = {
         "variants": summary,
-        "sft": {"metrics": {k: float(v) for k, v in sft_metrics.items()}, "steps": args.sft_steps, "wall_s": sft_wall},
+        "sft": {"metrics": {k: float(v) for k, v in sft_metrics.items()}, "steps": args.sft_steps, "wall_s": sft_wall,
+                "sight": sight},
         "goal": goal_check(summary),
+        "family": args.family, "rl_lr": args.rl_lr, "sft_lr": args.sft_lr,
         "task": {"shapes": dataclasses.asdict(TASK), "records": args.records, "config": str(CONFIG.relative_to(REPO)),
                  "eval_split": args.eval_split, "eval_n": args.eval_n},
         "rl_steps": args.rl_steps, "seeds": list(args.seeds), "threads": args.threads, "overrides": list(args.set),
@@ -287,6 +302,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sft-lr", type=float, default=3e-3)
     parser.add_argument("--sft-batch", type=int, default=16)
     parser.add_argument("--rl-steps", type=int, default=100)
+    parser.add_argument("--rl-lr", type=float, default=1e-4)
+    parser.add_argument("--family", default="qwen2_5_vl", choices=list(FAMILY_SETS), help="tiny model family")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
     parser.add_argument("--eval-split", default="test")

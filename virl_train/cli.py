@@ -151,16 +151,17 @@ def sft(
     console.print(f"SFT done → {result / 'final'}; start RL from it with model.name_or_path={result / 'final'}")
     if sight_n and cfg.data.eval_split:
         from virl_data.corpus import write_json
-        from virl_train.data import available_splits
         from virl_train.sight import sight_line, sight_of_checkpoint
 
-        if cfg.data.eval_split not in available_splits(cfg.data.path):
-            console.print(f"'can it see' probe skipped: {cfg.data.path} has no split {cfg.data.eval_split!r} "
-                          "(set data.eval_split, or --sight-n 0)", soft_wrap=True)
-            return
-        sight = sight_of_checkpoint(cfg, result / "final", cfg.data.eval_split, sight_n, seed=cfg.run.seed)
-        write_json(sight, result / "sight.json")
-        console.print(sight_line(sight), soft_wrap=True)
+        from virl_data.errors import VirlError
+
+        try:
+            sight = sight_of_checkpoint(cfg, result / "final", cfg.data.eval_split, sight_n, seed=cfg.run.seed)
+        except VirlError as exc:  # e.g. the export has no eval split: the SFT itself is done and saved
+            console.print(f"can it see: skipped ({exc})", soft_wrap=True)
+        else:
+            write_json(sight, result / "sight.json")
+            console.print(sight_line(sight), soft_wrap=True)
 
 
 @app.command()

@@ -143,5 +143,5 @@ def kl_to_start(start: torch.nn.Module | None, model: torch.nn.Module, batch: An
     return kl_estimates(logp, ref.to(mask.device), mask)
 
 
-__all__ = ["crop_iou", "distinct_crops", "kl_estimates", "kl_to_start", "reward_spread", "sampled_entropy", "sampled_logprobs",
-           "start_logprobs", "step_diagnostics", "zero_spread_fraction"]
+__all__ = ["crop_iou", "distinct_crops", "kl_estimates", "kl_to_start", "reward_spread", "sampled_entropy",
+           "sampled_logprobs", "start_logprobs", "step_diagnostics", "zero_spread_fraction"]

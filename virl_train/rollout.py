@@ -21,8 +21,8 @@ Generation is our own loop over the model with a KV cache kept across turns, bat
     each step  every live row samples one token from its own logits (own ``torch.Generator``, own stop rule and
                budgets); ONE forward then feeds each row what follows: the token, or token + env reply (+ crop)
     ragged     rows whose chunks are shorter are right-padded; padding slots stay masked in the cache, and each
-               row keeps its own rotary positions (the family's: 3-D M-RoPE for Qwen, text +1 and an image block ``(s, s+i, s+j)``;
-               1-D for Idefics3), so a row sees
+               row keeps its own rotary positions (the family's: 3-D M-RoPE for Qwen, text +1 and an image
+               block ``(s, s+i, s+j)``; 1-D for Idefics3), so a row sees
                exactly the sequence it would alone
     finished   episodes leave the batch (their cache rows are dropped)
 
@@ -487,7 +487,8 @@ def batch_inputs(policy: Policy, rollouts: Sequence[Rollout], device: torch.devi
         cmask[i, : len(e.loss_mask)] = torch.tensor(e.loss_mask, dtype=torch.float32)
     images = [im for r in rollouts for im in r.images]
     batch = ModelBatch(
-        input_ids=ids, attention_mask=attn, image_inputs=policy.image_inputs(images, ids, "cpu"), completion_ids=comp, completion_mask=cmask,
+        input_ids=ids, attention_mask=attn, image_inputs=policy.image_inputs(images, ids, "cpu"), completion_ids=comp,
+        completion_mask=cmask,
         prompt_lengths=torch.tensor([len(e.prompt_ids) for e in eps], dtype=torch.long),
         completion_lengths=torch.tensor([len(e.completion_ids) for e in eps], dtype=torch.long),
     )  # fmt: skip

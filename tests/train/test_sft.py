@@ -115,6 +115,7 @@ def test_cli_sft_then_train_from_its_checkpoint(demo_export, tmp_path):
     done = runner.invoke(app, ["sft", *base, "--steps", "2", "--out", str(tmp_path / "sft")])
     assert done.exit_code == 0, done.output
     assert "SFT done" in done.output and (tmp_path / "sft" / "final").is_dir()
+    assert "can it see: skipped" in done.output and "no split 'val'" in done.output  # no eval split in this export
     done = runner.invoke(app, ["train", *base, f"model.name_or_path={tmp_path / 'sft' / 'final'}",
                                f"run.out_dir={tmp_path / 'rl'}", "run.max_steps=1", "grpo.batch_size=2",
                                "grpo.group_size=2", "grpo.max_new_tokens=8"])
