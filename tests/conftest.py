@@ -9,6 +9,9 @@ import pytest
 
 from virl_data.types import Box, CheckResult, ImageRef, Provenance, RationaleRecord, RationaleStep, Status, record_id
 
+# the Label Studio server fixture, shared by every test module that names it (one server per session)
+pytest_plugins = ["tests.data.conftest_labelstudio"]
+
 os.environ.setdefault("FIFTYONE_DO_NOT_TRACK", "true")
 os.environ.setdefault("MPLBACKEND", "Agg")
 

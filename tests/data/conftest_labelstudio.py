@@ -1,5 +1,5 @@
-"""A real Label Studio server for the integration tests (a pytest plugin: ``from tests.data.conftest_labelstudio
-import label_studio_server`` in a test module).
+"""A real Label Studio server for the integration tests (a pytest plugin that ``tests/conftest.py`` registers, so
+every test module naming ``label_studio_server`` shares the one session server).
 
 The server runs from its OWN virtual environment (its pins are not ours); we only talk to it with
 ``label-studio-sdk``. The binary: ``$VIRL_LABEL_STUDIO``, else ``<repo>/.venv-labelstudio/bin/label-studio`` (what

@@ -20,7 +20,6 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from tests.conftest import make_record
-from tests.data.conftest_labelstudio import label_studio_server  # noqa: F401  (session fixture, used by name)
 from virl_data import corpus
 from virl_data.errors import BoxConventionError, ConfigError
 from virl_data.review import effective
@@ -274,7 +273,7 @@ def test_label_studio_import_virl_data_does_not_import_the_sdk():
 
 # --- against a real server -------------------------------------------------------------------------------------------
 @pytest.fixture
-def lsx(label_studio_server):  # noqa: F811
+def lsx(label_studio_server):
     """``(server, client, image root)``: a fresh image folder under the server's document root."""
     from label_studio_sdk import LabelStudio
 
