@@ -151,9 +151,8 @@ def sft(
     console.print(f"SFT done → {result / 'final'}; start RL from it with model.name_or_path={result / 'final'}")
     if sight_n and cfg.data.eval_split:
         from virl_data.corpus import write_json
-        from virl_train.sight import sight_line, sight_of_checkpoint
-
         from virl_data.errors import VirlError
+        from virl_train.sight import sight_line, sight_of_checkpoint
 
         try:
             sight = sight_of_checkpoint(cfg, result / "final", cfg.data.eval_split, sight_n, seed=cfg.run.seed)
