@@ -142,14 +142,15 @@ def kept_batch(batch: pa.Table) -> pa.Table:
 
 
 def dedup_key_batch(batch: pa.Table, images: str | None) -> pa.Table:
-    """The batch with ``curate.dedup_keys`` (``_content``, ``_question``, ``_identity``); hashes files when needed."""
+    """Each record's ``curate.dedup_keys`` (``_content``, ``_question``, ``_identity``) and ``_seq``, nothing else:
+    the groupby's input stays small. Hashes the image files when needed."""
     frame = from_arrow(batch)
     keyed = curate.dedup_keys(frame.select(COLUMNS), images)
-    return to_arrow(keyed.with_columns(frame.get_column(SEQ)))
+    return to_arrow(keyed.select(*curate.DEDUP_KEYS, "_identity").with_columns(frame.get_column(SEQ)))
 
 
 def keep_seqs_batch(batch: pa.Table, keep: np.ndarray) -> pa.Table:
-    """The records whose ``_seq`` is in ``keep`` (sorted), without the dedup key columns."""
+    """The records whose ``_seq`` is in ``keep`` (sorted)."""
     frame = from_arrow(batch)
     mask = np.isin(frame.get_column(SEQ).to_numpy(), keep, assume_unique=True)
     return to_arrow(frame.filter(pl.Series(mask)).select(*COLUMNS, SEQ))
@@ -368,12 +369,12 @@ def _dedup(frame: Any, images: Path | None, run: _Run, n: int) -> tuple[Any, Sta
     keyed = run.materialize(
         frame.map_batches(dedup_key_batch, batch_format="pyarrow", fn_kwargs={"images": root}), "dedup", n)
     keys = [*curate.DEDUP_KEYS, "_identity"]  # _identity in the key only to count it: merged below
-    groups = keyed.select_columns([*keys, SEQ]).groupby(keys, num_partitions=_partitions()).aggregate(
+    groups = keyed.groupby(keys, num_partitions=_partitions()).aggregate(
         Min(SEQ, alias_name="first"), Count(alias_name="n"))
     table = collect(groups, {**{k: pl.String for k in keys}, "first": pl.UInt64, "n": pl.Int64})
     keep = np.sort(table.group_by(curate.DEDUP_KEYS).agg(pl.col("first").min())["first"].to_numpy())
     identity = dict(table.group_by("_identity").agg(pl.col("n").sum()).iter_rows())
-    kept = keyed.map_batches(keep_seqs_batch, batch_format="pyarrow", fn_kwargs={"keep": keep})
+    kept = frame.map_batches(keep_seqs_batch, batch_format="pyarrow", fn_kwargs={"keep": keep})
     notes = curate.dedup_notes(identity, images)
     return kept, StageReport("dedup", n, len(keep), {"duplicate": n - len(keep)}, detail="; ".join(notes))
 
