@@ -142,14 +142,15 @@ def kept_batch(batch: pa.Table) -> pa.Table:
 
 
 def dedup_key_batch(batch: pa.Table, images: str | None) -> pa.Table:
-    """The batch with ``curate.dedup_keys`` (``_content``, ``_question``, ``_identity``); hashes files when needed."""
+    """Each record's ``curate.dedup_keys`` (``_content``, ``_question``, ``_identity``) and ``_seq``, nothing else:
+    the groupby's input stays small. Hashes the image files when needed."""
     frame = from_arrow(batch)
     keyed = curate.dedup_keys(frame.select(COLUMNS), images)
-    return to_arrow(keyed.with_columns(frame.get_column(SEQ)))
+    return to_arrow(keyed.select(*curate.DEDUP_KEYS, "_identity").with_columns(frame.get_column(SEQ)))
 
 
 def keep_seqs_batch(batch: pa.Table, keep: np.ndarray) -> pa.Table:
-    """The records whose ``_seq`` is in ``keep`` (sorted), without the dedup key columns."""
+    """The records whose ``_seq`` is in ``keep`` (sorted)."""
     frame = from_arrow(batch)
     mask = np.isin(frame.get_column(SEQ).to_numpy(), keep, assume_unique=True)
     return to_arrow(frame.filter(pl.Series(mask)).select(*COLUMNS, SEQ))
@@ -268,6 +269,16 @@ def counts_batch(batch: pa.Table, column: str) -> pa.Table:
     return to_arrow(counts.rename({column: "value"}).with_columns(pl.col("value").cast(pl.String)))
 
 
+def collect(ds: ray.data.Dataset, schema: dict[str, pl.DataType]) -> pl.DataFrame:
+    """A (small) dataset on the driver as one polars frame, block by block in Arrow (``take_all`` would build a
+    Python dict per row: seconds for the 100k+ rows of a groupby result)."""
+    tables = [t for t in ray.get(ds.to_arrow_refs()) if t.num_rows]
+    if not tables:
+        return pl.DataFrame(schema=schema)
+    frame = from_arrow(pa.concat_tables(tables, promote_options="permissive"))
+    return frame.select(pl.col(name).cast(dtype) for name, dtype in schema.items())
+
+
 def _counts(ds: ray.data.Dataset, column: str) -> dict[str | None, int]:
     """Records per value of ``column`` (a few distinct values: a per-batch count and a sum, no shuffle)."""
     out: dict[str | None, int] = {}
@@ -327,7 +338,7 @@ def _verify(mined: Any, cfg: PipelineConfig, images: Path | None, run: _Run,
     verified = run.materialize(ds, "verify", n)
     schema = {"kind": pl.String, "key": pl.String, "reason_code": pl.String, "count": pl.Int64}
     tally = (
-        pl.DataFrame(verified.map_batches(tally_batch, batch_format="pyarrow").take_all(), schema=schema)
+        collect(verified.map_batches(tally_batch, batch_format="pyarrow"), schema)
         .group_by("kind", "key", "reason_code").agg(pl.col("count").sum())
     )
     counts = dict(tally.filter(pl.col("kind") == "status").select("key", "count").iter_rows())
@@ -358,12 +369,12 @@ def _dedup(frame: Any, images: Path | None, run: _Run, n: int) -> tuple[Any, Sta
     keyed = run.materialize(
         frame.map_batches(dedup_key_batch, batch_format="pyarrow", fn_kwargs={"images": root}), "dedup", n)
     keys = [*curate.DEDUP_KEYS, "_identity"]  # _identity in the key only to count it: merged below
-    groups = keyed.select_columns([*keys, SEQ]).groupby(keys, num_partitions=_partitions()).aggregate(
+    groups = keyed.groupby(keys, num_partitions=_partitions()).aggregate(
         Min(SEQ, alias_name="first"), Count(alias_name="n"))
-    table = pl.DataFrame(groups.take_all(), schema={**{k: pl.String for k in keys}, "first": pl.UInt64, "n": pl.Int64})
+    table = collect(groups, {**{k: pl.String for k in keys}, "first": pl.UInt64, "n": pl.Int64})
     keep = np.sort(table.group_by(curate.DEDUP_KEYS).agg(pl.col("first").min())["first"].to_numpy())
     identity = dict(table.group_by("_identity").agg(pl.col("n").sum()).iter_rows())
-    kept = keyed.map_batches(keep_seqs_batch, batch_format="pyarrow", fn_kwargs={"keep": keep})
+    kept = frame.map_batches(keep_seqs_batch, batch_format="pyarrow", fn_kwargs={"keep": keep})
     notes = curate.dedup_notes(identity, images)
     return kept, StageReport("dedup", n, len(keep), {"duplicate": n - len(keep)}, detail="; ".join(notes))
 
@@ -373,9 +384,9 @@ def _split(frame: Any, cfg: PipelineConfig, n: int) -> tuple[Any, StageReport]:
     assert split is not None
     group_by = "image"
     pairs = frame.map_batches(split_key_batch, batch_format="pyarrow", fn_kwargs={"group_by": group_by})
-    rows = pairs.groupby(["_key", "_source"], num_partitions=_partitions()).count().take_all()
+    counted = pairs.groupby(["_key", "_source"], num_partitions=_partitions()).count()
     groups = (
-        pl.DataFrame(rows, schema={"_key": pl.String, "_source": pl.String, "count()": pl.Int64})
+        collect(counted, {"_key": pl.String, "_source": pl.String, "count()": pl.Int64})
         .group_by("_key").agg(pl.col("_source").min().alias("_stratum"), pl.col("count()").sum().alias("_size"))
     )
     assigned = curate.assign_groups(groups, split.ratios, split.seed)
@@ -462,4 +473,4 @@ def _run(cfg: PipelineConfig, out: Path, images: Path | None, block_size: int, r
     return report
 
 
-__all__ = ["connected", "dashboard_url", "local_runtime_env", "run_pipeline_ray", "to_arrow", "write_shards"]
+__all__ = ["collect", "connected", "dashboard_url", "local_runtime_env", "run_pipeline_ray", "to_arrow", "write_shards"]
