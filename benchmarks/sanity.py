@@ -4,7 +4,8 @@
     python benchmarks/sanity.py --family qwen2_5_vl --rl-lr 3e-4 --json /tmp/s.json
 
 Same task and SFT as ``benchmarks/learning.py`` (its ``build_task``, ``run_sft``, ``FAMILY_SETS``), then GRPO with
-``rewards.preset=process`` for ``--rl-steps`` steps. Every step logs the diagnostics (``virl_train.diagnostics``);
+``rewards.preset=rationale`` (R_rat alone: no answer, no format term; ``--preset`` picks another, e.g. ``process``)
+for ``--rl-steps`` steps. Every step logs the diagnostics (``virl_train.diagnostics``);
 the check is on the SAMPLED crop IoU of the training episodes (``diag/crop_iou``):
 
     rise = mean(crop IoU of the last 10 steps) − mean(crop IoU of the first 10 steps)        pass: rise ≥ 0.1
@@ -66,8 +67,8 @@ def run(args: argparse.Namespace, console: Console) -> dict[str, Any]:
     base = learning.load_cfg([f"data.path={data}"], args.set, args.family)
     before = sight_of_checkpoint(base, start, args.eval_split, args.eval_n)
     console.print("SFT start " + sight_line(before))
-    out = work / f"rl_process_{args.family}"
-    cfg = learning.load_cfg([f"data.path={data}", f"model.name_or_path={start}", "rewards.preset=process",
+    out = work / f"rl_{args.preset}_{args.family}_lr{args.rl_lr:g}"
+    cfg = learning.load_cfg([f"data.path={data}", f"model.name_or_path={start}", f"rewards.preset={args.preset}",
                              f"run.max_steps={args.rl_steps}", f"run.out_dir={out}", f"run.save_every={args.rl_steps}",
                              f"optim.lr={args.rl_lr}"], args.set, args.family)  # fmt: skip
     curves: dict[str, list[float]] = {k: [] for k in KEYS}
@@ -90,7 +91,7 @@ def run(args: argparse.Namespace, console: Console) -> dict[str, Any]:
         "family": args.family, "rise": r, "passes": r >= RISE, "goal": RISE, "window": WINDOW,
         "sft": {"steps": args.sft_steps if not args.start else None, "lr": args.sft_lr, "start": str(start),
                 "wall_s": sft_wall, "sight": before},
-        "rl": {"steps": args.rl_steps, "lr": args.rl_lr, "preset": "process", "wall_s": rl_wall, "curves": curves,
+        "rl": {"steps": args.rl_steps, "lr": args.rl_lr, "preset": args.preset, "wall_s": rl_wall, "curves": curves,
                "sight_after": after, "config": dataclasses.asdict(cfg)},
         "records": args.records, "eval_split": args.eval_split, "eval_n": args.eval_n, "threads": args.threads,
         "overrides": list(args.set), "wall_s": time.perf_counter() - t0,
@@ -108,6 +109,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sft-batch", type=int, default=16)
     parser.add_argument("--rl-steps", type=int, default=100)
     parser.add_argument("--rl-lr", type=float, default=1e-4)
+    parser.add_argument("--preset", default="rationale", help="reward preset of the RL run")
     parser.add_argument("--eval-split", default="test")
     parser.add_argument("--eval-n", type=int, default=100)
     parser.add_argument("--threads", type=int, default=1)
@@ -117,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
     warnings.filterwarnings("ignore")
     console = Console(width=150)
     result = run(args, console)
-    console.print(f"process-only sanity ({args.family}): sampled crop IoU rise {result['rise']:+.3f} over "
+    console.print(f"{args.preset} sanity ({args.family}): sampled crop IoU rise {result['rise']:+.3f} over "
                   f"{args.rl_steps} steps (goal ≥ {RISE}): {'PASS' if result['passes'] else 'FAIL'}; "
                   f"{result['wall_s'] / 60:.1f} min")
     write_json(result, args.json)

@@ -2,7 +2,7 @@
 
 What goes into the trajectory reward (VIRL_METHOD.md §2)::
 
-    total = R_acc + λ_fmt·R_fmt + bonus
+    total = λ_acc·R_acc + λ_fmt·R_fmt + bonus        (λ_acc = 1 except in the ``rationale`` diagnostic preset)
     bonus = λ_rat·[answer correct]·R_rat   (gate "gated", default)
           = λ_rat·R_rat, λ_rat < 1        (gate "ungated": bounded so the answer still dominates)
           = 0                              (gate "none", or process supervision off)
@@ -14,7 +14,9 @@ to the tokens of action k. ``RewardBreakdown.components`` also logs every term (
 ``rationale`` = R_rat even when unused) so the ablation is comparable.
 
 Ablation = config only (``RewardConfig.preset``): ``outcome`` (answer + format), ``process`` (+ gated R_rat bonus),
-``shaping`` (+ r_k step credits), ``full`` (+ label credits; alias ``virl``).
+``shaping`` (+ r_k step credits), ``full`` (+ label credits; alias ``virl``). ``rationale`` is no ViRL variant but
+a diagnostic: R_rat alone (λ_acc = λ_fmt = 0, ungated bonus), the reward of the process-only sanity check
+(``benchmarks/sanity.py``): if it cannot raise crop IoU, no ViRL variant can.
 
 TRL-shaped adapters take a batch of completions plus dataset columns and return one value per sample; ``REWARDS``
 maps names to them. Each returns its *weighted contribution*, so ``accuracy + format + rationale == total``.
@@ -42,6 +44,8 @@ PRESETS: dict[str, dict[str, Any]] = {
     "shaping": {"process": True, "shaping": True, "credit": False},
     "full": {},
     "virl": {},
+    "rationale": {"process": True, "shaping": False, "credit": False, "gate": "ungated", "lambda_acc": 0.0,
+                  "lambda_fmt": 0.0},
 }
 
 
@@ -50,7 +54,8 @@ class RewardConfig:
     """Switches and weights of the ViRL reward (defaults = the ``full`` preset, VIRL_METHOD.md).
 
     ``process`` use R_rat in the trajectory bonus; ``shaping`` add r_k to the step credits; ``credit`` add the label
-    credits; ``gate`` gated | ungated | none; ``lambda_fmt`` 0.2; ``lambda_rat`` 0.5 (< 1 when ungated); ``alpha`` 1.0
+    credits; ``gate`` gated | ungated | none; ``lambda_acc`` 1.0 (0 only in the ``rationale`` preset);
+    ``lambda_fmt`` 0.2; ``lambda_rat`` 0.5 (< 1 when ungated); ``alpha`` 1.0
     (correct), ``beta_red`` 0.05 (redundant), ``beta`` 0.5 (erroneous); ``eta`` 0.5, the weight of the normalized
     step credit Â_k on the tokens of action k (``virl_train.advantages``); ``numeric_rel_tol`` of numeric answers;
     ``answer_iou`` the IoU a box answer needs to be right (``answer_type="box"``, 0.5); ``match`` the matching
@@ -64,6 +69,7 @@ class RewardConfig:
     shaping: bool = True
     credit: bool = True
     gate: str = "gated"
+    lambda_acc: float = 1.0
     lambda_fmt: float = 0.2
     lambda_rat: float = 0.5
     alpha: float = 1.0
@@ -218,7 +224,7 @@ def score_episode(
     }
     if answer_type == BOX and acc is not None:
         components["answer_iou"] = float(box_iou(answer, gold) or 0.0)
-    total = r_acc + cfg.lambda_fmt * r_fmt + bonus
+    total = cfg.lambda_acc * r_acc + cfg.lambda_fmt * r_fmt + bonus
     return RewardBreakdown(total=float(total), components=components, per_action=credits, labels=tuple(labels))
 
 
@@ -293,12 +299,15 @@ def _episode(s: Mapping[str, Any], cfg: RewardConfig) -> RewardBreakdown:
 
 
 def accuracy_reward(completions: Sequence[Any], reward_config: RewardConfig = FULL, **kw: Any) -> list[float | None]:
-    """R_acc per sample (1.0 / 0.0), None where the gold cannot be parsed (TRL skips None)."""
+    """λ_acc·R_acc per sample (R_acc = 1.0 / 0.0; λ_acc = 1 but in the ``rationale`` preset), None where the gold
+    cannot be parsed (TRL skips None)."""
+    def one(s):
+        acc = score_answer(s["pred"], s["gold"], answer_type=s["answer_type"], options=s["options"],
+                           rel_tol=reward_config.numeric_rel_tol, iou_threshold=reward_config.answer_iou)
+        return None if acc is None else reward_config.lambda_acc * acc
+
     return [
-        None if s["gold"] is None else score_answer(
-            s["pred"], s["gold"], answer_type=s["answer_type"], options=s["options"],
-            rel_tol=reward_config.numeric_rel_tol, iou_threshold=reward_config.answer_iou,
-        )
+        None if s["gold"] is None else one(s)
         for s in _samples(completions, kw)
     ]
 

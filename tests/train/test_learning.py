@@ -120,7 +120,7 @@ def test_the_process_only_sanity_check_runs_and_reports_the_rise(learning, task,
     result = json.loads(out.read_text())
     curve = result["rl"]["curves"]["diag/crop_iou"]
     assert len(curve) == 4 and result["rise"] == pytest.approx(sanity.rise(curve))
-    assert result["passes"] == (result["rise"] >= 0.1) and result["rl"]["preset"] == "process"
-    assert result["rl"]["config"]["rewards"]["preset"] == "process"
+    assert result["passes"] == (result["rise"] >= 0.1) and result["rl"]["preset"] == "rationale"
+    assert result["rl"]["config"]["rewards"]["preset"] == "rationale"  # R_rat alone
     assert set(result["sft"]["sight"]["pixels"]) == set(result["rl"]["sight_after"]["constant"])
     assert sanity.rise([0.0, 0.0, 0.5, 0.5], window=2) == 0.5

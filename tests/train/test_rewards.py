@@ -191,3 +191,19 @@ def test_rewards_pickle_round_trip():
     assert pickle.loads(pickle.dumps(cfg)) == cfg
     b = score([A, None])
     assert pickle.loads(pickle.dumps(b)) == b
+
+
+def test_the_rationale_preset_is_the_rationale_score_alone():
+    """The sanity check's reward: λ_rat·R_rat whatever the answer and the format (no ViRL variant)."""
+    from virl_data.types import Box as B
+    from virl_train.rewards import RewardConfig, accuracy_reward, score_episode
+
+    cfg = RewardConfig.preset("rationale")
+    chain = [[B(0, 0, 10, 10)], [B(50, 50, 60, 60)]]
+    right = score_episode([B(0, 0, 10, 10)], "red", chain, "red", image_size=(100, 100), cfg=cfg)
+    wrong = score_episode([B(0, 0, 10, 10), None], None, chain, "red", image_size=(100, 100), format_ok=False, cfg=cfg)
+    assert right.components["rationale"] == 0.75 and right.total == 0.5 * 0.75
+    assert wrong.components["accuracy"] == 0.0 and wrong.components["format"] < 0
+    assert wrong.total == 0.5 * wrong.components["rationale"]
+    assert RewardConfig.preset("full").lambda_acc == 1.0 and cfg.lambda_acc == 0.0
+    assert accuracy_reward(["red"], cfg, answer=["red"]) == [0.0] and accuracy_reward(["red"], answer=["red"]) == [1.0]
