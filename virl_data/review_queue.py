@@ -210,12 +210,11 @@ def episode_reasons(
     ``illusion``, ``wrong_answer_right_crops`` and ``unlisted_object:<i>`` for each unlisted object ``i`` it hits."""
     from virl_train.answers import score_answer
 
-    steps = _steps(record)
     crops = _valid(episode.crops, record.image.width, record.image.height)
     correct = score_answer(episode.answer, record.answer, answer_type=episode.answer_type or record.answer_type,
                            options=episode.options)  # fmt: skip
     found: set[str] = set()
-    if not len(crops) or not len(steps):
+    if not len(crops) or not record.chain:
         return found
     s = step_overlaps(crops, record)  # (K, M)
     if correct == 1.0 and bool((s < cfg.miss).all()):
