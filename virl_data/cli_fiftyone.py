@@ -17,7 +17,8 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from virl_data.cli_review import user_errors_late, write_pulled
+from virl_data.cli_boundary import user_errors
+from virl_data.cli_review import write_pulled
 
 from virl_data.errors import ConfigError
 
@@ -48,7 +49,7 @@ def _push(src: Path, dataset: str, image_root: Path | None, overwrite: bool) -> 
 
 
 @fiftyone_app.command("push")
-@user_errors_late
+@user_errors
 def push(
     src: CorpusArg,
     dataset: Annotated[str, typer.Option("--dataset", "-d", help="Name of the FiftyOne dataset to create.")],
@@ -62,7 +63,7 @@ def push(
 
 
 @fiftyone_app.command("pull")
-@user_errors_late
+@user_errors
 def pull(
     dataset: Annotated[str, typer.Argument(help="Name of the FiftyOne dataset holding the reviews.")],
     src: Annotated[Path, typer.Option("--corpus", "-c", help="The corpus the dataset was pushed from.")],
@@ -113,6 +114,6 @@ def app_command(
         fo_int.stop_app(port)
 
 
-app_command = user_errors_late(app_command)
+app_command = user_errors(app_command)
 
 __all__ = ["app_command", "fiftyone_app", "pull", "push"]

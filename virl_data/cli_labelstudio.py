@@ -17,7 +17,8 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from virl_data.cli_review import user_errors_late, write_pulled
+from virl_data.cli_boundary import user_errors
+from virl_data.cli_review import write_pulled
 
 labelstudio_app = typer.Typer(
     no_args_is_help=True,
@@ -31,7 +32,7 @@ KeyOpt = Annotated[
 
 
 @labelstudio_app.command("push")
-@user_errors_late
+@user_errors
 def push(
     src: Annotated[Path, typer.Argument(help="Corpus file (.parquet/.jsonl) or folder of .parquet files.")],
     project: Annotated[str, typer.Option("--project", "-p", help="Project title: created when missing, else reused.")],
@@ -71,7 +72,7 @@ def push(
 
 
 @labelstudio_app.command("pull")
-@user_errors_late
+@user_errors
 def pull(
     project: Annotated[str, typer.Argument(help="Title of the Label Studio project holding the annotations.")],
     src: Annotated[Path, typer.Option("--corpus", "-c", help="The corpus the project was pushed from.")],

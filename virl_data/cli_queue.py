@@ -21,7 +21,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from virl_data.cli_review import user_errors_late
+from virl_data.cli_boundary import user_errors
 from virl_data.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -155,7 +155,7 @@ def diff_command(
         corpus.write_json(result.to_dict(), json_out)
 
 
-queue_command = user_errors_late(queue_command)
-diff_command = user_errors_late(diff_command)
+queue_command = user_errors(queue_command)
+diff_command = user_errors(diff_command)
 
 __all__ = ["diff_command", "queue_command"]

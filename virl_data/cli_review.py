@@ -1,29 +1,13 @@
-"""What the review-tool commands (``cli_fiftyone``, ``cli_labelstudio``) share: the user-error boundary looked up
-late, and writing a pulled corpus with its merge report."""
+"""What the review-tool commands (``cli_fiftyone``, ``cli_labelstudio``) share: writing a pulled corpus with its
+merge report."""
 
 from __future__ import annotations
 
-import functools
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 from rich.console import Console
 from rich.table import Table
-
-F = TypeVar("F", bound=Callable[..., Any])
-
-
-def user_errors_late(fn: F) -> F:
-    """``virl_data.cli.user_errors``, looked up at call time: ``virl_data.cli`` imports the review-tool modules."""
-
-    @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        from virl_data.cli import user_errors
-
-        return user_errors(fn)(*args, **kwargs)
-
-    return wrapper  # type: ignore[return-value]
 
 
 def report_table(report: Any, out: Path) -> Table:

@@ -210,12 +210,11 @@ def episode_reasons(
     ``illusion``, ``wrong_answer_right_crops`` and ``unlisted_object:<i>`` for each unlisted object ``i`` it hits."""
     from virl_train.answers import score_answer
 
-    steps = _steps(record)
     crops = _valid(episode.crops, record.image.width, record.image.height)
     correct = score_answer(episode.answer, record.answer, answer_type=episode.answer_type or record.answer_type,
                            options=episode.options)  # fmt: skip
     found: set[str] = set()
-    if not len(crops) or not len(steps):
+    if not len(crops) or not record.chain:
         return found
     s = step_overlaps(crops, record)  # (K, M)
     if correct == 1.0 and bool((s < cfg.miss).all()):
@@ -271,16 +270,21 @@ def known_objects(records: Sequence[RationaleRecord]) -> Callable[[RationaleReco
         for review in r.reviews:
             by_image[r.image.path].extend(b for s in review.chain or () for b in s.boxes)
 
+    distinct: dict[str, tuple[Box, ...]] = {}  # per image: computed once, shared by the records on that image
+
     def objects(record: RationaleRecord) -> tuple[Box, ...]:
         scene = scene_objects(record)
         if scene is not None:
             return scene
-        kept: list[Box] = []
-        for b in by_image.get(record.image.path, ()):
-            new = not kept or boxes.iou_matrix(boxes.as_array([b]), boxes.as_array(kept)).max() < 0.9
-            if b.w > 0 and b.h > 0 and new:
-                kept.append(b)
-        return tuple(kept)
+        path = record.image.path
+        if path not in distinct:
+            kept: list[Box] = []
+            for b in by_image.get(path, ()):
+                new = not kept or boxes.iou_matrix(boxes.as_array([b]), boxes.as_array(kept)).max() < 0.9
+                if b.w > 0 and b.h > 0 and new:
+                    kept.append(b)
+            distinct[path] = tuple(kept)
+        return distinct[path]
 
     return objects
 
@@ -327,14 +331,14 @@ def rank(
     scope = [r for r in records if r.status is not Status.REJECTED and (split is None or r.split == split)]
     in_corpus = {r.id for r in records}
     by_id: dict[str, list[PolicyEpisode]] = defaultdict(list)
-    unknown: list[str] = []
+    unknown: dict[str, None] = {}  # insertion-ordered set: a log of another corpus has every id unknown
     n_read = 0
     for ep in episodes:
         n_read += 1
         if ep.record_id in in_corpus:
             by_id[ep.record_id].append(ep)
-        elif ep.record_id not in unknown:
-            unknown.append(ep.record_id)
+        else:
+            unknown[ep.record_id] = None
     objects = objects or known_objects(records)
     entries = []
     for record in scope:
@@ -351,7 +355,7 @@ def rank(
     entries.sort(key=lambda e: (-e.score, -sum(e.scores.values()), e.record_id))
     by_reason: dict[str, int] = {r: sum(e.reason == r for e in entries) for r in chosen}
     ranked = [dataclasses.replace(e, rank=i + 1) for i, e in enumerate(entries[:top] if top else entries)]
-    return QueueResult(ranked, len(scope), n_read, unknown, by_reason)
+    return QueueResult(ranked, len(scope), n_read, list(unknown), by_reason)
 
 
 def precision_at(entries: Sequence[QueueEntry], relevant: set[str], k: int) -> float:

@@ -19,8 +19,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from virl_data.cli import user_errors
-from virl_data.cli_boundary import OneLineErrors
+from virl_data.cli_boundary import OneLineErrors, user_errors
 
 app = typer.Typer(cls=OneLineErrors, no_args_is_help=True, add_completion=False, help="Train VLMs against ground-truth visual rationales.")
 console = Console()

@@ -213,7 +213,14 @@ def grounding_metrics(
 ) -> dict[str, float]:
     """The flat metric dict of the module docstring for episodes paired in order with their records (pure)."""
     scores = score_episodes(rollouts_or_episodes, records, cfg)
-    episodes = [_episode(e) for e in rollouts_or_episodes]
+    return _metrics([_episode(e) for e in rollouts_or_episodes], records, scores, reason_threshold)
+
+
+def _metrics(
+    episodes: Sequence[Episode], records: Sequence[RationaleRecord], scores: Sequence[EpisodeScore],
+    reason_threshold: float,
+) -> dict[str, float]:
+    """``grounding_metrics`` from episodes already scored by ``score_episodes`` (``evaluate`` scores each run once)."""
     labels = [lab for sc in scores for lab in sc.breakdown.labels]
     comp = [sc.breakdown.components for sc in scores]
     n_ep, n_act = len(scores), len(labels)
@@ -405,21 +412,23 @@ def evaluate(
                 probed = _run(policy, records, image_of, envs, cfg, seed=seed, greedy=greedy)
     finally:
         policy.model.train(was_training)
-    metrics = grounding_metrics(normal, records, rewards, reason_threshold=reason_threshold)
-    probe_metrics = grounding_metrics(probed, records, rewards, reason_threshold=reason_threshold) if probed else None
+    # each run scored once; the metrics, the report rows and the trajectory lines all read these scores
+    scores = score_episodes(normal, records, rewards)
+    probe_scores = score_episodes(probed, records, rewards) if probed else None
+    metrics = _metrics([_episode(r) for r in normal], records, scores, reason_threshold)
+    probe_metrics = _metrics([_episode(r) for r in probed], records, probe_scores, reason_threshold) if probed else None
     config = {
         "train": dataclasses.asdict(cfg) if dataclasses.is_dataclass(cfg) else {},
         "rewards_resolved": rewards.to_dict(),
         "eval": {"probe": probe, "probe_kind": probe_kind, "seed": seed, "greedy": greedy,
                  "reason_threshold": reason_threshold, "hit_thresholds": list(HIT_THRESHOLDS)},
     }
-    return EvalReport(metrics, probe_metrics, config, _rows(normal, probed, records, rewards),
-                      _trajectories(normal, records, rewards))
+    return EvalReport(metrics, probe_metrics, config, _rows(normal, probed, records, scores, probe_scores),
+                      _trajectories(normal, records, scores, rewards))
 
 
-def _trajectories(rollouts, records, cfg: RewardConfig) -> list[dict[str, Any]]:
-    """The normal run's episodes as trajectory-log lines (group = the record's index, sample 0, step null)."""
-    scores = score_episodes(rollouts, records, cfg)
+def _trajectories(rollouts, records, scores, cfg: RewardConfig) -> list[dict[str, Any]]:
+    """The normal run's scored episodes as trajectory-log lines (group = the record's index, sample 0, step null)."""
     return [
         trajectory_row(_episode(r), rec, sc.breakdown, cfg, source="eval", step=None, group=i, sample=0,
                        turns=getattr(r, "turn_texts", ()))
@@ -427,12 +436,11 @@ def _trajectories(rollouts, records, cfg: RewardConfig) -> list[dict[str, Any]]:
     ]
 
 
-def _rows(normal, probed, records, cfg: RewardConfig) -> list[dict[str, Any]]:
-    """Per-episode rows of the normal run, each with the probe run's row under ``"probe"`` (None without probe)."""
+def _rows(normal, probed, records, scores, probe_scores) -> list[dict[str, Any]]:
+    """Per-episode rows of the scored normal run, each with the probe run's row under ``"probe"`` (None without
+    probe)."""
     rows = []
-    scores = score_episodes(normal, records, cfg)
-    probe_scores = score_episodes(probed, records, cfg) if probed else [None] * len(records)
-    for i, (rec, sc, psc) in enumerate(zip(records, scores, probe_scores)):
+    for i, (rec, sc, psc) in enumerate(zip(records, scores, probe_scores or [None] * len(records))):
         row = episode_row(_episode(normal[i]), rec, sc)
         row["probe"] = None if psc is None else episode_row(_episode(probed[i]), rec, psc)
         rows.append(row)

@@ -15,6 +15,7 @@ from PIL import Image  # noqa: E402
 from rich.console import Console  # noqa: E402
 from typer.testing import CliRunner  # noqa: E402
 
+from tests.train.resume import Interrupt, assert_same_final_weights, interrupt_at  # noqa: E402
 from virl_data import boxes  # noqa: E402
 from virl_data.errors import ConfigError  # noqa: E402
 from virl_data.pipeline import run_demo  # noqa: E402
@@ -128,17 +129,6 @@ def test_sft_refuses_zero_steps(demo_export, tmp_path):
         sft(_cfg(demo_export, tmp_path), 0)
 
 
-class _Interrupt(RuntimeError):
-    pass
-
-
-def _final_weights(out: Path) -> dict[str, torch.Tensor]:
-    from safetensors.torch import load_file
-
-    (path,) = (out / "final").glob("*.safetensors")
-    return load_file(str(path))
-
-
 def test_sft_checkpoints_and_a_killed_run_resumes_to_the_same_parameters(demo_export, tmp_path):
     """5 steps with a checkpoint every 2, LoRA with dropout on (so the restored RNG matters): killed after step 3,
     the rerun resumes from step 2 and ends with the uninterrupted run's parameters, bit for bit."""
@@ -147,22 +137,15 @@ def test_sft_checkpoints_and_a_killed_run_resumes_to_the_same_parameters(demo_ex
     straight = sft(_cfg(demo_export, tmp_path / "straight", *more), 5, **kw)
     assert sorted(p.name for p in (straight / "checkpoints").glob("step_*")) == ["step_4", "step_5"]
 
-    def stop_at_three(step, metrics):
-        if step == 3:
-            raise _Interrupt
-
     killed = tmp_path / "killed"
-    with pytest.raises(_Interrupt):
-        sft(_cfg(demo_export, killed, *more), 5, callbacks=[stop_at_three], **kw)
+    with pytest.raises(Interrupt):
+        sft(_cfg(demo_export, killed, *more), 5, callbacks=[interrupt_at(3)], **kw)
     assert sorted(p.name for p in (killed / "checkpoints").glob("step_*")) == ["step_2"]
     assert not (killed / "final").exists()
     seen = []
     sft(_cfg(demo_export, killed, *more), 5, callbacks=[lambda s, m: seen.append(s)], **kw)
     assert seen == [3, 4, 5]  # resumed after step 2
-    a, b = _final_weights(straight), _final_weights(killed)
-    assert a.keys() == b.keys()
-    for key in a:
-        torch.testing.assert_close(a[key], b[key], rtol=0, atol=0, msg=key)
+    assert_same_final_weights(straight, killed)
     log = [json.loads(x) for x in (killed / "log.jsonl").read_text().splitlines()]
     straight_log = [json.loads(x) for x in (straight / "log.jsonl").read_text().splitlines()]
     assert [x["step"] for x in log] == [1, 2, 3, 4, 5]  # step 3 of the killed run is not logged twice

@@ -12,9 +12,9 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("accelerate")
 
 from rich.console import Console  # noqa: E402
-from safetensors.torch import load_file  # noqa: E402
 from typer.testing import CliRunner  # noqa: E402
 
+from tests.train.resume import Interrupt, assert_same_final_weights, final_weights, interrupt_at  # noqa: E402
 from virl_data.errors import ConfigError  # noqa: E402
 from virl_data.pipeline import run_demo  # noqa: E402
 from virl_train.cli import app  # noqa: E402
@@ -38,15 +38,6 @@ def _cfg(data: Path, out: Path, *more: str):
     )
 
 
-class _Interrupt(RuntimeError):
-    pass
-
-
-def _weights(out: Path) -> dict[str, torch.Tensor]:
-    (path,) = (out / "final").glob("*.safetensors")
-    return load_file(str(path))
-
-
 def test_three_steps_write_logs_checkpoints_and_a_final_model(demo_export, tmp_path):
     seen = []
     result = train(_cfg(demo_export, tmp_path / "run"), callbacks=[lambda s, m: seen.append((s, m))])
@@ -61,7 +52,7 @@ def test_three_steps_write_logs_checkpoints_and_a_final_model(demo_export, tmp_p
     assert len(list((tmp_path / "run" / "checkpoints").glob("step_*"))) == 2  # only the newest two kept
     assert any((tmp_path / "run" / "tb").iterdir())
     assert (tmp_path / "run" / "config.yaml").exists()
-    assert _weights(tmp_path / "run")  # the final policy is saved in HF format
+    assert final_weights(tmp_path / "run")  # the final policy is saved in HF format
 
 
 def test_training_changes_the_parameters_and_a_killed_run_resumes_to_the_same_ones(demo_export, tmp_path):
@@ -69,21 +60,13 @@ def test_training_changes_the_parameters_and_a_killed_run_resumes_to_the_same_on
     train(_cfg(demo_export, straight))
 
     killed = tmp_path / "killed"
-
-    def stop_at_two(step, metrics):
-        if step == 2:
-            raise _Interrupt
-
-    with pytest.raises(_Interrupt):
-        train(_cfg(demo_export, killed), callbacks=[stop_at_two])
+    with pytest.raises(Interrupt):
+        train(_cfg(demo_export, killed), callbacks=[interrupt_at(2)])
     assert latest_checkpoint(killed).name == "step_2" and not (killed / "final").exists()
     result = train(_cfg(demo_export, killed))
     assert result.resumed_from == 2
 
-    a, b = _weights(straight), _weights(killed)
-    assert a.keys() == b.keys()
-    for key in a:
-        torch.testing.assert_close(a[key], b[key], rtol=0, atol=0, msg=key)
+    assert_same_final_weights(straight, killed)
     log = [json.loads(x)["step"] for x in (killed / "log.jsonl").read_text().splitlines()]
     assert log == [1, 2, 3]
     # the trajectory log of the resumed run is the uninterrupted run's, line for line (no step twice)
@@ -101,12 +84,8 @@ def test_a_run_killed_between_checkpoints_resumes_without_logging_a_step_twice(d
     straight, killed = tmp_path / "straight", tmp_path / "killed"
     train(_cfg(demo_export, straight, *more))
 
-    def stop_at_three(step, metrics):
-        if step == 3:
-            raise _Interrupt
-
-    with pytest.raises(_Interrupt):
-        train(_cfg(demo_export, killed, *more), callbacks=[stop_at_three])
+    with pytest.raises(Interrupt):
+        train(_cfg(demo_export, killed, *more), callbacks=[interrupt_at(3)])
     assert {x["step"] for x in _lines(killed / "trajectories.jsonl")} == {1, 2, 3}
     assert train(_cfg(demo_export, killed, *more)).resumed_from == 2
     assert [x["step"] for x in _lines(killed / "log.jsonl")] == [1, 2, 3, 4]
