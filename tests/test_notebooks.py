@@ -93,7 +93,7 @@ def test_04_train_and_evaluate(tmp_path, monkeypatch):
     pytest.importorskip("transformers")
     run_notebook("04_train_and_evaluate", tmp_path, monkeypatch)
     log = [json.loads(line) for line in (tmp_path / "runs" / "rl" / "log.jsonl").read_text().splitlines()]
-    assert [m["step"] for m in log] == list(range(1, 11))
+    assert [m["step"] for m in log] == list(range(1, 9))
     report = json.loads((tmp_path / "eval" / "eval.json").read_text())
-    assert report["counts"]["n_episodes"] == 24
+    assert report["counts"]["n_episodes"] == 16
     assert (tmp_path / "train_and_evaluate.png").stat().st_size > 10_000
