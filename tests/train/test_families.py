@@ -15,13 +15,14 @@ pytest.importorskip("transformers")
 
 from PIL import Image
 
+from tests.train.kv_cache import cached_logprobs
 from virl_data.errors import ConfigError
 from virl_train.config import MODEL_FAMILIES, LoraConfig, ModelConfig, load_config
 from virl_train.env import CropEnv
 from virl_train.models import FAMILIES, family_for, family_from_model_type
 from virl_train.models.idefics3 import pad_to_square
 from virl_train.policy import load_policy, save_policy
-from virl_train.rollout import _Context, batch_inputs, completion_logprobs, rollout_batch, rollout_episode
+from virl_train.rollout import batch_inputs, completion_logprobs, rollout_batch, rollout_episode
 
 MIN_PX, MAX_PX = 56 * 56, 224 * 224
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -127,28 +128,6 @@ def test_sampling_logprobs_match_the_loss_forward_and_seeds_repeat(policy, two_r
         assert torch.allclose(row[:n], torch.tensor(r.logprobs), atol=1e-5) and (row[n:] == 0).all()
 
 
-def _cached_logprobs(policy, r) -> torch.Tensor:
-    """Log-probs of the completion fed turn by turn through the KV cache (model tokens one at a time)."""
-    e, ctx = r.episode, _Context(policy)
-    crops = iter(r.images[1:])
-    with torch.no_grad():
-        logits = ctx.extend([e.prompt_ids], [r.images[:1]])[0]
-        out, i, ids = [], 0, list(e.completion_ids)
-        while i < len(ids):
-            j = i
-            while j < len(ids) and e.loss_mask[j] == e.loss_mask[i]:
-                j += 1
-            chunk = ids[i:j]
-            if e.loss_mask[i]:
-                for tok in chunk:
-                    out.append(torch.log_softmax(logits.float(), -1)[tok].item())
-                    logits = ctx.extend([[tok]])[0]
-            else:
-                out += [0.0] * len(chunk)
-                logits = ctx.extend([chunk], [[next(crops) for _ in range(chunk.count(policy.vision_start_id))]])[0]
-            i = j
-    return torch.tensor(out)
-
 
 def test_the_cache_path_over_crops_equals_one_forward_and_padding_changes_nothing(policy, two_records):
     records, images = two_records
@@ -162,7 +141,7 @@ def test_the_cache_path_over_crops_equals_one_forward_and_padding_changes_nothin
         full = completion_logprobs(policy.model, batch_inputs(policy, [scripted]))[0]
         together = completion_logprobs(policy.model, batch_inputs(policy, [short, scripted]))
         alone_short = completion_logprobs(policy.model, batch_inputs(policy, [short]))[0]
-    assert torch.allclose(full, _cached_logprobs(policy, scripted), atol=1e-4)
+    assert torch.allclose(full, cached_logprobs(policy, scripted), atol=1e-4)
     assert torch.allclose(together[1], full, atol=1e-5)
     n = len(short.episode.completion_ids)
     assert torch.allclose(together[0, :n], alone_short, atol=1e-5) and (together[0, n:] == 0).all()

@@ -11,13 +11,13 @@ pytest.importorskip("transformers")
 
 from PIL import Image
 
+from tests.train.kv_cache import cached_logprobs
 from virl_data.errors import ConfigError
 from virl_data.types import Box
 from virl_train.config import LoraConfig, ModelConfig
 from virl_train.env import CROP_TEXT, CropEnv
 from virl_train.policy import TINY_NAME, load_policy
 from virl_train.rollout import (
-    _Context,
     batch_inputs,
     completion_logprobs,
     rollout_batch,
@@ -298,29 +298,6 @@ def test_lora_policy_rolls_out(record, image):
 
 
 # --- the loss forward ---------------------------------------------------------------------------------------------
-def _cached_logprobs(policy, r, temperature=1.0) -> torch.Tensor:
-    """Log-probs of the completion computed turn by turn through the KV cache, as the sampler sees them."""
-    e, ctx = r.episode, _Context(policy)
-    crops = iter(r.images[1:])
-    with torch.no_grad():
-        logits = ctx.extend([e.prompt_ids], [r.images[:1]])[0]
-        out, i, ids = [], 0, list(e.completion_ids)
-        while i < len(ids):
-            j = i
-            while j < len(ids) and e.loss_mask[j] == e.loss_mask[i]:
-                j += 1
-            chunk = ids[i:j]
-            images = [next(crops) for _ in range(chunk.count(policy.vision_start_id))]
-            for k, tok in enumerate(chunk):
-                lp = torch.log_softmax(logits.float() / temperature, -1)[tok].item()
-                out.append(lp if e.loss_mask[i + k] else 0.0)
-                if e.loss_mask[i]:
-                    logits = ctx.extend([[tok]])[0]
-            if not e.loss_mask[i]:
-                logits = ctx.extend([chunk], [images])[0]
-            i = j
-    return torch.tensor(out)
-
 
 def test_batch_logprobs_match_sampling_and_the_cached_multi_image_path(policy, record, image):
     sampled = rollout_episode(policy, _env(), record, image, max_new_tokens=6, temperature=0.7,
@@ -331,7 +308,7 @@ def test_batch_logprobs_match_sampling_and_the_cached_multi_image_path(policy, r
         lp_script = completion_logprobs(policy.model, batch_inputs(policy, [scripted]))[0]
     assert torch.allclose(lp, torch.tensor(sampled.logprobs), atol=1e-5)
     # the cache path with a crop image in the middle gives the same numbers as one full forward
-    assert torch.allclose(lp_script, _cached_logprobs(policy, scripted), atol=1e-4)
+    assert torch.allclose(lp_script, cached_logprobs(policy, scripted), atol=1e-4)
     assert (lp_script[torch.tensor(scripted.episode.loss_mask) == 0] == 0).all()
 
 
