@@ -64,7 +64,7 @@ from virl_data.corpus import atomic_path, write_json
 from virl_data.errors import ConfigError, VirlError
 from virl_data.types import Box, RationaleRecord
 from virl_train.matching import chain_array, overlaps
-from virl_train.metrics import action_metrics
+from virl_train.metrics import action_metrics, rate
 from virl_train.rewards import FULL, RewardConfig, action_boxes, score_record
 from virl_train.trajectories import FILE_NAME, trajectory_row, write_trajectories
 from virl_train.types import ActionKind, Episode, RewardBreakdown
@@ -168,10 +168,6 @@ def score_episodes(
     return out
 
 
-def _rate(num: float, den: float) -> float:
-    return float(num) / den if den else 0.0
-
-
 def _mean(values: Sequence[float]) -> float:
     return float(np.mean(values)) if len(values) else 0.0
 
@@ -231,21 +227,21 @@ def _metrics(
     gt_groups = {r.id: (r.image.path, r.question, to_boxes(chain_array(r.chain))) for r in records}
     ctx_gt, n_ctx_gt = context_agnosticism(list(gt_groups.values()))
     m = {
-        "accuracy": _rate(sum(sc.correct for sc in scores), n_app),
+        "accuracy": rate(sum(sc.correct for sc in scores), n_app),
         "box_answer_iou": _mean(box_ious),
-        "answered_rate": _rate(sum(ep.answer is not None for ep in episodes), n_ep),
-        "format_rate": _rate(sum(c["format"] == 0.0 for c in comp), n_ep),
+        "answered_rate": rate(sum(ep.answer is not None for ep in episodes), n_ep),
+        "format_rate": rate(sum(c["format"] == 0.0 for c in comp), n_ep),
         "reward": _mean([sc.breakdown.total for sc in scores]),
         "rationale": _mean([c["rationale"] for c in comp]),
         "rationale_recall": _mean([c["rationale_recall"] for c in comp]),
         "rationale_precision": _mean([c["rationale_precision"] for c in comp]),
         "mean_fidelity": _mean([lab.fidelity for lab in labels]),
-        **{f"hit_rate@{t}": _rate(sum(lab.fidelity >= t for lab in labels), n_act) for t in HIT_THRESHOLDS},
+        **{f"hit_rate@{t}": rate(sum(lab.fidelity >= t for lab in labels), n_act) for t in HIT_THRESHOLDS},
         "gt_coverage": _mean([_mean(sc.covered) for sc in scores]),
         **action_metrics(episodes, [sc.breakdown for sc in scores]),  # the same function as the training log
         "turns_per_episode": _mean([ep.n_turns for ep in episodes]),
-        "rarr": _rate(sum(right), n_app),
-        "rawr": _rate(sum(sc.correct and not r for sc, r in zip(scores, right)), n_app),
+        "rarr": rate(sum(right), n_app),
+        "rawr": rate(sum(sc.correct and not r for sc, r in zip(scores, right)), n_app),
         "context_agnosticism": ctx,
         "context_agnosticism_gt": ctx_gt,
     }

@@ -33,7 +33,8 @@ from collections.abc import Sequence
 from virl_train.types import ActionKind, Episode, LabelKind, RewardBreakdown
 
 
-def _rate(num: float, den: float) -> float:
+def rate(num: float, den: float) -> float:
+    """``num / den``, 0.0 when there is nothing to count (``den`` 0)."""
     return float(num) / den if den else 0.0
 
 
@@ -46,12 +47,12 @@ def action_metrics(episodes: Sequence[Episode], scores: Sequence[RewardBreakdown
     crops = [sum(a.kind is ActionKind.CROP and a.box is not None for a in ep.actions) for ep in episodes]
     n_invalid = sum(a.kind is ActionKind.INVALID for ep in episodes for a in ep.actions)
     return {
-        **{f"{k.value}_rate": _rate(kinds.count(k), n_act) for k in LabelKind},
-        "invalid_rate": _rate(n_invalid, n_act),
-        "tool_use_rate": _rate(sum(c > 0 for c in crops), n_ep),
-        "actions_per_episode": _rate(n_act, n_ep),
-        "crops_per_episode": _rate(sum(crops), n_ep),
+        **{f"{k.value}_rate": rate(kinds.count(k), n_act) for k in LabelKind},
+        "invalid_rate": rate(n_invalid, n_act),
+        "tool_use_rate": rate(sum(c > 0 for c in crops), n_ep),
+        "actions_per_episode": rate(n_act, n_ep),
+        "crops_per_episode": rate(sum(crops), n_ep),
     }
 
 
-__all__ = ["action_metrics"]
+__all__ = ["action_metrics", "rate"]
