@@ -188,7 +188,8 @@ def score_episode(
     format_ok: bool = True,
     cfg: RewardConfig = FULL,
 ) -> RewardBreakdown:
-    """The full reward of one trajectory: ``total = R_acc + λ_fmt·R_fmt + bonus`` and the step credits c_k.
+    """The full reward of one trajectory: ``total = λ_acc·R_acc + λ_fmt·R_fmt + bonus`` (λ_acc = 1 but in the
+    ``rationale`` preset) and the step credits c_k.
 
     An answer whose gold cannot be parsed for its type (``score_answer`` → None) scores R_acc = 0 with
     ``components["accuracy_applicable"] = 0`` and never opens the gate. For a box answer (``answer_type="box"``)
