@@ -3,7 +3,7 @@
 Layout (every field has a default, so an empty YAML is a valid config)::
 
     TrainConfig
-      model:   ModelConfig    name_or_path, family, box_convention, box_scale, min_pixels, max_pixels, dtype, lora: LoraConfig
+      model:   ModelConfig    name_or_path, family, box_convention, box_scale, min_pixels, max_pixels, dtype, tiny_size, lora
       data:    DataConfig     path, train_split, eval_split, limit
       env:     EnvConfig      max_actions, min_crop, max_aspect, action_format, oob_tol, frame
       rewards: RewardsConfig  preset, params (a free mapping, validated by the rewards module)
@@ -83,6 +83,9 @@ class ModelConfig:
     vendor docs). ``min_pixels`` / ``max_pixels`` are the processor's and also bound the crops the environment returns.
     ``freeze_vision``: ``none`` trains everything (or the LoRA adapters), ``tower`` keeps the vision encoder's blocks
     fixed and trains the patch merger and the language model, ``all`` freezes the merger too.
+    ``tiny_size`` only matters for the ``tiny-*`` names (random models built offline): ``small`` (hidden 64, 2 text
+    and 2 vision layers; the tests) or ``base`` (hidden 128, 4 and 4 layers; ``benchmarks/learning.py``, the size at
+    which a tiny Idefics3 learns where things are). A checkpoint keeps the size it was built with.
     """
 
     name_or_path: str = "Qwen/Qwen2.5-VL-3B-Instruct"
@@ -94,6 +97,7 @@ class ModelConfig:
     dtype: str = _choice("bfloat16", ("float32", "bfloat16", "float16"))
     gradient_checkpointing: bool = False
     freeze_vision: str = _choice("none", ("none", "tower", "all"))
+    tiny_size: str = _choice("small", ("small", "base"))
     lora: LoraConfig = field(default_factory=LoraConfig)
 
 

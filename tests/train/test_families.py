@@ -194,3 +194,24 @@ def test_idefics3_pads_crops_to_square_without_stretching():
     assert square.size == (60, 60)
     px = np.asarray(square)
     assert (px[20:40] == [255, 0, 0]).all() and (px[:20] == 0).all() and (px[40:] == 0).all()
+
+
+@pytest.mark.parametrize("family", list(FAMILIES))
+def test_tiny_size_base_doubles_width_and_depth_and_runs_an_episode(family, two_records, tmp_path):
+    small = load_policy(_cfg(family), seed=0)
+    base = load_policy(_cfg(family, tiny_size="base"), seed=0)
+    text = base.model.config.get_text_config()
+    assert (text.hidden_size, text.num_hidden_layers) == (128, 4)
+    assert (text.hidden_size // text.num_attention_heads) == 16  # head size kept: M-RoPE sections still sum right
+    n_small, n_base = (sum(p.numel() for p in p_.model.parameters()) for p_ in (small, base))
+    assert 3 * n_small < n_base
+    records, images = two_records
+    r = rollout_episode(base, _ForcedEnv(base, _forced(base)[0]), records[0], images[0], max_new_tokens=6,
+                        greedy=True)
+    assert len(r.images) == 3  # the image and two crops went through the bigger towers
+    _check_invariants(base, r)
+    save_policy(base, tmp_path / "p")
+    again = load_policy(_cfg(family, name_or_path=str(tmp_path / "p")))
+    assert again.model.config.get_text_config().num_hidden_layers == 4  # a checkpoint keeps its size, whatever model.tiny_size says
+    with pytest.raises(ConfigError, match="model.tiny_size"):
+        load_config(None, ["model.tiny_size=huge"])

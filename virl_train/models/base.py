@@ -197,6 +197,24 @@ def tiny_tokenizer(special_tokens: tuple[str, ...], eos: str, pad: str, extra: t
     )  # fmt: skip
 
 
+def tiny_dims(small: dict[str, Any], size: str, *, widths: Sequence[str] = (), depths: Sequence[str] = (),
+              heads: Sequence[str] = (), lists: dict[str, Any] | None = None) -> dict[str, Any]:
+    """A tiny config of ``model.tiny_size``: ``small`` as given; ``base`` with the ``widths`` (hidden sizes), ``depths``
+    (layer counts) and ``heads`` keys doubled (head size unchanged) and the ``lists`` entries replaced.
+
+    >>> tiny_dims({"hidden_size": 64, "num_hidden_layers": 2}, "base", widths=["hidden_size"], depths=["num_hidden_layers"])
+    {'hidden_size': 128, 'num_hidden_layers': 4}
+    """
+    if size == "small":
+        return dict(small)
+    if size != "base":
+        raise ConfigError(f"model.tiny_size: expected one of small, base, got {size!r}")
+    out = dict(small)
+    for key in (*widths, *depths, *heads):
+        out[key] = 2 * small[key]
+    return out | dict(lists or {})
+
+
 def seeded(build, seed: int):
     """``build()`` with the torch RNG seeded by ``seed`` and restored afterwards (weights depend on ``seed`` only)."""
     with torch.random.fork_rng(devices=[]):
@@ -212,5 +230,5 @@ def finish_tiny(model: Any, tokenizer: Any, cfg: ModelConfig, eos: str, pad: str
     return model.to(DTYPES[cfg.dtype])
 
 
-__all__ = ["DTYPES", "EncodedImage", "Family", "TokenIds", "finish_tiny", "seeded", "tiny_tokenizer",
+__all__ = ["DTYPES", "EncodedImage", "Family", "TokenIds", "finish_tiny", "seeded", "tiny_dims", "tiny_tokenizer",
            "tiny_tokenizer_json"]

@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from PIL import Image
 
-from virl_train.models.base import EncodedImage, Family, TokenIds, finish_tiny, seeded, tiny_tokenizer
+from virl_train.models.base import EncodedImage, Family, TokenIds, finish_tiny, seeded, tiny_dims, tiny_tokenizer
 
 if TYPE_CHECKING:
     from virl_train.config import ModelConfig
@@ -85,16 +85,22 @@ class Idefics3(Family):
         return max(PATCH * SHUFFLE, int(math.isqrt(int(max_pixels)) // (PATCH * SHUFFLE)) * PATCH * SHUFFLE)
 
     def build_tiny(self, cfg: ModelConfig, seed: int) -> tuple[Any, Any, Any]:
-        """Hidden 64, 2 Llama layers, a 2-layer SigLIP of side ``tiny_side(max_pixels)``; weights seeded by ``seed``."""
+        """Hidden 64, 2 Llama layers, a 2-layer SigLIP of side ``tiny_side(max_pixels)`` (``model.tiny_size: base``:
+        hidden 128, 4 + 4 layers); weights seeded by ``seed``."""
         from transformers import Idefics3Config, Idefics3ForConditionalGeneration
 
         tokenizer = tiny_tokenizer(self.special_tokens, eos="<end_of_utterance>", pad="<|endoftext|>",
                                    extra=CHAT_WORDS)  # fmt: skip
         ids = {t: tokenizer.convert_tokens_to_ids(t) for t in self.special_tokens}
         side = self.tiny_side(cfg.max_pixels)
-        text = dict(TINY_TEXT, vocab_size=len(tokenizer), bos_token_id=ids["<|im_start|>"],
+        size = cfg.tiny_size
+        text = tiny_dims(TINY_TEXT, size, widths=("hidden_size", "intermediate_size"), depths=("num_hidden_layers",),
+                         heads=("num_attention_heads", "num_key_value_heads"))
+        vision = tiny_dims(TINY_VISION, size, widths=("hidden_size", "intermediate_size"),
+                           depths=("num_hidden_layers",))
+        text = dict(text, vocab_size=len(tokenizer), bos_token_id=ids["<|im_start|>"],
                     eos_token_id=ids["<end_of_utterance>"], pad_token_id=ids["<|endoftext|>"])
-        config = Idefics3Config(text_config=text, vision_config=dict(TINY_VISION, image_size=side),
+        config = Idefics3Config(text_config=text, vision_config=dict(vision, image_size=side),
                                 image_token_id=ids["<image>"], scale_factor=SHUFFLE, pad_token_id=ids["<|endoftext|>"])
         model = seeded(lambda: Idefics3ForConditionalGeneration(config), seed)
         model = finish_tiny(model, tokenizer, cfg, "<end_of_utterance>", "<|endoftext|>")

@@ -24,7 +24,7 @@ import torch
 from PIL import Image
 
 from virl_data.errors import ConfigError
-from virl_train.models.base import EncodedImage, Family, TokenIds, finish_tiny, seeded, tiny_tokenizer
+from virl_train.models.base import EncodedImage, Family, TokenIds, finish_tiny, seeded, tiny_dims, tiny_tokenizer
 
 if TYPE_CHECKING:
     from virl_train.config import ModelConfig
@@ -59,9 +59,12 @@ class QwenChat(Family):
         return {"image_token_id": ids["<|image_pad|>"], "video_token_id": ids["<|video_pad|>"],
                 "vision_start_token_id": ids["<|vision_start|>"], "vision_end_token_id": ids["<|vision_end|>"]}
 
-    def tiny_text(self, tokenizer: Any) -> dict[str, Any]:
+    def tiny_text(self, tokenizer: Any, size: str = "small") -> dict[str, Any]:
+        """The tiny text config (``model.tiny_size``; ``base`` keeps head size 16, so the M-RoPE sections hold)."""
         ids = {t: tokenizer.convert_tokens_to_ids(t) for t in self.special_tokens}
-        return dict(TINY_TEXT, vocab_size=len(tokenizer), bos_token_id=ids["<|endoftext|>"],
+        text = tiny_dims(TINY_TEXT, size, widths=("hidden_size", "intermediate_size"), depths=("num_hidden_layers",),
+                         heads=("num_attention_heads", "num_key_value_heads"))
+        return dict(text, vocab_size=len(tokenizer), bos_token_id=ids["<|endoftext|>"],
                     eos_token_id=ids["<|im_end|>"], pad_token_id=ids["<|endoftext|>"])
 
     def image_processor(self, cfg: ModelConfig, name: str | None = None, model_config: Any = None) -> Any:
@@ -147,7 +150,10 @@ class Qwen25VL(QwenChat):
         from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
 
         tokenizer = self.tiny_tokenizer()
-        config = Qwen2_5_VLConfig(text_config=self.tiny_text(tokenizer), vision_config=dict(self.TINY_VISION),
+        vision = tiny_dims(self.TINY_VISION, cfg.tiny_size, depths=("depth",),
+                           widths=("hidden_size", "intermediate_size", "out_hidden_size"),
+                           lists={"fullatt_block_indexes": [1, 3]})
+        config = Qwen2_5_VLConfig(text_config=self.tiny_text(tokenizer, cfg.tiny_size), vision_config=vision,
                                   **self.tiny_ids(tokenizer))  # fmt: skip
         model = seeded(lambda: Qwen2_5_VLForConditionalGeneration(config), seed)
         return finish_tiny(model, tokenizer, cfg, "<|im_end|>", "<|endoftext|>"), tokenizer, self.image_processor(cfg)
@@ -165,7 +171,8 @@ class Qwen2VL(QwenChat):
         from transformers import Qwen2VLConfig, Qwen2VLForConditionalGeneration
 
         tokenizer = self.tiny_tokenizer()
-        config = Qwen2VLConfig(text_config=self.tiny_text(tokenizer), vision_config=dict(self.TINY_VISION),
+        vision = tiny_dims(self.TINY_VISION, cfg.tiny_size, widths=("embed_dim", "hidden_size"), depths=("depth",))
+        config = Qwen2VLConfig(text_config=self.tiny_text(tokenizer, cfg.tiny_size), vision_config=vision,
                                **self.tiny_ids(tokenizer))  # fmt: skip
         model = seeded(lambda: Qwen2VLForConditionalGeneration(config), seed)
         return finish_tiny(model, tokenizer, cfg, "<|im_end|>", "<|endoftext|>"), tokenizer, self.image_processor(cfg)

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from virl_train.models.base import finish_tiny, seeded
+from virl_train.models.base import finish_tiny, seeded, tiny_dims
 from virl_train.models.qwen2_vl import QwenChat
 
 if TYPE_CHECKING:
@@ -39,10 +39,12 @@ class Qwen3VL(QwenChat):
         from transformers import Qwen3VLConfig, Qwen3VLForConditionalGeneration
 
         tokenizer = self.tiny_tokenizer()
-        text = self.tiny_text(tokenizer)
+        text = self.tiny_text(tokenizer, cfg.tiny_size)
         text |= {"head_dim": 16, "rope_parameters": {"rope_type": "default", "mrope_section": [4, 2, 2],
                                                      "mrope_interleaved": True, "rope_theta": 1_000_000.0}}
-        config = Qwen3VLConfig(text_config=text, vision_config=dict(self.TINY_VISION), **self.tiny_ids(tokenizer))
+        vision = tiny_dims(self.TINY_VISION, cfg.tiny_size, depths=("depth",),
+                           widths=("hidden_size", "intermediate_size", "out_hidden_size"))
+        config = Qwen3VLConfig(text_config=text, vision_config=vision, **self.tiny_ids(tokenizer))
         model = seeded(lambda: Qwen3VLForConditionalGeneration(config), seed)
         return finish_tiny(model, tokenizer, cfg, "<|im_end|>", "<|endoftext|>"), tokenizer, self.image_processor(cfg)
 
