@@ -47,11 +47,14 @@ from virl_data.miners.shapes import ShapesConfig  # noqa: E402
 from virl_data.pipeline import run_demo  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
-CONFIG = REPO / "configs" / "shapes_learn.yaml"
+CONFIG = REPO / "configs" / "ablation.yaml"
 TASK = ShapesConfig(
     image_size=(112, 112), min_shapes=2, max_shapes=3, questions_per_image=2, grid=2, min_gap=4,
-    families=("color_of", "shape_of", "nearest_color", "compare_size"), size_fractions=(0.18, 0.27, 0.38),
+    families=("color_of", "shape_of"), size_fractions=(0.36, 0.41, 0.46),
 )  # fmt: skip
+"""2-3 shapes of 40-51 px, each centred in its own 56-px cell; one-step questions (colour or shape of the shape a
+phrase names). Any crop of the right cell has IoU ≥ 0.5 with the rationale; the full 112-px image (16 visual tokens)
+already shows colours and shapes, so an answer needs no crop: the illusion the ablation is about."""
 VARIANTS: dict[str, str] = {
     "outcome": "(a) outcome + format",
     "process": "(b) + process supervision",
@@ -71,12 +74,14 @@ METRICS: dict[str, str] = {  # eval key → table column
 CURVES = ("reward/total", "reward/rationale", "reward/accuracy", "diag/crop_iou", "diag/zero_spread_frac",
           "diag/kl_start", "diag/entropy", "grad_norm")
 PLOTTED = ("reward/total", "reward/rationale", "reward/accuracy", "diag/crop_iou", "diag/zero_spread_frac")
-FAMILY_SETS: dict[str, list[str]] = {  # the tiny model of each family on this task; boxes 0-100 where relative
-    "qwen2_5_vl": [],
-    "idefics3": ["model.name_or_path=tiny-idefics3", "model.box_convention=qwen3_norm1000", "model.box_scale=100"],
+FAMILY_SETS: dict[str, list[str]] = {  # the tiny model of each family on this task (the config's is Idefics3)
+    "idefics3": [],
+    "qwen2_5_vl": ["model.name_or_path=tiny-qwen2.5-vl", "model.box_convention=qwen25_abs_resized"],
     "qwen3_vl": ["model.name_or_path=tiny-qwen3-vl", "model.box_convention=qwen3_norm1000", "model.box_scale=100"],
     "qwen2_vl": ["model.name_or_path=tiny-qwen2-vl", "model.box_convention=qwen2_norm1000"],
 }
+SFT_SETS = ["model.freeze_vision=none"]
+"""SFT trains every weight (the random tower must learn to see); RL keeps the config's ``freeze_vision``."""
 GOAL_IOU, GOAL_MARGIN = 0.5, 0.1
 
 
@@ -99,7 +104,7 @@ def build_task(out: Path, n_records: int, seed: int = 0, console: Console | None
 
 # --- one run ---------------------------------------------------------------------------------------------------------
 def load_cfg(overrides: list[str], extra: list[str] | None = None, family: str = "qwen2_5_vl"):
-    """``configs/shapes_learn.yaml`` with the family's settings (``FAMILY_SETS``), ``overrides``, then the user's
+    """``configs/ablation.yaml`` with the family's settings (``FAMILY_SETS``), ``overrides``, then the user's
     ``--set`` overrides (``extra``)."""
     from virl_train.config import load_config
 
@@ -123,7 +128,7 @@ def evaluate_policy(cfg, policy_dir: Path, data: Path, split: str, n: int, seed:
 def run_sft(data: Path, out: Path, args: argparse.Namespace, console: Console) -> tuple[Path, float]:
     from virl_train.sft import sft
 
-    cfg = load_cfg([f"data.path={data}", f"run.out_dir={out}", "run.seed=0"], args.set, args.family)
+    cfg = load_cfg([f"data.path={data}", f"run.out_dir={out}", "run.seed=0", *SFT_SETS], args.set, args.family)
     t0 = time.perf_counter()
     every = max(1, args.sft_steps // 10)
 
@@ -131,7 +136,8 @@ def run_sft(data: Path, out: Path, args: argparse.Namespace, console: Console) -
         if step % every == 0:
             console.print(f"  sft {step}/{args.sft_steps}  loss {m['loss']:.4f}  {m['time/wall_s']:.0f}s")
 
-    sft(cfg, args.sft_steps, lr=args.sft_lr, batch_size=args.sft_batch, out_dir=out, resume=False, callbacks=[progress])
+    sft(cfg, args.sft_steps, lr=args.sft_lr, batch_size=args.sft_batch, out_dir=out, resume=False, callbacks=[progress],
+        decoys=getattr(args, "sft_decoys", 0.0))
     return out / "final", time.perf_counter() - t0
 
 
@@ -153,6 +159,29 @@ def run_rl(variant: str, seed: int, start: Path, data: Path, out: Path, args: ar
     wall = time.perf_counter() - t0
     metrics = evaluate_policy(cfg, out / "final", data, args.eval_split, args.eval_n, seed)
     return {"curves": curves, "metrics": metrics, "train_wall_s": wall, "wall_s": time.perf_counter() - t0}
+
+
+def _rl_job(job: tuple) -> tuple[str, int, dict[str, Any]]:
+    """One RL run in a worker process (``--jobs``): ``args.threads // args.jobs`` torch threads."""
+    import torch
+
+    variant, seed, start, data, out, args = job
+    torch.set_num_threads(max(1, args.threads // max(1, args.jobs)))
+    warnings.filterwarnings("ignore")
+    return variant, seed, run_rl(variant, seed, start, data, out, args)
+
+
+def rl_jobs(jobs: list[tuple], n_workers: int):
+    """``(variant, seed, result)`` of every job, in the jobs' order: one after another in this process, or
+    ``n_workers`` spawned processes at a time (each run is seeded, so the results do not depend on the split)."""
+    if n_workers <= 1:
+        yield from (_rl_job(job) for job in jobs)
+        return
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    with ProcessPoolExecutor(max_workers=n_workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+        yield from pool.map(_rl_job, jobs)
 
 
 # --- aggregation and reports -----------------------------------------------------------------------------------------
@@ -255,8 +284,12 @@ def run(args: argparse.Namespace, console: Console) -> dict[str, Any]:
     t_all = time.perf_counter()
     work = Path(args.work)
     data = build_task(work / "data", args.records, console=console)
-    console.print(f"SFT: {args.sft_steps} steps")
-    start, sft_wall = run_sft(data, work / "sft", args, console)
+    if args.start is not None:
+        console.print(f"SFT start: {args.start} (not trained here)")
+        start, sft_wall = args.start, 0.0
+    else:
+        console.print(f"SFT: {args.sft_steps} steps")
+        start, sft_wall = run_sft(data, work / "sft", args, console)
     base = load_cfg([f"data.path={data}"], args.set, args.family)
     sft_metrics = evaluate_policy(base, start, data, args.eval_split, args.eval_n, 0)
     console.print(f"  SFT start: accuracy {sft_metrics['accuracy']:.3f}  rationale IoU {sft_metrics['rationale']:.3f}")
@@ -265,23 +298,24 @@ def run(args: argparse.Namespace, console: Console) -> dict[str, Any]:
     sight = sight_of_checkpoint(base, start, args.eval_split, args.eval_n)
     console.print("  " + sight_line(sight))
     runs: dict[str, list[dict[str, Any]]] = {v: [] for v in args.variants}
-    for seed in args.seeds:  # seed-major: a partial run still has every variant at equal seeds
-        for variant in args.variants:
-            r = run_rl(variant, seed, start, data, work / "rl" / f"{variant}-s{seed}", args)
-            runs[variant].append(r)
-            m = r["metrics"]
-            console.print(f"  {variant:8s} seed {seed}: accuracy {m['accuracy']:.3f}  rationale IoU {m['rationale']:.3f}  "
-                          f"probe drop {m['probe_drop']:+.3f}  {r['wall_s']:.0f}s")
+    jobs = [(v, seed, start, data, work / "rl" / f"{v}-s{seed}", args) for seed in args.seeds for v in args.variants]
+    for variant, seed, r in rl_jobs(jobs, args.jobs):  # seed-major: a partial run has every variant at equal seeds
+        runs[variant].append(r)
+        m = r["metrics"]
+        console.print(f"  {variant:8s} seed {seed}: accuracy {m['accuracy']:.3f}  rationale IoU {m['rationale']:.3f}  "
+                      f"probe drop {m['probe_drop']:+.3f}  {r['wall_s']:.0f}s")
     summary = summarize(runs, list(args.seeds), args.rl_steps)
     result = {
         "variants": summary,
-        "sft": {"metrics": {k: float(v) for k, v in sft_metrics.items()}, "steps": args.sft_steps, "wall_s": sft_wall,
+        "sft": {"metrics": {k: float(v) for k, v in sft_metrics.items()},
+                "steps": None if args.start else args.sft_steps, "start": str(start), "wall_s": sft_wall,
                 "sight": sight},
         "goal": goal_check(summary),
-        "family": args.family, "rl_lr": args.rl_lr, "sft_lr": args.sft_lr,
+        "family": args.family, "rl_lr": args.rl_lr, "sft_lr": args.sft_lr, "sft_decoys": args.sft_decoys,
         "task": {"shapes": dataclasses.asdict(TASK), "records": args.records, "config": str(CONFIG.relative_to(REPO)),
                  "eval_split": args.eval_split, "eval_n": args.eval_n},
-        "rl_steps": args.rl_steps, "seeds": list(args.seeds), "threads": args.threads, "overrides": list(args.set),
+        "rl_steps": args.rl_steps, "seeds": list(args.seeds), "threads": args.threads, "jobs": args.jobs,
+        "overrides": list(args.set),
         "wall_s": time.perf_counter() - t_all,
     }  # fmt: skip
     return result
@@ -297,18 +331,23 @@ def finite(result: dict[str, Any]) -> bool:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--work", default=str(REPO / "runs" / "learning"), help="data, checkpoints and run folders")
-    parser.add_argument("--records", type=int, default=8000, help="generated task records (80%% train)")
+    parser.add_argument("--records", type=int, default=20000, help="generated task records (80%% train)")
     parser.add_argument("--sft-steps", type=int, default=1000)
-    parser.add_argument("--sft-lr", type=float, default=3e-3)
+    parser.add_argument("--sft-lr", type=float, default=1e-3)
     parser.add_argument("--sft-batch", type=int, default=16)
-    parser.add_argument("--rl-steps", type=int, default=100)
+    parser.add_argument("--sft-decoys", type=float, default=0.3,
+                        help="share of SFT references with a decorative crop (virl_train.sft.reference_turns)")
+    parser.add_argument("--rl-steps", type=int, default=60)
     parser.add_argument("--rl-lr", type=float, default=1e-4)
-    parser.add_argument("--family", default="qwen2_5_vl", choices=list(FAMILY_SETS), help="tiny model family")
+    parser.add_argument("--family", default="idefics3", choices=list(FAMILY_SETS), help="tiny model family")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
     parser.add_argument("--eval-split", default="test")
     parser.add_argument("--eval-n", type=int, default=200, help="held-out records per evaluation")
-    parser.add_argument("--threads", type=int, default=2, help="torch intra-op threads")
+    parser.add_argument("--threads", type=int, default=2, help="torch intra-op threads (shared by the --jobs)")
+    parser.add_argument("--jobs", type=int, default=2, help="RL runs at a time, each in its own process")
+    parser.add_argument("--start", type=Path, default=None,
+                        help="an SFT checkpoint of this task to start from (skips SFT; its probe is still taken)")
     parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
                         help="config overrides for every run (e.g. grpo.group_size=8); rewards.preset is the variant's")
     parser.add_argument("--json", type=Path, default=REPO / "docs" / "ablation.json")

@@ -26,14 +26,17 @@ from __future__ import annotations
 
 import json
 import math
+import random
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from virl_data import boxes
 from virl_data.boxanswer import answer_box
+from virl_data.corpus import write_json
 from virl_data.errors import ConfigError
 from virl_data.types import RationaleRecord
 from virl_train.actions import from_pixels
@@ -85,9 +88,35 @@ def crop_text(values: Sequence[float], env: CropEnv) -> str:
     return f"<crop>{inner}</crop>"
 
 
-def reference_turns(record: RationaleRecord, env: CropEnv) -> list[str]:
+def decoy_box(box: Sequence[float], size: tuple[int, int], avoid: np.ndarray, rng: random.Random,
+              max_iou: float = 0.1, tries: int = 64) -> list[float] | None:
+    """A box of ``box``'s width and height at a random place inside the ``size = (w, h)`` image whose IoU with every
+    box of ``avoid`` (``[N, 4]``, original pixels) is at most ``max_iou``; None when ``tries`` random places all
+    overlap (e.g. the box covers most of the image).
+
+    >>> decoy_box((0, 0, 10, 10), (100, 100), np.array([[0, 0, 10, 10]]), random.Random(0))
+    [49.0, 53.0, 59.0, 63.0]
+    """
+    bw, bh = box[2] - box[0], box[3] - box[1]
+    w, h = size
+    if bw >= w or bh >= h:
+        return None
+    for _ in range(tries):
+        x1, y1 = float(rng.randint(0, int(w - bw))), float(rng.randint(0, int(h - bh)))
+        cand = np.array([[x1, y1, x1 + bw, y1 + bh]])
+        if not len(avoid) or float(boxes.iou_matrix(cand, avoid).max()) <= max_iou:
+            return cand[0].tolist()
+    return None
+
+
+def reference_turns(record: RationaleRecord, env: CropEnv, decoy: random.Random | None = None) -> list[str]:
     """The record's ground-truth trajectory as turn texts: one crop per chain step (the union box of the step's
     boxes, in the model's convention, rounded), then ``<answer>gold</answer>``.
+
+    With ``decoy`` (a seeded RNG) every crop is a *decorative* one instead: the step's box moved to a random place
+    that overlaps no rationale box (``decoy_box``; the true box where none fits), the answer still the gold one. An
+    SFT mix of such trajectories gives a start that crops partly where the answer is not and answers anyway, the
+    behaviour outcome-only RL cannot correct (``benchmarks/learning.py``).
 
     A chain longer than ``env.max_actions`` cannot be played in the environment: ``ConfigError``.
     """
@@ -95,11 +124,23 @@ def reference_turns(record: RationaleRecord, env: CropEnv) -> list[str]:
         raise ConfigError(f"record {record.id}: its chain has {len(record.chain)} steps but env.max_actions is "
                           f"{env.max_actions}; raise env.max_actions to at least the longest chain")
     size = (record.image.width, record.image.height)
+    avoid = boxes.as_array([b for step in record.chain for b in step.boxes])
     turns = []
     for step in record.chain:
-        union = boxes.union(boxes.as_array(step.boxes))
-        turns.append(crop_text(model_box(union.tolist(), env, size), env))
+        union = boxes.union(boxes.as_array(step.boxes)).tolist()
+        if decoy is not None:
+            union = decoy_box(union, size, avoid, decoy) or union
+        turns.append(crop_text(model_box(union, env, size), env))
     return turns + [f"<answer>{answer_text(record, env)}</answer>"]
+
+
+def decoy_rng(record: RationaleRecord, rate: float, seed: int) -> random.Random | None:
+    """The RNG of ``record``'s decorative reference when it draws one (probability ``rate``, a function of the
+    record id and ``seed`` only), else None."""
+    if rate <= 0:
+        return None
+    rng = random.Random(f"{seed}:{record.id}")
+    return rng if rng.random() < rate else None
 
 
 def answer_text(record: RationaleRecord, env: CropEnv) -> str:
@@ -120,10 +161,12 @@ def answer_text(record: RationaleRecord, env: CropEnv) -> str:
     return f"[{_fmt_values(model_box(gold.as_tuple(), env, size), env.convention)}]"
 
 
-def reference_rollout(policy: Policy, env: CropEnv, record: RationaleRecord, image, max_new_tokens: int) -> Rollout:
-    """The teacher-forced rollout of ``record``'s reference trajectory (real crops inserted by ``env``)."""
+def reference_rollout(policy: Policy, env: CropEnv, record: RationaleRecord, image, max_new_tokens: int,
+                      decoy: random.Random | None = None) -> Rollout:  # fmt: skip
+    """The teacher-forced rollout of ``record``'s reference trajectory (real crops inserted by ``env``); decorative
+    crops with ``decoy`` (``reference_turns``)."""
     return rollout_episode(policy, env, record, image, max_new_tokens=max_new_tokens,
-                           script=reference_turns(record, env))
+                           script=reference_turns(record, env, decoy))
 
 
 def nll_loss(logp: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -155,6 +198,7 @@ def sft(
     save_every: int | None = None,
     resume: bool = True,
     callbacks: Sequence[StepCallback] = (),
+    decoys: float = 0.0,
 ) -> Path:
     """Supervised warm start on the reference trajectories of ``cfg.data`` (train split, ``data.limit``).
 
@@ -168,6 +212,10 @@ def sft(
     Checkpoints work as in ``train``: ``accelerator.save_state`` into ``OUT/checkpoints/step_N`` (model, optimizer,
     schedule, every RNG), the newest two kept. With ``resume`` a rerun loads the newest one and continues at the
     next step, to the same parameters an uninterrupted run reaches; ``log.jsonl`` is cut back to that step first.
+
+    ``decoys``: the share of records whose reference crops are decorative (``reference_turns``: moved off every
+    rationale box, answer kept), drawn per record from its id and ``run.seed``; 0 (default) = none. The share drawn
+    is logged as ``decoys`` and written to ``OUT/sft.json``.
     """
     from accelerate import Accelerator
     from accelerate.utils import set_seed
@@ -176,6 +224,8 @@ def sft(
         raise ConfigError(f"sft: steps must be >= 1, got {steps}")
     if save_every is not None and save_every < 1:
         raise ConfigError(f"sft: save_every must be >= 1, got {save_every}")
+    if not 0.0 <= decoys <= 1.0:
+        raise ConfigError(f"sft: decoys must be a share in [0, 1], got {decoys}")
     out = Path(out_dir if out_dir is not None else cfg.run.out_dir)
     lr = cfg.optim.lr if lr is None else lr
     bs = batch_size or cfg.grpo.batch_size * cfg.grpo.group_size
@@ -184,8 +234,10 @@ def sft(
     set_seed(cfg.run.seed)
     examples = ExampleSet.load(cfg.data.path, cfg.data.train_split, limit=cfg.data.limit)
     policy = load_policy(cfg.model, seed=cfg.run.seed)
-    cache = [reference_rollout(policy, make_env(cfg), examples[i], examples.image(i), cfg.grpo.max_new_tokens)
+    rngs = [decoy_rng(examples[i], decoys, cfg.run.seed) for i in range(len(examples))]
+    cache = [reference_rollout(policy, make_env(cfg), examples[i], examples.image(i), cfg.grpo.max_new_tokens, rngs[i])
              for i in range(len(examples))]
+    decoy_share = sum(r is not None for r in rngs) / max(1, len(rngs))
     opt, sched = _optimizer(policy.model, lr, steps, min(warmup, steps), cfg.optim.weight_decay)
     model, opt = accelerator.prepare(policy.model, opt)
     accelerator.register_for_checkpointing(sched)
@@ -196,6 +248,8 @@ def sft(
         accelerator.load_state(str(ckpt))
     out.mkdir(parents=True, exist_ok=True)
     save_config(cfg, out / "config.yaml")
+    write_json({"steps": steps, "lr": lr, "batch_size": bs, "warmup": warmup, "decoys": decoys,
+                "decoy_share": decoy_share, "records": len(cache)}, out / "sft.json")  # fmt: skip
     truncate_steps(out / "log.jsonl", start)
     log = (out / "log.jsonl").open("a", buffering=1)  # line-buffered: a killed run keeps its lines
     model.train()
@@ -212,6 +266,7 @@ def sft(
             sched.step()
             opt.zero_grad()
             metrics = {"loss": float(loss.detach()), "grad_norm": float(norm), "lr": sched.get_last_lr()[0],
+                       "decoys": decoy_share,
                        "time/step_s": time.perf_counter() - t0, "time/wall_s": time.perf_counter() - t_start}
             log.write(json.dumps({"step": step + 1, **metrics}) + "\n")
             if (step + 1) % every == 0 or step + 1 == steps:

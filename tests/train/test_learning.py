@@ -81,14 +81,21 @@ def test_full_virl_and_outcome_only_score_a_wrong_crop_differently(task):
 
 
 def test_a_shortened_ablation_runs_end_to_end_with_finite_numbers(learning, task, tmp_path):
+    import sys
+
+    sys.path.insert(0, str(Path(learning.__file__).parent))
+    import learning as bench  # by its own name: the --jobs worker processes import it so
+
     out_json, out_png = tmp_path / "ablation.json", tmp_path / "ablation.png"
     args = ["--work", str(tmp_path / "work"), "--records", "60", "--sft-steps", "3", "--rl-steps", "2",
             "--seeds", "0", "1", "--variants", "outcome", "full", "--eval-split", "train", "--eval-n", "3",
-            "--threads", "1", "--json", str(out_json), "--png", str(out_png), "--family", "idefics3",
-            "--set", "grpo.batch_size=2", "grpo.group_size=2", "grpo.max_new_tokens=10"]
-    assert learning.main(args) == 0  # 0 = every metric and curve value finite
+            "--threads", "2", "--jobs", "2", "--json", str(out_json), "--png", str(out_png), "--family", "idefics3",
+            "--sft-decoys", "0.5", "--set", "model.tiny_size=small", "grpo.batch_size=2", "grpo.group_size=2",
+            "grpo.max_new_tokens=10"]
+    assert bench.main(args) == 0  # 0 = every metric and curve value finite
     result = json.loads(out_json.read_text())
-    assert result["family"] == "idefics3" and result["task"]["records"] == 60
+    assert result["family"] == "idefics3" and result["task"]["records"] == 60 and result["jobs"] == 2
+    assert result["sft_decoys"] == 0.5 and json.loads((tmp_path / "work" / "sft" / "sft.json").read_text())["decoys"] == 0.5
     sight = result["sft"]["sight"]  # the "can it see" probe of the SFT start
     assert set(sight) >= {"pixels", "constant", "gain", "can_see"} and sight["n_records"] == 3
     assert set(result["variants"]) == {"outcome", "full"} and result["seeds"] == [0, 1] and result["rl_steps"] == 2
@@ -116,7 +123,8 @@ def test_the_process_only_sanity_check_runs_and_reports_the_rise(learning, task,
     out = tmp_path / "sanity.json"
     assert sanity.main(["--work", str(tmp_path / "work"), "--records", "60", "--sft-steps", "2", "--rl-steps", "4",
                         "--eval-split", "train", "--eval-n", "2", "--json", str(out), "--family", "qwen3_vl",
-                        "--set", "grpo.batch_size=2", "grpo.group_size=2", "grpo.max_new_tokens=10"]) == 0
+                        "--set", "model.tiny_size=small", "grpo.batch_size=2", "grpo.group_size=2",
+                        "grpo.max_new_tokens=10"]) == 0
     result = json.loads(out.read_text())
     curve = result["rl"]["curves"]["diag/crop_iou"]
     assert len(curve) == 4 and result["rise"] == pytest.approx(sanity.rise(curve))

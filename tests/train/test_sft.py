@@ -25,7 +25,9 @@ from virl_train.data import ExampleSet  # noqa: E402
 from virl_train.env import CropEnv  # noqa: E402
 from virl_train.policy import load_policy  # noqa: E402
 from virl_train.rewards import RewardConfig, score_record  # noqa: E402
-from virl_train.sft import crop_text, model_box, reference_loss, reference_rollout, reference_turns, sft  # noqa: E402
+from virl_train.sft import (  # noqa: E402
+    crop_text, decoy_box, decoy_rng, model_box, reference_loss, reference_rollout, reference_turns, sft,
+)
 from virl_train.train import make_env  # noqa: E402
 from virl_train.types import LabelKind  # noqa: E402
 
@@ -77,6 +79,45 @@ def test_model_box_uses_the_convention_and_crop_text_the_syntax():
 def test_a_chain_longer_than_the_action_budget_is_a_config_error(record):
     with pytest.raises(ConfigError, match="max_actions"):
         reference_turns(record, CropEnv("qwen25_abs_resized", max_actions=1))
+
+
+def test_decoy_turns_crop_off_every_rationale_box_with_the_same_size_and_keep_the_answer(record):
+    import random
+
+    env = CropEnv("abs", max_actions=3)
+    chain = boxes.as_array([b for step in record.chain for b in step.boxes])
+    true_turns = reference_turns(record, env)
+    for seed in range(20):
+        turns = reference_turns(record, env, random.Random(seed))
+        assert turns[-1] == true_turns[-1]  # the gold answer stays
+        env.reset(Image.new("RGB", (448, 336)), record.question)
+        for step, turn in zip(record.chain, turns[:-1]):
+            got = boxes.as_array([env.step(turn).action.box])
+            union = boxes.union(boxes.as_array(step.boxes))
+            assert float(boxes.iou_matrix(got, chain).max()) <= 0.1 + 0.02  # integer rounding of the written box
+            assert abs((got[0, 2] - got[0, 0]) - (union[2] - union[0])) <= 1
+            assert abs((got[0, 3] - got[0, 1]) - (union[3] - union[1])) <= 1
+            assert 0 <= got[0, 0] and got[0, 2] <= 448 and 0 <= got[0, 1] and got[0, 3] <= 336
+    # a box as large as the image has no decorative place: the true one is kept
+    assert decoy_box((0, 0, 448, 336), (448, 336), chain, random.Random(0)) is None
+    # which records draw a decoy is a function of the record id and the seed only, at the asked rate
+    from tests.conftest import make_record
+
+    recs = [make_record(i) for i in range(400)]
+    drawn = [decoy_rng(r, 0.3, 0) is not None for r in recs]
+    assert drawn == [decoy_rng(r, 0.3, 0) is not None for r in recs] and 0.22 < sum(drawn) / 400 < 0.38
+    assert drawn != [decoy_rng(r, 0.3, 1) is not None for r in recs]
+    assert not any(decoy_rng(r, 0.0, 0) for r in recs) and all(decoy_rng(r, 1.0, 0) for r in recs)
+
+
+def test_sft_with_decoys_trains_on_decorative_crops_and_records_the_share(demo_export, tmp_path):
+    cfg = _cfg(demo_export, tmp_path / "sft")
+    out = sft(cfg, 2, lr=1e-3, batch_size=2, warmup=1, decoys=1.0)
+    meta = json.loads((out / "sft.json").read_text())
+    assert meta["decoys"] == 1.0 and meta["decoy_share"] == 1.0 and meta["records"] == 6
+    assert json.loads((out / "log.jsonl").read_text().splitlines()[0])["decoys"] == 1.0
+    with pytest.raises(ConfigError, match="decoys"):
+        sft(cfg, 2, decoys=1.5)
 
 
 def test_the_reference_rollout_scores_as_a_perfect_trajectory(demo_export, tmp_path):
