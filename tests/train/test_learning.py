@@ -132,3 +132,20 @@ def test_the_process_only_sanity_check_runs_and_reports_the_rise(learning, task,
     assert result["rl"]["config"]["rewards"]["preset"] == "rationale"  # R_rat alone
     assert set(result["sft"]["sight"]["pixels"]) == set(result["rl"]["sight_after"]["constant"])
     assert sanity.rise([0.0, 0.0, 0.5, 0.5], window=2) == 0.5
+
+
+def test_the_goal_check_needs_a_start_that_sees_and_a_margin_beyond_the_seed_noise(learning):
+    def summary(full, outcome):
+        return {name: {"metrics": {"rationale": {"mean": statistics.fmean(v), "std": statistics.stdev(v),
+                                                 "per_seed": v}}} for name, v in (("full", full), ("outcome", outcome))}
+
+    import statistics
+
+    sees, blind = {"pixels": {"hit_rate@0.5": 0.7}}, {"pixels": {"hit_rate@0.5": 0.45}}
+    clear = summary([0.60, 0.62, 0.61], [0.45, 0.47, 0.46])
+    assert learning.goal_check(clear, sees)["met"] is True
+    assert learning.goal_check(clear, blind)["met"] is False  # the start cannot see: the goal is not met
+    noisy = summary([0.75, 0.45, 0.63], [0.40, 0.62, 0.48])  # margin ≥ 0.1 but within the seed-to-seed spread
+    goal = learning.goal_check(noisy, sees)
+    assert goal["full_beats_outcome_by_0.1"] and not goal["margin_over_2_std"] and goal["met"] is False
+    assert learning.goal_check(summary([0.45, 0.46, 0.47], [0.30, 0.31, 0.32]), sees)["full_reaches_0.5"] is False
