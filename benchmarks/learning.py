@@ -141,7 +141,7 @@ def run_sft(data: Path, out: Path, args: argparse.Namespace, console: Console) -
             console.print(f"  sft {step}/{args.sft_steps}  loss {m['loss']:.4f}  {m['time/wall_s']:.0f}s")
 
     sft(cfg, args.sft_steps, lr=args.sft_lr, batch_size=args.sft_batch, out_dir=out, resume=False, callbacks=[progress],
-        decoys=getattr(args, "sft_decoys", 0.0))
+        decoys=args.sft_decoys)
     return out / "final", time.perf_counter() - t0
 
 
