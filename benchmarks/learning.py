@@ -141,7 +141,7 @@ def run_sft(data: Path, out: Path, args: argparse.Namespace, console: Console) -
             console.print(f"  sft {step}/{args.sft_steps}  loss {m['loss']:.4f}  {m['time/wall_s']:.0f}s")
 
     sft(cfg, args.sft_steps, lr=args.sft_lr, batch_size=args.sft_batch, out_dir=out, resume=False, callbacks=[progress],
-        decoys=args.sft_decoys)
+        decoys=args.sft_decoys, decoy_kind=args.sft_decoy_kind)
     return out / "final", time.perf_counter() - t0
 
 
@@ -328,6 +328,7 @@ def run(args: argparse.Namespace, console: Console) -> dict[str, Any]:
                 "sight": sight},
         "goal": goal_check(summary, sight),
         "family": args.family, "rl_lr": args.rl_lr, "sft_lr": args.sft_lr, "sft_decoys": args.sft_decoys,
+        "sft_decoy_kind": args.sft_decoy_kind,
         "task": {"shapes": dataclasses.asdict(TASK), "records": args.records, "config": str(CONFIG.relative_to(REPO)),
                  "eval_split": args.eval_split, "eval_n": args.eval_n},
         "rl_steps": args.rl_steps, "seeds": list(args.seeds), "threads": args.threads, "jobs": args.jobs,
@@ -353,6 +354,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sft-batch", type=int, default=16)
     parser.add_argument("--sft-decoys", type=float, default=0.0,
                         help="share of SFT references with a decorative crop (virl_train.sft.reference_turns)")
+    parser.add_argument("--sft-decoy-kind", default="elsewhere", choices=["elsewhere", "whole"],
+                        help="decorative crop: moved off the rationale, or the whole image")
     parser.add_argument("--rl-steps", type=int, default=60)
     parser.add_argument("--rl-lr", type=float, default=1e-4)
     parser.add_argument("--family", default="idefics3", choices=list(FAMILY_SETS), help="tiny model family")

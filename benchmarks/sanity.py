@@ -108,6 +108,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sft-lr", type=float, default=1e-3)
     parser.add_argument("--sft-batch", type=int, default=16)
     parser.add_argument("--sft-decoys", type=float, default=0.0, help="as benchmarks/learning.py's")
+    parser.add_argument("--sft-decoy-kind", default="elsewhere", choices=["elsewhere", "whole"],
+                        help="as benchmarks/learning.py's")
     parser.add_argument("--rl-steps", type=int, default=100)
     parser.add_argument("--rl-lr", type=float, default=1e-4)
     parser.add_argument("--preset", default="rationale", help="reward preset of the RL run")

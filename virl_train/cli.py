@@ -131,6 +131,8 @@ def sft(
     sight_n: Annotated[int, typer.Option(help="Eval-split records for the 'can it see' probe (0 = skip).", min=0)] = 100,
     decoys: Annotated[float, typer.Option(min=0.0, max=1.0, help="Share of records whose reference crops are "
                                           "decorative (off the rationale, answer kept).")] = 0.0,
+    decoy_kind: Annotated[str, typer.Option(help="Decorative crop kind: 'elsewhere' (moved off every rationale box) "
+                                            "or 'whole' (the whole image).")] = "elsewhere",
 ) -> None:
     """Supervised warm start: the ground-truth crop chain and answer of each train record, played through the crop
     environment (real crops fed back), learned by next-token loss. Checkpoints to OUT/checkpoints and resumes from
@@ -148,7 +150,7 @@ def sft(
                           soft_wrap=True)
 
     result = run_sft(cfg, steps, lr=lr, batch_size=batch_size, out_dir=out, save_every=save_every, resume=not fresh,
-                     callbacks=[progress], decoys=decoys)
+                     callbacks=[progress], decoys=decoys, decoy_kind=decoy_kind)
     console.print(f"SFT done → {result / 'final'}; start RL from it with model.name_or_path={result / 'final'}")
     if sight_n and cfg.data.eval_split:
         from virl_data.corpus import write_json

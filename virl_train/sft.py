@@ -109,17 +109,24 @@ def decoy_box(box: Sequence[float], size: tuple[int, int], avoid: np.ndarray, rn
     return None
 
 
-def reference_turns(record: RationaleRecord, env: CropEnv, decoy: random.Random | None = None) -> list[str]:
+DECOY_KINDS = ("elsewhere", "whole")
+
+
+def reference_turns(record: RationaleRecord, env: CropEnv, decoy: random.Random | None = None,
+                    decoy_kind: str = "elsewhere") -> list[str]:  # fmt: skip
     """The record's ground-truth trajectory as turn texts: one crop per chain step (the union box of the step's
     boxes, in the model's convention, rounded), then ``<answer>gold</answer>``.
 
-    With ``decoy`` (a seeded RNG) every crop is a *decorative* one instead: the step's box moved to a random place
-    that overlaps no rationale box (``decoy_box``; the true box where none fits), the answer still the gold one. An
-    SFT mix of such trajectories gives a start that crops partly where the answer is not and answers anyway, the
-    behaviour outcome-only RL cannot correct (``benchmarks/learning.py``).
+    With ``decoy`` (a seeded RNG) every crop is a *decorative* one instead, the answer still the gold one:
+    ``decoy_kind="elsewhere"`` moves the step's box to a random place that overlaps no rationale box (``decoy_box``;
+    the true box where none fits); ``"whole"`` crops the whole image, a zoom that shows everything and localises
+    nothing. An SFT mix of such trajectories gives a start that partly crops for show and answers anyway, the
+    behaviour outcome-only RL has no reason to correct (``benchmarks/learning.py``).
 
     A chain longer than ``env.max_actions`` cannot be played in the environment: ``ConfigError``.
     """
+    if decoy_kind not in DECOY_KINDS:
+        raise ConfigError(f"unknown decoy kind {decoy_kind!r}; choose one of {', '.join(DECOY_KINDS)}")
     if len(record.chain) > env.max_actions:
         raise ConfigError(f"record {record.id}: its chain has {len(record.chain)} steps but env.max_actions is "
                           f"{env.max_actions}; raise env.max_actions to at least the longest chain")
@@ -128,7 +135,9 @@ def reference_turns(record: RationaleRecord, env: CropEnv, decoy: random.Random 
     turns = []
     for step in record.chain:
         union = boxes.union(boxes.as_array(step.boxes)).tolist()
-        if decoy is not None:
+        if decoy is not None and decoy_kind == "whole":
+            union = [0.0, 0.0, float(size[0]), float(size[1])]
+        elif decoy is not None:
             union = decoy_box(union, size, avoid, decoy) or union
         turns.append(crop_text(model_box(union, env, size), env))
     return turns + [f"<answer>{answer_text(record, env)}</answer>"]
@@ -162,11 +171,11 @@ def answer_text(record: RationaleRecord, env: CropEnv) -> str:
 
 
 def reference_rollout(policy: Policy, env: CropEnv, record: RationaleRecord, image, max_new_tokens: int,
-                      decoy: random.Random | None = None) -> Rollout:  # fmt: skip
+                      decoy: random.Random | None = None, decoy_kind: str = "elsewhere") -> Rollout:  # fmt: skip
     """The teacher-forced rollout of ``record``'s reference trajectory (real crops inserted by ``env``); decorative
-    crops with ``decoy`` (``reference_turns``)."""
+    crops of ``decoy_kind`` with ``decoy`` (``reference_turns``)."""
     return rollout_episode(policy, env, record, image, max_new_tokens=max_new_tokens,
-                           script=reference_turns(record, env, decoy))
+                           script=reference_turns(record, env, decoy, decoy_kind))
 
 
 def nll_loss(logp: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -199,6 +208,7 @@ def sft(
     resume: bool = True,
     callbacks: Sequence[StepCallback] = (),
     decoys: float = 0.0,
+    decoy_kind: str = "elsewhere",
 ) -> Path:
     """Supervised warm start on the reference trajectories of ``cfg.data`` (train split, ``data.limit``).
 
@@ -214,8 +224,8 @@ def sft(
     next step, to the same parameters an uninterrupted run reaches; ``log.jsonl`` is cut back to that step first.
 
     ``decoys``: the share of records whose reference crops are decorative (``reference_turns``: moved off every
-    rationale box, answer kept), drawn per record from its id and ``run.seed``; 0 (default) = none. The share drawn
-    is logged as ``decoys`` and written to ``OUT/sft.json``.
+    rationale box, answer kept; or with ``decoy_kind="whole"`` the whole image), drawn per record from its id and
+    ``run.seed``; 0 (default) = none. The share drawn is logged as ``decoys`` and written to ``OUT/sft.json``.
     """
     from accelerate import Accelerator
     from accelerate.utils import set_seed
@@ -226,6 +236,8 @@ def sft(
         raise ConfigError(f"sft: save_every must be >= 1, got {save_every}")
     if not 0.0 <= decoys <= 1.0:
         raise ConfigError(f"sft: decoys must be a share in [0, 1], got {decoys}")
+    if decoy_kind not in DECOY_KINDS:
+        raise ConfigError(f"sft: unknown decoy kind {decoy_kind!r}; choose one of {', '.join(DECOY_KINDS)}")
     out = Path(out_dir if out_dir is not None else cfg.run.out_dir)
     lr = cfg.optim.lr if lr is None else lr
     bs = batch_size or cfg.grpo.batch_size * cfg.grpo.group_size
@@ -235,7 +247,8 @@ def sft(
     examples = ExampleSet.load(cfg.data.path, cfg.data.train_split, limit=cfg.data.limit)
     policy = load_policy(cfg.model, seed=cfg.run.seed)
     rngs = [decoy_rng(examples[i], decoys, cfg.run.seed) for i in range(len(examples))]
-    cache = [reference_rollout(policy, make_env(cfg), examples[i], examples.image(i), cfg.grpo.max_new_tokens, rngs[i])
+    cache = [reference_rollout(policy, make_env(cfg), examples[i], examples.image(i), cfg.grpo.max_new_tokens, rngs[i],
+                                decoy_kind)
              for i in range(len(examples))]
     decoy_share = sum(r is not None for r in rngs) / max(1, len(rngs))
     opt, sched = _optimizer(policy.model, lr, steps, min(warmup, steps), cfg.optim.weight_decay)
@@ -249,7 +262,7 @@ def sft(
     out.mkdir(parents=True, exist_ok=True)
     save_config(cfg, out / "config.yaml")
     write_json({"steps": steps, "lr": lr, "batch_size": bs, "warmup": warmup, "decoys": decoys,
-                "decoy_share": decoy_share, "records": len(cache)}, out / "sft.json")  # fmt: skip
+                "decoy_kind": decoy_kind, "decoy_share": decoy_share, "records": len(cache)}, out / "sft.json")  # fmt: skip
     truncate_steps(out / "log.jsonl", start)
     log = (out / "log.jsonl").open("a", buffering=1)  # line-buffered: a killed run keeps its lines
     model.train()

@@ -110,6 +110,21 @@ def test_decoy_turns_crop_off_every_rationale_box_with_the_same_size_and_keep_th
     assert not any(decoy_rng(r, 0.0, 0) for r in recs) and all(decoy_rng(r, 1.0, 0) for r in recs)
 
 
+def test_whole_image_decoys_crop_the_whole_image_at_every_step_and_keep_the_answer(record):
+    import random
+
+    env = CropEnv("abs", max_actions=3)
+    turns = reference_turns(record, env, random.Random(0), "whole")
+    assert turns[-1] == reference_turns(record, env)[-1]
+    env.reset(Image.new("RGB", (448, 336)), record.question)
+    for turn in turns[:-1]:
+        assert env.step(turn).action.box.as_tuple() == (0, 0, 448, 336)
+    # the kind only matters when a decoy is drawn; an unknown kind is a clear error
+    assert reference_turns(record, env, None, "whole") == reference_turns(record, env)
+    with pytest.raises(ConfigError, match="elsewhere, whole"):
+        reference_turns(record, env, random.Random(0), "corner")
+
+
 def test_sft_with_decoys_trains_on_decorative_crops_and_records_the_share(demo_export, tmp_path):
     cfg = _cfg(demo_export, tmp_path / "sft")
     out = sft(cfg, 2, lr=1e-3, batch_size=2, warmup=1, decoys=1.0)
@@ -118,6 +133,10 @@ def test_sft_with_decoys_trains_on_decorative_crops_and_records_the_share(demo_e
     assert json.loads((out / "log.jsonl").read_text().splitlines()[0])["decoys"] == 1.0
     with pytest.raises(ConfigError, match="decoys"):
         sft(cfg, 2, decoys=1.5)
+    with pytest.raises(ConfigError, match="decoy kind"):
+        sft(cfg, 2, decoys=0.5, decoy_kind="corner")
+    whole = sft(cfg, 2, lr=1e-3, batch_size=2, warmup=1, decoys=1.0, decoy_kind="whole", out_dir=tmp_path / "whole")
+    assert json.loads((whole / "sft.json").read_text())["decoy_kind"] == "whole"
 
 
 def test_the_reference_rollout_scores_as_a_perfect_trajectory(demo_export, tmp_path):
