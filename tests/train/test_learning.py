@@ -80,6 +80,23 @@ def test_full_virl_and_outcome_only_score_a_wrong_crop_differently(task):
     assert [lab.kind for lab in f_right.labels] == [LabelKind.CORRECT] and f_right.per_action[0] > 0
 
 
+def test_a_whole_image_crop_is_erroneous_under_the_ablation_config_and_correct_under_the_default_tau_err(task):
+    from virl_train.data import load_split
+
+    record = next(r for r in load_split(task, "train") if len(r.chain) == 1)
+    whole = Box(0, 0, record.image.width, record.image.height)
+    episode = Episode(record.id, actions=(Action(0, ActionKind.CROP, box=whole), Action(1, ActionKind.ANSWER,
+                      answer=record.answer)), answer=record.answer, n_turns=2)
+    ablation = reward_config(load_config(REPO / "configs" / "ablation.yaml"))
+    assert ablation.credit and ablation.match.tau_err == 0.3
+    iou = score_record(episode, record, ablation).labels[0].fidelity
+    assert 0.1 < iou < 0.3  # a chain box is ~40 % of the side: the whole image overlaps it at IoU ~0.2
+    assert score_record(episode, record, ablation).labels[0].kind == LabelKind.ERRONEOUS
+    assert score_record(episode, record, ablation).per_action[0] < 0
+    default = score_record(episode, record, RewardConfig.preset("full"))
+    assert default.labels[0].kind == LabelKind.CORRECT and default.per_action[0] > 0
+
+
 def test_a_shortened_ablation_runs_end_to_end_with_finite_numbers(learning, task, tmp_path):
     import sys
 
