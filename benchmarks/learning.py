@@ -356,7 +356,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="share of SFT references with a decorative crop (virl_train.sft.reference_turns)")
     parser.add_argument("--sft-decoy-kind", default="elsewhere", choices=["elsewhere", "whole"],
                         help="decorative crop: moved off the rationale, or the whole image")
-    parser.add_argument("--rl-steps", type=int, default=60)
+    parser.add_argument("--rl-steps", type=int, default=100)
     parser.add_argument("--rl-lr", type=float, default=1e-4)
     parser.add_argument("--family", default="idefics3", choices=list(FAMILY_SETS), help="tiny model family")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
