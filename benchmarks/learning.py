@@ -58,7 +58,9 @@ TASK = ShapesConfig(
 )  # fmt: skip
 """2-3 shapes of 40-51 px, each centred in its own 56-px cell; one-step questions (colour or shape of the shape a
 phrase names). Any crop of the right cell has IoU ≥ 0.5 with the rationale; the full 112-px image (16 visual tokens)
-already shows colours and shapes, so an answer needs no crop: the illusion the ablation is about."""
+already shows colours and shapes, so an answer needs no crop in principle: the illusion the ablation is about. In
+practice the tiny model answers better from a tight crop (test accuracy 0.80 for the sighted SFT start, 0.44 for a
+start that always zooms on the whole image), so outcome-only reward also pays for looking (README, the ablation)."""
 VARIANTS: dict[str, str] = {
     "outcome": "(a) outcome + format",
     "process": "(b) + process supervision",
