@@ -89,6 +89,8 @@ FAMILY_SETS: dict[str, list[str]] = {  # the tiny model of each family on this t
 SFT_SETS = ["model.freeze_vision=none"]
 """SFT trains every weight (the random tower must learn to see); RL keeps the config's ``freeze_vision``."""
 GOAL_IOU, GOAL_MARGIN, GOAL_HIT = 0.5, 0.1, 0.6
+SFT_DECOY_KINDS = ("elsewhere", "whole")
+"""``virl_train.sft.DECOY_KINDS``, spelled here so that ``--help`` does not import torch (a test keeps them equal)."""
 
 
 # --- the task --------------------------------------------------------------------------------------------------------
@@ -356,7 +358,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sft-batch", type=int, default=16)
     parser.add_argument("--sft-decoys", type=float, default=0.0,
                         help="share of SFT references with a decorative crop (virl_train.sft.reference_turns)")
-    parser.add_argument("--sft-decoy-kind", default="elsewhere", choices=["elsewhere", "whole"],
+    parser.add_argument("--sft-decoy-kind", default="elsewhere", choices=SFT_DECOY_KINDS,
                         help="decorative crop: moved off the rationale, or the whole image")
     parser.add_argument("--rl-steps", type=int, default=100)
     parser.add_argument("--rl-lr", type=float, default=1e-4)

@@ -108,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sft-lr", type=float, default=1e-3)
     parser.add_argument("--sft-batch", type=int, default=16)
     parser.add_argument("--sft-decoys", type=float, default=0.0, help="as benchmarks/learning.py's")
-    parser.add_argument("--sft-decoy-kind", default="elsewhere", choices=["elsewhere", "whole"],
+    parser.add_argument("--sft-decoy-kind", default="elsewhere", choices=learning.SFT_DECOY_KINDS,
                         help="as benchmarks/learning.py's")
     parser.add_argument("--rl-steps", type=int, default=100)
     parser.add_argument("--rl-lr", type=float, default=1e-4)

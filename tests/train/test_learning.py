@@ -80,6 +80,12 @@ def test_full_virl_and_outcome_only_score_a_wrong_crop_differently(task):
     assert [lab.kind for lab in f_right.labels] == [LabelKind.CORRECT] and f_right.per_action[0] > 0
 
 
+def test_the_benchmarks_offer_exactly_the_sft_decoy_kinds(learning):
+    from virl_train.sft import DECOY_KINDS
+
+    assert learning.SFT_DECOY_KINDS == DECOY_KINDS
+
+
 def test_a_whole_image_crop_is_erroneous_under_the_ablation_config_and_correct_under_the_default_tau_err(task):
     from virl_train.data import load_split
 
@@ -89,10 +95,10 @@ def test_a_whole_image_crop_is_erroneous_under_the_ablation_config_and_correct_u
                       answer=record.answer)), answer=record.answer, n_turns=2)
     ablation = reward_config(load_config(REPO / "configs" / "ablation.yaml"))
     assert ablation.credit and ablation.match.tau_err == 0.3
-    iou = score_record(episode, record, ablation).labels[0].fidelity
-    assert 0.1 < iou < 0.3  # a chain box is ~40 % of the side: the whole image overlaps it at IoU ~0.2
-    assert score_record(episode, record, ablation).labels[0].kind == LabelKind.ERRONEOUS
-    assert score_record(episode, record, ablation).per_action[0] < 0
+    scored = score_record(episode, record, ablation)
+    assert 0.1 < scored.labels[0].fidelity < 0.3  # a chain box is ~40 % of the side: the whole image is at IoU ~0.2
+    assert scored.labels[0].kind == LabelKind.ERRONEOUS
+    assert scored.per_action[0] < 0
     default = score_record(episode, record, RewardConfig.preset("full"))
     assert default.labels[0].kind == LabelKind.CORRECT and default.per_action[0] > 0
 
