@@ -61,6 +61,10 @@ phrase names). Any crop of the right cell has IoU ≥ 0.5 with the rationale; th
 already shows colours and shapes, so an answer needs no crop in principle: the illusion the ablation is about. In
 practice the tiny model answers better from a tight crop (test accuracy 0.80 for the sighted SFT start, 0.44 for a
 start that always zooms on the whole image), so outcome-only reward also pays for looking (README, the ablation)."""
+TASK_ONE = dataclasses.replace(TASK, min_shapes=1, max_shapes=1)
+"""One shape per image, in one of the 4 cells: the full image names the answer (nothing else is there), so a policy
+can answer without looking at its crop, and a crop only shows where the evidence is."""
+TASKS: dict[str, ShapesConfig] = {"shapes": TASK, "one-shape": TASK_ONE}
 VARIANTS: dict[str, str] = {
     "outcome": "(a) outcome + format",
     "process": "(b) + process supervision",
@@ -89,20 +93,21 @@ FAMILY_SETS: dict[str, list[str]] = {  # the tiny model of each family on this t
 SFT_SETS = ["model.freeze_vision=none"]
 """SFT trains every weight (the random tower must learn to see); RL keeps the config's ``freeze_vision``."""
 GOAL_IOU, GOAL_MARGIN, GOAL_HIT = 0.5, 0.1, 0.6
-SFT_DECOY_KINDS = ("elsewhere", "whole")
+SFT_DECOY_KINDS = ("elsewhere", "whole", "centre")
 """``virl_train.sft.DECOY_KINDS``, spelled here so that ``--help`` does not import torch (a test keeps them equal)."""
 
 
 # --- the task --------------------------------------------------------------------------------------------------------
-def build_task(out: Path, n_records: int, seed: int = 0, console: Console | None = None) -> Path:
+def build_task(out: Path, n_records: int, seed: int = 0, console: Console | None = None,
+               task: ShapesConfig = TASK) -> Path:
     """The demo data flow (``pipeline.run_demo``: generate → verify → split 80/10/10 by image → HF export) on
-    ``n_records`` of ``TASK``; returns the HF export folder. Reuses an export built with the same parameters
+    ``n_records`` of ``task`` (default ``TASK``); returns the HF export folder. Reuses an export built with the same parameters
     (``task.json`` beside it)."""
     hf_dir, stamp = out / "export" / "hf", out / "task.json"
-    want = {"n_records": n_records, "seed": seed, "task": dataclasses.asdict(TASK)}
+    want = {"n_records": n_records, "seed": seed, "task": dataclasses.asdict(task)}
     if hf_dir.is_dir() and stamp.is_file() and json.loads(stamp.read_text()) == json.loads(json.dumps(want)):
         return hf_dir
-    hf_dir = run_demo(out, n=n_records, seed=seed, config=TASK, console=Console(quiet=True),
+    hf_dir = run_demo(out, n=n_records, seed=seed, config=task, console=Console(quiet=True),
                       overwrite=True)["HF export"]
     write_json(want, stamp)
     if console:
@@ -303,7 +308,7 @@ def run(args: argparse.Namespace, console: Console) -> dict[str, Any]:
     torch.set_num_threads(args.threads)
     t_all = time.perf_counter()
     work = Path(args.work)
-    data = build_task(work / "data", args.records, console=console)
+    data = build_task(work / "data", args.records, console=console, task=TASKS[args.task])
     if args.start is not None:
         console.print(f"SFT start: {args.start} (not trained here)")
         start, sft_wall = args.start, 0.0
@@ -333,7 +338,7 @@ def run(args: argparse.Namespace, console: Console) -> dict[str, Any]:
         "goal": goal_check(summary, sight),
         "family": args.family, "rl_lr": args.rl_lr, "sft_lr": args.sft_lr, "sft_decoys": args.sft_decoys,
         "sft_decoy_kind": args.sft_decoy_kind,
-        "task": {"shapes": dataclasses.asdict(TASK), "records": args.records, "config": str(CONFIG.relative_to(REPO)),
+        "task": {"name": args.task, "shapes": dataclasses.asdict(TASKS[args.task]), "records": args.records, "config": str(CONFIG.relative_to(REPO)),
                  "eval_split": args.eval_split, "eval_n": args.eval_n},
         "rl_steps": args.rl_steps, "seeds": list(args.seeds), "threads": args.threads, "jobs": args.jobs,
         "overrides": list(args.set),
@@ -352,6 +357,8 @@ def finite(result: dict[str, Any]) -> bool:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--work", default=str(REPO / "runs" / "learning"), help="data, checkpoints and run folders")
+    parser.add_argument("--task", default="shapes", choices=list(TASKS),
+                        help="shapes: 2-3 shapes per image (TASK); one-shape: one (TASK_ONE)")
     parser.add_argument("--records", type=int, default=20000, help="generated task records (80%% train)")
     parser.add_argument("--sft-steps", type=int, default=1000)
     parser.add_argument("--sft-lr", type=float, default=1e-3)
@@ -359,7 +366,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sft-decoys", type=float, default=0.0,
                         help="share of SFT references with a decorative crop (virl_train.sft.reference_turns)")
     parser.add_argument("--sft-decoy-kind", default="elsewhere", choices=SFT_DECOY_KINDS,
-                        help="decorative crop: moved off the rationale, or the whole image")
+                        help="decorative crop: moved off the rationale, the whole image, or the image centre")
     parser.add_argument("--rl-steps", type=int, default=100)
     parser.add_argument("--rl-lr", type=float, default=1e-4)
     parser.add_argument("--family", default="idefics3", choices=list(FAMILY_SETS), help="tiny model family")

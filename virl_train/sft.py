@@ -109,7 +109,19 @@ def decoy_box(box: Sequence[float], size: tuple[int, int], avoid: np.ndarray, rn
     return None
 
 
-DECOY_KINDS = ("elsewhere", "whole")
+def centred_box(box: Sequence[float], size: tuple[int, int]) -> list[float]:
+    """A box of ``box``'s width and height (at most the image's) centred in the ``size = (w, h)`` image.
+
+    >>> centred_box((0, 0, 10, 20), (100, 100))
+    [45.0, 40.0, 55.0, 60.0]
+    """
+    w, h = size
+    bw, bh = min(box[2] - box[0], w), min(box[3] - box[1], h)
+    x1, y1 = (w - bw) / 2, (h - bh) / 2
+    return [float(x1), float(y1), float(x1 + bw), float(y1 + bh)]
+
+
+DECOY_KINDS = ("elsewhere", "whole", "centre")
 
 
 def reference_turns(record: RationaleRecord, env: CropEnv, decoy: random.Random | None = None,
@@ -120,7 +132,8 @@ def reference_turns(record: RationaleRecord, env: CropEnv, decoy: random.Random 
     With ``decoy`` (a seeded RNG) every crop is a *decorative* one instead, the answer still the gold one:
     ``decoy_kind="elsewhere"`` moves the step's box to a random place that overlaps no rationale box (``decoy_box``;
     the true box where none fits); ``"whole"`` crops the whole image, a zoom that shows everything and localises
-    nothing. An SFT mix of such trajectories gives a start that partly crops for show and answers anyway, the
+    nothing; ``"centre"`` puts the step's box at the image centre, the same place whatever the question (a
+    context-agnostic crop). An SFT mix of such trajectories gives a start that partly crops for show and answers anyway, the
     behaviour outcome-only RL has no reason to correct (``benchmarks/learning.py``).
 
     A chain longer than ``env.max_actions`` cannot be played in the environment: ``ConfigError``.
@@ -137,6 +150,8 @@ def reference_turns(record: RationaleRecord, env: CropEnv, decoy: random.Random 
         union = boxes.union(boxes.as_array(step.boxes)).tolist()
         if decoy is not None and decoy_kind == "whole":
             union = [0.0, 0.0, float(size[0]), float(size[1])]
+        elif decoy is not None and decoy_kind == "centre":
+            union = centred_box(union, size)
         elif decoy is not None:
             union = decoy_box(union, size, avoid, decoy) or union
         turns.append(crop_text(model_box(union, env, size), env))

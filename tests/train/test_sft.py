@@ -26,7 +26,7 @@ from virl_train.env import CropEnv  # noqa: E402
 from virl_train.policy import load_policy  # noqa: E402
 from virl_train.rewards import RewardConfig, score_record  # noqa: E402
 from virl_train.sft import (  # noqa: E402
-    crop_text, decoy_box, decoy_rng, model_box, reference_loss, reference_rollout, reference_turns, sft,
+    centred_box, crop_text, decoy_box, decoy_rng, model_box, reference_loss, reference_rollout, reference_turns, sft,
 )
 from virl_train.train import make_env  # noqa: E402
 from virl_train.types import LabelKind  # noqa: E402
@@ -121,8 +121,25 @@ def test_whole_image_decoys_crop_the_whole_image_at_every_step_and_keep_the_answ
         assert env.step(turn).action.box.as_tuple() == (0, 0, 448, 336)
     # the kind only matters when a decoy is drawn; an unknown kind is a clear error
     assert reference_turns(record, env, None, "whole") == reference_turns(record, env)
-    with pytest.raises(ConfigError, match="elsewhere, whole"):
+    with pytest.raises(ConfigError, match="elsewhere, whole, centre"):
         reference_turns(record, env, random.Random(0), "corner")
+
+
+def test_centre_decoys_crop_the_same_place_in_every_image_with_the_steps_size_and_keep_the_answer(record):
+    import random
+
+    env = CropEnv("abs", max_actions=3)
+    turns = reference_turns(record, env, random.Random(0), "centre")
+    assert turns[-1] == reference_turns(record, env)[-1]
+    env.reset(Image.new("RGB", (448, 336)), record.question)
+    for step, turn in zip(record.chain, turns[:-1]):
+        union = boxes.union(boxes.as_array(step.boxes))
+        x1, y1, x2, y2 = env.step(turn).action.box.as_tuple()
+        assert abs((x1 + x2) / 2 - 224) <= 1 and abs((y1 + y2) / 2 - 168) <= 1  # centred, whatever the chain
+        assert abs((x2 - x1) - (union[2] - union[0])) <= 1 and abs((y2 - y1) - (union[3] - union[1])) <= 1
+    # the RNG plays no part: the place depends on the image and the box size only
+    assert reference_turns(record, env, random.Random(1), "centre") == turns
+    assert centred_box((0, 0, 500, 20), (448, 336)) == [0.0, 158.0, 448.0, 178.0]  # clipped to the image
 
 
 def test_sft_with_decoys_trains_on_decorative_crops_and_records_the_share(demo_export, tmp_path):
