@@ -334,7 +334,7 @@ def run(args: argparse.Namespace, console: Console) -> dict[str, Any]:
         "variants": summary,
         "sft": {"metrics": {k: float(v) for k, v in sft_metrics.items()},
                 "steps": None if args.start else args.sft_steps, "start": str(start), "wall_s": sft_wall,
-                "sight": sight},
+                "sight": sight, "trained": start_meta(Path(start))},
         "goal": goal_check(summary, sight),
         "family": args.family, "rl_lr": args.rl_lr, "sft_lr": args.sft_lr, "sft_decoys": args.sft_decoys,
         "sft_decoy_kind": args.sft_decoy_kind,
@@ -347,6 +347,13 @@ def run(args: argparse.Namespace, console: Console) -> dict[str, Any]:
     return result
 
 
+def start_meta(start: Path) -> dict[str, Any] | None:
+    """How the SFT start was trained: the ``sft.json`` that ``virl_train.sft`` writes beside its ``final`` folder
+    (steps, lr, batch size, decoy share and kind), or None where there is none (a start trained elsewhere)."""
+    meta = start.parent / "sft.json"
+    return json.loads(meta.read_text()) if meta.is_file() else None
+
+
 def finite(result: dict[str, Any]) -> bool:
     """Whether every reported metric and curve value is a finite number."""
     vals = [x for v in result["variants"].values() for m in v["metrics"].values() for x in m["per_seed"]]
@@ -357,15 +364,15 @@ def finite(result: dict[str, Any]) -> bool:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--work", default=str(REPO / "runs" / "learning"), help="data, checkpoints and run folders")
-    parser.add_argument("--task", default="shapes", choices=list(TASKS),
+    parser.add_argument("--task", default="one-shape", choices=list(TASKS),
                         help="shapes: 2-3 shapes per image (TASK); one-shape: one (TASK_ONE)")
     parser.add_argument("--records", type=int, default=20000, help="generated task records (80%% train)")
     parser.add_argument("--sft-steps", type=int, default=1000)
     parser.add_argument("--sft-lr", type=float, default=1e-3)
     parser.add_argument("--sft-batch", type=int, default=16)
-    parser.add_argument("--sft-decoys", type=float, default=0.0,
+    parser.add_argument("--sft-decoys", type=float, default=0.475,
                         help="share of SFT references with a decorative crop (virl_train.sft.reference_turns)")
-    parser.add_argument("--sft-decoy-kind", default="elsewhere", choices=SFT_DECOY_KINDS,
+    parser.add_argument("--sft-decoy-kind", default="centre", choices=SFT_DECOY_KINDS,
                         help="decorative crop: moved off the rationale, the whole image, or the image centre")
     parser.add_argument("--rl-steps", type=int, default=100)
     parser.add_argument("--rl-lr", type=float, default=1e-4)

@@ -58,7 +58,7 @@ def run(args: argparse.Namespace, console: Console) -> dict[str, Any]:
     torch.set_num_threads(args.threads)
     t0 = time.perf_counter()
     work = Path(args.work)
-    data = learning.build_task(work / "data", args.records, console=console)
+    data = learning.build_task(work / "data", args.records, console=console, task=learning.TASKS[args.task])
     if args.start:
         start, sft_wall = Path(args.start), 0.0
     else:
@@ -88,7 +88,7 @@ def run(args: argparse.Namespace, console: Console) -> dict[str, Any]:
     console.print("after RL  " + sight_line(after))
     r = rise(curves["diag/crop_iou"])
     return {
-        "family": args.family, "rise": r, "passes": r >= RISE, "goal": RISE, "window": WINDOW,
+        "family": args.family, "task": args.task, "rise": r, "passes": r >= RISE, "goal": RISE, "window": WINDOW,
         "sft": {"steps": args.sft_steps if not args.start else None, "lr": args.sft_lr, "start": str(start),
                 "wall_s": sft_wall, "sight": before},
         "rl": {"steps": args.rl_steps, "lr": args.rl_lr, "preset": args.preset, "wall_s": rl_wall, "curves": curves,
@@ -102,13 +102,14 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--work", default=str(learning.REPO / "runs" / "sanity"))
     parser.add_argument("--family", default="idefics3", choices=list(learning.FAMILY_SETS))
+    parser.add_argument("--task", default="one-shape", choices=list(learning.TASKS), help="as benchmarks/learning.py's")
     parser.add_argument("--records", type=int, default=20000)
     parser.add_argument("--start", default=None, help="an SFT checkpoint to start from (skips SFT)")
     parser.add_argument("--sft-steps", type=int, default=1000)
     parser.add_argument("--sft-lr", type=float, default=1e-3)
     parser.add_argument("--sft-batch", type=int, default=16)
-    parser.add_argument("--sft-decoys", type=float, default=0.0, help="as benchmarks/learning.py's")
-    parser.add_argument("--sft-decoy-kind", default="elsewhere", choices=learning.SFT_DECOY_KINDS,
+    parser.add_argument("--sft-decoys", type=float, default=0.475, help="as benchmarks/learning.py's")
+    parser.add_argument("--sft-decoy-kind", default="centre", choices=learning.SFT_DECOY_KINDS,
                         help="as benchmarks/learning.py's")
     parser.add_argument("--rl-steps", type=int, default=100)
     parser.add_argument("--rl-lr", type=float, default=1e-4)

@@ -119,6 +119,8 @@ def test_a_shortened_ablation_runs_end_to_end_with_finite_numbers(learning, task
     result = json.loads(out_json.read_text())
     assert result["family"] == "idefics3" and result["task"]["records"] == 60 and result["jobs"] == 2
     assert result["sft_decoys"] == 0.5 and json.loads((tmp_path / "work" / "sft" / "sft.json").read_text())["decoys"] == 0.5
+    assert result["sft"]["trained"]["decoys"] == 0.5 and result["sft"]["trained"]["steps"] == 3  # how the start was made
+    assert result["task"]["name"] in bench.TASKS and result["task"]["shapes"]["max_shapes"] >= 1
     sight = result["sft"]["sight"]  # the "can it see" probe of the SFT start
     assert set(sight) >= {"pixels", "constant", "gain", "can_see"} and sight["n_records"] == 3
     assert set(result["variants"]) == {"outcome", "full"} and result["seeds"] == [0, 1] and result["rl_steps"] == 2
