@@ -1,16 +1,21 @@
 """Does the trainer learn? The ViRL reward ablation on the CPU: outcome-only vs + process vs + shaping vs full ViRL.
 
-    python benchmarks/learning.py                      # the full ablation (about 25 min on 2 cores, --jobs 2)
+    python benchmarks/learning.py                      # the full ablation (about 28 min on 2 cores, --jobs 2)
     python benchmarks/learning.py --rl-steps 5 --seeds 0 --sft-steps 20 --eval-n 8 --json /tmp/a.json --png /tmp/a.png
 
-1. **The task**: the demo shapes world sized for a tiny model (``TASK``): 112 x 112 images (4 x 4 = 16 visual tokens),
-   2-3 shapes of 40-51 px, each centred in its own cell of a 2 x 2 grid, one-step questions (the colour or the shape
-   of the shape a phrase names), 20,000 records through the real data flow (generate → verify → split → HF export).
+1. **The task** (``--task``): the demo shapes world sized for a tiny model, 112 x 112 images (4 x 4 = 16 visual
+   tokens), shapes of 40-51 px each centred in its own cell of a 2 x 2 grid, one-step questions (the colour or the
+   shape of the shape a phrase names), 20,000 records through the real data flow (generate → verify → split → HF
+   export). ``one-shape`` (default, ``TASK_ONE``): one shape per image, so the full image names the answer;
+   ``shapes`` (``TASK``): 2-3 shapes, where the tiny model needs the crop to answer.
 2. **SFT warm start** (``virl_train.sft``) on the train split's reference trajectories, every weight trained
    (``SFT_SETS``): one checkpoint for all runs, with its "can it see" probe (``virl_train.sight``). The family is a
    tiny random Idefics3 of ``model.tiny_size: base`` (``configs/ablation.yaml``; ``--family`` picks another), the one
    that learns where things are on a CPU (README, "Model families"). ``--sft-decoys`` makes a share of the references
-   crop off the rationale (answer kept): a start that looks in the wrong place and answers anyway.
+   crop off the rationale (answer kept; ``--sft-decoy-kind``: elsewhere, the whole image, or the image centre): a
+   start that looks in the wrong place and answers anyway. The default, 47.5 % centre crops on ``one-shape``, gives
+   the illusion the ablation is about: a start that answers from the full image and crops on the rationale for about
+   70 % of the questions, on the image centre for the rest.
 3. **RL** from that checkpoint with ``configs/ablation.yaml`` (vision tower and connector frozen), equal steps and
    equal seeds, for each reward preset of ``VIRL_METHOD.md`` (``rewards.preset``; nothing else changes between
    variants): (a) ``outcome`` answer + format, (b) ``process`` + gated rationale bonus, (c) ``shaping`` + step
