@@ -106,8 +106,8 @@ SFT_DECOY_KINDS = ("elsewhere", "whole", "centre")
 def build_task(out: Path, n_records: int, seed: int = 0, console: Console | None = None,
                task: ShapesConfig = TASK) -> Path:
     """The demo data flow (``pipeline.run_demo``: generate → verify → split 80/10/10 by image → HF export) on
-    ``n_records`` of ``task`` (default ``TASK``); returns the HF export folder. Reuses an export built with the same parameters
-    (``task.json`` beside it)."""
+    ``n_records`` of ``task`` (default ``TASK``); returns the HF export folder. Reuses an export built with the same
+    parameters (``task.json`` beside it)."""
     hf_dir, stamp = out / "export" / "hf", out / "task.json"
     want = {"n_records": n_records, "seed": seed, "task": dataclasses.asdict(task)}
     if hf_dir.is_dir() and stamp.is_file() and json.loads(stamp.read_text()) == json.loads(json.dumps(want)):
@@ -343,8 +343,8 @@ def run(args: argparse.Namespace, console: Console) -> dict[str, Any]:
         "goal": goal_check(summary, sight),
         "family": args.family, "rl_lr": args.rl_lr, "sft_lr": args.sft_lr, "sft_decoys": args.sft_decoys,
         "sft_decoy_kind": args.sft_decoy_kind,
-        "task": {"name": args.task, "shapes": dataclasses.asdict(TASKS[args.task]), "records": args.records, "config": str(CONFIG.relative_to(REPO)),
-                 "eval_split": args.eval_split, "eval_n": args.eval_n},
+        "task": {"name": args.task, "shapes": dataclasses.asdict(TASKS[args.task]), "records": args.records,
+                 "config": str(CONFIG.relative_to(REPO)), "eval_split": args.eval_split, "eval_n": args.eval_n},
         "rl_steps": args.rl_steps, "seeds": list(args.seeds), "threads": args.threads, "jobs": args.jobs,
         "overrides": list(args.set),
         "wall_s": time.perf_counter() - t_all,

@@ -131,7 +131,7 @@ def sft(
     sight_n: Annotated[int, typer.Option(help="Eval-split records for the 'can it see' probe (0 = skip).", min=0)] = 100,
     decoys: Annotated[float, typer.Option(min=0.0, max=1.0, help="Share of records whose reference crops are "
                                           "decorative (off the rationale, answer kept).")] = 0.0,
-    decoy_kind: Annotated[str, typer.Option(help="Decorative crop kind: 'elsewhere' (moved off every rationale box) "
+    decoy_kind: Annotated[str, typer.Option(help="Decorative crop kind: 'elsewhere' (moved off every rationale box), "
                                             "'whole' (the whole image) or 'centre' (the image centre, whatever the "
                                             "question).")] = "elsewhere",
 ) -> None:

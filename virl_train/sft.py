@@ -239,8 +239,8 @@ def sft(
     next step, to the same parameters an uninterrupted run reaches; ``log.jsonl`` is cut back to that step first.
 
     ``decoys``: the share of records whose reference crops are decorative (``reference_turns``: moved off every
-    rationale box, answer kept; or with ``decoy_kind="whole"`` the whole image), drawn per record from its id and
-    ``run.seed``; 0 (default) = none. The share drawn is logged as ``decoys`` and written to ``OUT/sft.json``.
+    rationale box, answer kept; with ``decoy_kind="whole"`` the whole image, with ``"centre"`` the image centre), drawn
+    per record from its id and ``run.seed``; 0 (default) = none. The share drawn is logged as ``decoys`` and written to ``OUT/sft.json``.
     """
     from accelerate import Accelerator
     from accelerate.utils import set_seed
