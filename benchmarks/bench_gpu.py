@@ -10,7 +10,8 @@ vision tower of width 1280, a 151,936-token embedding) with random weights, and 
 ``--size check`` builds the same thing with tiny widths and depths but the real vocabulary, to run the script end to
 end on a CPU.
 
-One step is exactly what ``virl_train.train`` does per step, with the trainer's own functions and
+One step is exactly what ``virl_train.train`` does per step, with the trainer's own functions (called through
+``bench_trainer``'s ``our_generation`` / ``our_reward`` / ``our_advantages`` / ``our_update``) and
 ``configs/qwen25vl_3b.yaml`` (LoRA r 64 on every projection, gradient checkpointing, bf16 weights, AdamW):
 1. **rollout**: ``train._rollouts``: ``--batch`` shapes-world records x ``--group`` episodes sampled together with a
    KV cache, up to ``--actions`` crops each, ``--tokens`` new tokens per turn, ``--image`` px images;
@@ -35,7 +36,7 @@ from typing import Any
 
 os.environ.setdefault("MPLBACKEND", "Agg")
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+sys.path[:0] = [str(REPO), str(REPO / "benchmarks")]
 
 QWEN25_3B_TEXT: dict[str, Any] = {
     "hidden_size": 2048, "intermediate_size": 11008, "num_hidden_layers": 36, "num_attention_heads": 16,
@@ -57,22 +58,21 @@ CHECK_VISION = dict(QWEN25_3B_VISION, depth=2, hidden_size=64, intermediate_size
 SIZES = {"3b": (QWEN25_3B_TEXT, QWEN25_3B_VISION), "check": (CHECK_TEXT, CHECK_VISION)}
 
 
-def build_model(size: str, device: str, tokenizer: Any, family: Any) -> Any:
-    """The random-init model of ``size`` on ``device`` in bf16 (weights created on the device)."""
+def build_model(size: str, device: str, tokenizer: Any, family: Any, cfg: Any) -> Any:
+    """The random-init model of ``size`` on ``device`` (weights created there), in ``cfg.dtype``: the family's tiny
+    text config (its token ids) with the dimensions of ``SIZES[size]``, finished as the tiny models are."""
     import torch
     from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
 
+    from virl_train.models.base import finish_tiny
+
     text, vision = SIZES[size]
-    ids = {t: tokenizer.convert_tokens_to_ids(t) for t in family.special_tokens}
-    text = dict(text, bos_token_id=ids["<|endoftext|>"], eos_token_id=ids["<|im_end|>"],
-                pad_token_id=ids["<|endoftext|>"])
-    config = Qwen2_5_VLConfig(text_config=text, vision_config=vision, **family.tiny_ids(tokenizer))
+    config = Qwen2_5_VLConfig(text_config={**family.tiny_text(tokenizer), **text}, vision_config=vision,
+                              **family.tiny_ids(tokenizer))  # fmt: skip
     torch.manual_seed(0)
     with torch.device(device):
         model = Qwen2_5_VLForConditionalGeneration(config)
-    model.generation_config.eos_token_id = ids["<|im_end|>"]
-    model.generation_config.pad_token_id = ids["<|endoftext|>"]
-    return model.to(torch.bfloat16).eval()
+    return finish_tiny(model, tokenizer, cfg, "<|im_end|>", "<|endoftext|>")
 
 
 def records_and_images(n: int, image: int, tmp: Path):
@@ -89,11 +89,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     from accelerate import Accelerator
 
     import virl_train.train as tr
+    from bench_trainer import Ours, our_advantages, our_generation, our_reward, our_update
     from virl_train.config import load_config
     from virl_train.models import FAMILIES
     from virl_train.policy import Policy, enable_checkpointing, with_lora
-    from virl_train.rewards import score_record
-    from virl_train.rollout import batch_inputs
 
     cuda = args.device == "cuda"
     cfg = load_config(REPO / "configs" / "qwen25vl_3b.yaml", [
@@ -104,7 +103,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     family = FAMILIES["qwen2_5_vl"]
     tokenizer = family.tiny_tokenizer()
     t0 = time.perf_counter()
-    model = build_model(args.size, args.device, tokenizer, family)
+    model = build_model(args.size, args.device, tokenizer, family, cfg.model)
     build_s = time.perf_counter() - t0
     n_params = sum(p.numel() for p in model.parameters())
     enable_checkpointing(model)
@@ -114,29 +113,22 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     accelerator = Accelerator(mixed_precision="bf16" if cuda else "no", cpu=not cuda)
     optimizer, scheduler = tr._optimizer_and_schedule(policy.model, cfg)
     model, optimizer = accelerator.prepare(policy.model, optimizer)
-    rewards = tr.reward_config(cfg)
     with tempfile.TemporaryDirectory() as tmp:
         examples = records_and_images(args.batch * (args.steps + 1), args.image, Path(tmp))
+        o = Ours(cfg, policy, model, optimizer, scheduler, accelerator, examples, tr.reward_config(cfg))
         steps = []
         for step in range(args.steps + 1):
             if cuda:
                 torch.cuda.synchronize()
                 torch.cuda.reset_peak_memory_stats()
-            idx = list(range(step * args.batch, (step + 1) * args.batch))
             t = time.perf_counter()
-            model.eval()
-            policy.model = accelerator.unwrap_model(model)
-            with torch.no_grad():
-                rollouts, recs = tr._rollouts(policy, examples, idx, cfg, step, 0)
+            rollouts, recs = our_generation(o, list(range(step * args.batch, (step + 1) * args.batch)), step)
             if cuda:
                 torch.cuda.synchronize()
             t_roll = time.perf_counter()
-            scores = [score_record(r.episode, rec, rewards) for r, rec in zip(rollouts, recs)]
-            width = batch_inputs(policy, rollouts, accelerator.device).completion_mask.shape[1]
-            adv = tr.advantages_for(rollouts, scores, cfg.grpo.group_size, width, rewards.eta)
+            adv = our_advantages(o, rollouts, our_reward(o, rollouts, recs))
             t_rew = time.perf_counter()
-            model.train()
-            stats = tr._update(model, None, optimizer, scheduler, accelerator, policy, rollouts, adv, cfg)
+            stats = our_update(o, rollouts, adv)
             if cuda:
                 torch.cuda.synchronize()
             t_end = time.perf_counter()
@@ -146,7 +138,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 "step_s": t_end - t, "rollout_s": t_roll - t, "reward_s": t_rew - t_roll, "update_s": t_end - t_rew,
                 "policy_tokens": tokens, "rollout_tok_s": tokens / (t_roll - t), "mean_turns":
                 statistics.fmean(r.episode.n_turns for r in rollouts), "max_seq_tokens": max(seq),
-                "crops": sum(len(r.images) - 1 for r in rollouts), "grad_norm": stats.get("grad_norm", float("nan")),
+                "crops": sum(len(r.images) - 1 for r in rollouts), "grad_norm": stats["grad_norm"],
                 "peak_mem_gib": torch.cuda.max_memory_allocated() / 2**30 if cuda else float("nan"),
             })  # fmt: skip
             print(f"step {step}{' (warm-up)' if step == 0 else ''}: " + "  ".join(

@@ -70,6 +70,9 @@ TASK_ONE = dataclasses.replace(TASK, min_shapes=1, max_shapes=1)
 """One shape per image, in one of the 4 cells: the full image names the answer (nothing else is there), so a policy
 can answer without looking at its crop, and a crop only shows where the evidence is."""
 TASKS: dict[str, ShapesConfig] = {"shapes": TASK, "one-shape": TASK_ONE}
+START = {"task": "one-shape", "sft_decoys": 0.475, "sft_decoy_kind": "centre"}
+"""The default task and SFT start of this benchmark and of ``sanity.py`` (README, the ablation: how the share was
+chosen)."""
 VARIANTS: dict[str, str] = {
     "outcome": "(a) outcome + format",
     "process": "(b) + process supervision",
@@ -369,15 +372,15 @@ def finite(result: dict[str, Any]) -> bool:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--work", default=str(REPO / "runs" / "learning"), help="data, checkpoints and run folders")
-    parser.add_argument("--task", default="one-shape", choices=list(TASKS),
+    parser.add_argument("--task", default=START["task"], choices=list(TASKS),
                         help="shapes: 2-3 shapes per image (TASK); one-shape: one (TASK_ONE)")
     parser.add_argument("--records", type=int, default=20000, help="generated task records (80%% train)")
     parser.add_argument("--sft-steps", type=int, default=1000)
     parser.add_argument("--sft-lr", type=float, default=1e-3)
     parser.add_argument("--sft-batch", type=int, default=16)
-    parser.add_argument("--sft-decoys", type=float, default=0.475,
+    parser.add_argument("--sft-decoys", type=float, default=START["sft_decoys"],
                         help="share of SFT references with a decorative crop (virl_train.sft.reference_turns)")
-    parser.add_argument("--sft-decoy-kind", default="centre", choices=SFT_DECOY_KINDS,
+    parser.add_argument("--sft-decoy-kind", default=START["sft_decoy_kind"], choices=SFT_DECOY_KINDS,
                         help="decorative crop: moved off the rationale, the whole image, or the image centre")
     parser.add_argument("--rl-steps", type=int, default=100)
     parser.add_argument("--rl-lr", type=float, default=1e-4)

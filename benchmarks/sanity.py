@@ -102,14 +102,16 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--work", default=str(learning.REPO / "runs" / "sanity"))
     parser.add_argument("--family", default="idefics3", choices=list(learning.FAMILY_SETS))
-    parser.add_argument("--task", default="one-shape", choices=list(learning.TASKS), help="as benchmarks/learning.py's")
+    parser.add_argument("--task", default=learning.START["task"], choices=list(learning.TASKS),
+                        help="as benchmarks/learning.py's")
     parser.add_argument("--records", type=int, default=20000)
     parser.add_argument("--start", default=None, help="an SFT checkpoint to start from (skips SFT)")
     parser.add_argument("--sft-steps", type=int, default=1000)
     parser.add_argument("--sft-lr", type=float, default=1e-3)
     parser.add_argument("--sft-batch", type=int, default=16)
-    parser.add_argument("--sft-decoys", type=float, default=0.475, help="as benchmarks/learning.py's")
-    parser.add_argument("--sft-decoy-kind", default="centre", choices=learning.SFT_DECOY_KINDS,
+    parser.add_argument("--sft-decoys", type=float, default=learning.START["sft_decoys"],
+                        help="as benchmarks/learning.py's")
+    parser.add_argument("--sft-decoy-kind", default=learning.START["sft_decoy_kind"], choices=learning.SFT_DECOY_KINDS,
                         help="as benchmarks/learning.py's")
     parser.add_argument("--rl-steps", type=int, default=100)
     parser.add_argument("--rl-lr", type=float, default=1e-4)

@@ -133,8 +133,8 @@ def reference_turns(record: RationaleRecord, env: CropEnv, decoy: random.Random 
     ``decoy_kind="elsewhere"`` moves the step's box to a random place that overlaps no rationale box (``decoy_box``;
     the true box where none fits); ``"whole"`` crops the whole image, a zoom that shows everything and localises
     nothing; ``"centre"`` puts the step's box at the image centre, the same place whatever the question (a
-    context-agnostic crop). An SFT mix of such trajectories gives a start that partly crops for show and answers anyway, the
-    behaviour outcome-only RL has no reason to correct (``benchmarks/learning.py``).
+    context-agnostic crop). An SFT mix of such trajectories gives a start that partly crops for show and answers
+    anyway, the behaviour outcome-only RL has no reason to correct (``benchmarks/learning.py``).
 
     A chain longer than ``env.max_actions`` cannot be played in the environment: ``ConfigError``.
     """
@@ -240,7 +240,8 @@ def sft(
 
     ``decoys``: the share of records whose reference crops are decorative (``reference_turns``: moved off every
     rationale box, answer kept; with ``decoy_kind="whole"`` the whole image, with ``"centre"`` the image centre), drawn
-    per record from its id and ``run.seed``; 0 (default) = none. The share drawn is logged as ``decoys`` and written to ``OUT/sft.json``.
+    per record from its id and ``run.seed``; 0 (default) = none. The share drawn is logged as ``decoys`` and written
+    to ``OUT/sft.json``.
     """
     from accelerate import Accelerator
     from accelerate.utils import set_seed
