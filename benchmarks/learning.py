@@ -149,7 +149,8 @@ def evaluate_policy(cfg, policy_dir: Path, data: Path, split: str, n: int, seed:
 def run_sft(data: Path, out: Path, args: argparse.Namespace, console: Console) -> tuple[Path, float]:
     from virl_train.sft import sft
 
-    cfg = load_cfg([f"data.path={data}", f"run.out_dir={out}", "run.seed=0", *SFT_SETS], args.set, args.family)
+    cfg = load_cfg([f"data.path={data}", f"run.out_dir={out}", f"run.seed={args.sft_seed}", *SFT_SETS], args.set,
+                   args.family)
     t0 = time.perf_counter()
     every = max(1, args.sft_steps // 10)
 
@@ -345,7 +346,7 @@ def run(args: argparse.Namespace, console: Console) -> dict[str, Any]:
                 "sight": sight, "trained": start_meta(Path(start))},
         "goal": goal_check(summary, sight),
         "family": args.family, "rl_lr": args.rl_lr, "sft_lr": args.sft_lr, "sft_decoys": args.sft_decoys,
-        "sft_decoy_kind": args.sft_decoy_kind,
+        "sft_decoy_kind": args.sft_decoy_kind, "sft_seed": None if args.start else args.sft_seed,
         "task": {"name": args.task, "shapes": dataclasses.asdict(TASKS[args.task]), "records": args.records,
                  "config": str(CONFIG.relative_to(REPO)), "eval_split": args.eval_split, "eval_n": args.eval_n},
         "rl_steps": args.rl_steps, "seeds": list(args.seeds), "threads": args.threads, "jobs": args.jobs,
@@ -369,12 +370,8 @@ def finite(result: dict[str, Any]) -> bool:
     return all(math.isfinite(x) for x in vals)
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--work", default=str(REPO / "runs" / "learning"), help="data, checkpoints and run folders")
-    parser.add_argument("--task", default=START["task"], choices=list(TASKS),
-                        help="shapes: 2-3 shapes per image (TASK); one-shape: one (TASK_ONE)")
-    parser.add_argument("--records", type=int, default=20000, help="generated task records (80%% train)")
+def add_start_arguments(parser: argparse.ArgumentParser) -> None:
+    """The SFT start's options (``--sft-*``), shared with ``sanity.py``; defaults from ``START``."""
     parser.add_argument("--sft-steps", type=int, default=1000)
     parser.add_argument("--sft-lr", type=float, default=1e-3)
     parser.add_argument("--sft-batch", type=int, default=16)
@@ -382,6 +379,17 @@ def main(argv: list[str] | None = None) -> int:
                         help="share of SFT references with a decorative crop (virl_train.sft.reference_turns)")
     parser.add_argument("--sft-decoy-kind", default=START["sft_decoy_kind"], choices=SFT_DECOY_KINDS,
                         help="decorative crop: moved off the rationale, the whole image, or the image centre")
+    parser.add_argument("--sft-seed", type=int, default=0,
+                        help="the SFT start's seed (initial weights, which references are decoys, batch order)")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--work", default=str(REPO / "runs" / "learning"), help="data, checkpoints and run folders")
+    parser.add_argument("--task", default=START["task"], choices=list(TASKS),
+                        help="shapes: 2-3 shapes per image (TASK); one-shape: one (TASK_ONE)")
+    parser.add_argument("--records", type=int, default=20000, help="generated task records (80%% train)")
+    add_start_arguments(parser)
     parser.add_argument("--rl-steps", type=int, default=100)
     parser.add_argument("--rl-lr", type=float, default=1e-4)
     parser.add_argument("--family", default="idefics3", choices=list(FAMILY_SETS), help="tiny model family")

@@ -106,13 +106,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="as benchmarks/learning.py's")
     parser.add_argument("--records", type=int, default=20000)
     parser.add_argument("--start", default=None, help="an SFT checkpoint to start from (skips SFT)")
-    parser.add_argument("--sft-steps", type=int, default=1000)
-    parser.add_argument("--sft-lr", type=float, default=1e-3)
-    parser.add_argument("--sft-batch", type=int, default=16)
-    parser.add_argument("--sft-decoys", type=float, default=learning.START["sft_decoys"],
-                        help="as benchmarks/learning.py's")
-    parser.add_argument("--sft-decoy-kind", default=learning.START["sft_decoy_kind"], choices=learning.SFT_DECOY_KINDS,
-                        help="as benchmarks/learning.py's")
+    learning.add_start_arguments(parser)
     parser.add_argument("--rl-steps", type=int, default=100)
     parser.add_argument("--rl-lr", type=float, default=1e-4)
     parser.add_argument("--preset", default="rationale", help="reward preset of the RL run")

@@ -278,7 +278,8 @@ def sft(
     out.mkdir(parents=True, exist_ok=True)
     save_config(cfg, out / "config.yaml")
     write_json({"steps": steps, "lr": lr, "batch_size": bs, "warmup": warmup, "decoys": decoys,
-                "decoy_kind": decoy_kind, "decoy_share": decoy_share, "records": len(cache)}, out / "sft.json")  # fmt: skip
+                "decoy_kind": decoy_kind, "decoy_share": decoy_share, "records": len(cache), "seed": cfg.run.seed},
+               out / "sft.json")  # fmt: skip
     truncate_steps(out / "log.jsonl", start)
     log = (out / "log.jsonl").open("a", buffering=1)  # line-buffered: a killed run keeps its lines
     model.train()

@@ -113,13 +113,14 @@ def test_a_shortened_ablation_runs_end_to_end_with_finite_numbers(learning, task
     args = ["--work", str(tmp_path / "work"), "--records", "60", "--sft-steps", "3", "--rl-steps", "2",
             "--seeds", "0", "1", "--variants", "outcome", "full", "--eval-split", "train", "--eval-n", "3",
             "--threads", "2", "--jobs", "2", "--json", str(out_json), "--png", str(out_png), "--family", "idefics3",
-            "--sft-decoys", "0.5", "--set", "model.tiny_size=small", "grpo.batch_size=2", "grpo.group_size=2",
+            "--sft-decoys", "0.5", "--sft-seed", "3", "--set", "model.tiny_size=small", "grpo.batch_size=2", "grpo.group_size=2",
             "grpo.max_new_tokens=10"]
     assert bench.main(args) == 0  # 0 = every metric and curve value finite
     result = json.loads(out_json.read_text())
     assert result["family"] == "idefics3" and result["task"]["records"] == 60 and result["jobs"] == 2
     assert result["sft_decoys"] == 0.5 and json.loads((tmp_path / "work" / "sft" / "sft.json").read_text())["decoys"] == 0.5
     assert result["sft"]["trained"]["decoys"] == 0.5 and result["sft"]["trained"]["steps"] == 3  # how the start was made
+    assert result["sft_seed"] == 3 and result["sft"]["trained"]["seed"] == 3
     assert result["task"]["name"] in bench.TASKS and result["task"]["shapes"]["max_shapes"] >= 1
     sight = result["sft"]["sight"]  # the "can it see" probe of the SFT start
     assert set(sight) >= {"pixels", "constant", "gain", "can_see"} and sight["n_records"] == 3
