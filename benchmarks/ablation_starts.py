@@ -5,7 +5,9 @@
 ``benchmarks/learning.py`` runs one SFT start and several RL seeds, so its standard deviations are over seeds from
 that one start. This reads several of its JSON results (one per start: ``--sft-seed``, ``--sft-decoys``, ...) and
 reports, per start, how the start was trained, its "can it see" probe (hit@0.5 with pixels), its accuracy and probe
-drop (how much its answers need its own crop), outcome-only's and full ViRL's rationale IoU, and the margin; then the
+drop (how much its answers need its own crop), outcome-only's and full ViRL's rationale IoU (greedy, held out), the
+margin, and the two variants' sampled crop IoU over their last 10 training steps (what the policy samples, not its
+greedy choice: a policy near a tie between two crops can flip its greedy crop with a small drift); then the
 margin's mean and standard deviation over starts, and the issue's goal applied at the start level (mean margin ≥ 0.1
 and larger than twice its std over starts). Also the correlation of the start's probe drop with what outcome-only
 gains over the start: outcome-only reward only pays for a tight crop where the crop changes the answer.
@@ -36,7 +38,10 @@ COLUMNS = {
     "decoys": "decoy share", "sft_seed": "SFT seed", "hit": "start hit@0.5", "accuracy": "start accuracy",
     "probe_drop": "start probe drop", "start_iou": "start rationale IoU", "outcome": "(a) outcome",
     "full": "(d) full ViRL", "margin": "margin", "paired_std": "paired std",
+    "outcome_sampled": "(a) sampled crop IoU, last 10 steps", "full_sampled": "(d) sampled crop IoU, last 10 steps",
 }  # fmt: skip
+SAMPLED = "diag/crop_iou"
+"""The training curve (mean over seeds) whose last 10 steps give the sampled crop IoU columns."""
 
 
 def start_row(result: dict[str, Any], name: str) -> dict[str, Any]:
@@ -48,6 +53,11 @@ def start_row(result: dict[str, Any], name: str) -> dict[str, Any]:
     sft = result["sft"]["metrics"]
     outcome, full = (result["variants"][v]["metrics"]["rationale"] for v in ("outcome", "full"))
     diffs = [f - o for f, o in zip(full["per_seed"], outcome["per_seed"])]
+
+    def sampled(variant: str) -> float | None:
+        curve = result["variants"][variant].get("curves", {}).get(SAMPLED)
+        return statistics.fmean(curve[-10:]) if curve else None
+
     return {
         "name": name, "decoys": trained.get("decoys", result.get("sft_decoys")),
         "sft_seed": trained.get("seed", result.get("sft_seed", 0)),
@@ -56,6 +66,7 @@ def start_row(result: dict[str, Any], name: str) -> dict[str, Any]:
         "outcome": outcome["mean"], "outcome_std": outcome["std"], "full": full["mean"], "full_std": full["std"],
         "margin": full["mean"] - outcome["mean"], "paired_std": statistics.stdev(diffs) if len(diffs) > 1 else 0.0,
         "per_seed_margin": diffs, "seeds": result["variants"]["full"]["seeds"],
+        "outcome_sampled": sampled("outcome"), "full_sampled": sampled("full"),
     }  # fmt: skip
 
 
@@ -95,8 +106,9 @@ def markdown(rows: list[dict[str, Any]], summary: dict[str, Any]) -> str:
     """The README table: a row per start, then the mean over starts."""
     lines = ["| start | " + " | ".join(COLUMNS.values()) + " |", "|---" * (len(COLUMNS) + 1) + "|"]
     lines += [f"| {r['name']} | " + " | ".join(_cell(k, r) for k in COLUMNS) + " |" for r in rows]
-    lines.append(f"| mean over {summary['starts']} starts | " + " | " * (len(COLUMNS) - 2)
-                 + f"**{summary['margin_mean']:+.3f} ± {summary['margin_std_over_starts']:.3f}** | |")
+    cells = dict.fromkeys(COLUMNS, "")
+    cells["margin"] = f"**{summary['margin_mean']:+.3f} ± {summary['margin_std_over_starts']:.3f}**"
+    lines.append(f"| mean over {summary['starts']} starts | " + " | ".join(cells.values()) + " |")
     return "\n".join(lines)
 
 

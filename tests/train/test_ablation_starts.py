@@ -33,7 +33,8 @@ def _result(outcome: list[float], full: list[float], drop: float, start_iou: flo
     return {
         "sft": {"metrics": {"accuracy": 0.98, "probe_drop": drop, "rationale": start_iou},
                 "sight": {"pixels": {"hit_rate@0.5": 0.71}}, "trained": trained},
-        "variants": {v: {"metrics": {"rationale": metric(vals)}, "seeds": [0, 1, 2]}
+        "variants": {v: {"metrics": {"rationale": metric(vals)}, "seeds": [0, 1, 2],
+                         "curves": {"diag/crop_iou": [0.0] * 90 + [statistics.fmean(vals) - 0.1] * 10}}
                      for v, vals in (("outcome", outcome), ("full", full))},
         "sft_decoys": decoys, "sft_seed": seed,
     }  # fmt: skip
@@ -48,6 +49,7 @@ def test_the_margin_is_summarised_over_starts_and_over_start_seed_pairs(starts):
     assert rows[0]["margin"] == pytest.approx(0.11) and rows[1]["margin"] == pytest.approx(0.04)
     assert rows[2]["margin"] == pytest.approx(0.15)
     assert rows[1]["paired_std"] == pytest.approx(0.03)  # per-seed diffs 0.07 / 0.04 / 0.01
+    assert rows[1]["outcome_sampled"] == pytest.approx(0.83) and rows[1]["full_sampled"] == pytest.approx(0.87)
     summary = starts.summarize(rows)
     margins = [r["margin"] for r in rows]
     assert summary["margin_mean"] == pytest.approx(statistics.fmean(margins))
@@ -58,7 +60,8 @@ def test_the_margin_is_summarised_over_starts_and_over_start_seed_pairs(starts):
     # a start whose answers need its crop more (probe drop) lets outcome-only gain more
     assert summary["probe_drop_vs_outcome_gain_r"] > 0.9
     table = starts.markdown(rows, summary)
-    assert table.count("\n") == 5 and "| s1 | 0.475 | 1 |" in table and "+0.040" in table
+    assert table.count("\n") == 5 and "| s1 | 0.475 | 1 |" in table and "+0.040 | 0.030 | 0.830 | 0.870 |" in table
+    assert all(line.count("|") == len(starts.COLUMNS) + 2 for line in table.splitlines())
     assert f"**{summary['margin_mean']:+.3f} ± {summary['margin_std_over_starts']:.3f}**" in table
     same = [starts.start_row(_result([0.8] * 2 + [0.81], [0.95] * 3, drop=d), f"s{i}") for i, d in enumerate((0.1, 0.2))]
     assert starts.summarize(same)["goal_at_start_level"] is True
@@ -77,6 +80,9 @@ def test_the_cli_writes_the_json_and_rejects_a_result_without_both_variants(star
     assert written["summary"]["probe_drop_vs_outcome_gain_r"] is None  # under 3 starts
     assert "margin over 2 starts: +0.097" in capsys.readouterr().out
     broken = _result([0.8] * 3, [0.9] * 3, drop=0.1)
+    no_curves = _result([0.8] * 3, [0.9] * 3, drop=0.1)
+    del no_curves["variants"]["full"]["curves"]  # older results: the column is left empty
+    assert starts.start_row(no_curves, "old")["full_sampled"] is None
     del broken["variants"]["outcome"]
     (tmp_path / "broken.json").write_text(json.dumps(broken))
     with pytest.raises(SystemExit):
