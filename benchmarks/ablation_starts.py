@@ -32,7 +32,7 @@ from virl_data.corpus import write_json
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).parent))
-from learning import GOAL_MARGIN  # noqa: E402
+from learning import GOAL_MARGIN, goal_check  # noqa: E402
 
 COLUMNS = {
     "decoys": "decoy share", "sft_seed": "SFT seed", "hit": "start hit@0.5", "accuracy": "start accuracy",
@@ -46,13 +46,13 @@ SAMPLED = "diag/crop_iou"
 
 def start_row(result: dict[str, Any], name: str) -> dict[str, Any]:
     """One start of ``learning.py``'s result: how it was trained, its probe, and the two variants' rationale IoU."""
-    missing = {"outcome", "full"} - set(result.get("variants", {}))
-    if missing:
+    goal = goal_check(result["variants"], result["sft"]["sight"])  # margin, paired std: as learning.py reports them
+    if not goal:
+        missing = {"outcome", "full"} - set(result["variants"])
         raise ValueError(f"{name}: no {' and '.join(sorted(missing))} variant; run learning.py with both")
     trained = result["sft"].get("trained") or {}
     sft = result["sft"]["metrics"]
     outcome, full = (result["variants"][v]["metrics"]["rationale"] for v in ("outcome", "full"))
-    diffs = [f - o for f, o in zip(full["per_seed"], outcome["per_seed"])]
 
     def sampled(variant: str) -> float | None:
         curve = result["variants"][variant].get("curves", {}).get(SAMPLED)
@@ -61,11 +61,11 @@ def start_row(result: dict[str, Any], name: str) -> dict[str, Any]:
     return {
         "name": name, "decoys": trained.get("decoys", result.get("sft_decoys")),
         "sft_seed": trained.get("seed", result.get("sft_seed", 0)),
-        "hit": result["sft"]["sight"]["pixels"]["hit_rate@0.5"], "accuracy": sft["accuracy"],
+        "hit": goal["sft_hit@0.5"], "accuracy": sft["accuracy"],
         "probe_drop": sft["probe_drop"], "start_iou": sft["rationale"],
         "outcome": outcome["mean"], "outcome_std": outcome["std"], "full": full["mean"], "full_std": full["std"],
-        "margin": full["mean"] - outcome["mean"], "paired_std": statistics.stdev(diffs) if len(diffs) > 1 else 0.0,
-        "per_seed_margin": diffs, "seeds": result["variants"]["full"]["seeds"],
+        "margin": goal["margin"], "paired_std": goal["paired_diff_std"], "per_seed_margin": goal["per_seed_margin"],
+        "seeds": result["variants"]["full"]["seeds"],
         "outcome_sampled": sampled("outcome"), "full_sampled": sampled("full"),
     }  # fmt: skip
 

@@ -243,7 +243,7 @@ def goal_check(summary: dict[str, Any], sight: dict[str, Any] | None = None) -> 
     diffs = [f - o for f, o in zip(full["per_seed"], outcome["per_seed"])]
     spread = max(full["std"], outcome["std"])
     paired = statistics.stdev(diffs) if len(diffs) > 1 else 0.0
-    out = {"full_iou": full["mean"], "outcome_iou": outcome["mean"], "margin": margin,
+    out = {"full_iou": full["mean"], "outcome_iou": outcome["mean"], "margin": margin, "per_seed_margin": diffs,
            "full_reaches_0.5": full["mean"] >= GOAL_IOU, "full_beats_outcome_by_0.1": margin >= GOAL_MARGIN,
            "seed_std": spread, "paired_diff_std": paired, "margin_over_2_std": margin > 2 * max(spread, paired)}
     if sight is not None:

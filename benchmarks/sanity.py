@@ -90,7 +90,7 @@ def run(args: argparse.Namespace, console: Console) -> dict[str, Any]:
     return {
         "family": args.family, "task": args.task, "rise": r, "passes": r >= RISE, "goal": RISE, "window": WINDOW,
         "sft": {"steps": args.sft_steps if not args.start else None, "lr": args.sft_lr, "start": str(start),
-                "wall_s": sft_wall, "sight": before},
+                "wall_s": sft_wall, "sight": before, "trained": learning.start_meta(Path(start))},
         "rl": {"steps": args.rl_steps, "lr": args.rl_lr, "preset": args.preset, "wall_s": rl_wall, "curves": curves,
                "sight_after": after, "config": dataclasses.asdict(cfg)},
         "records": args.records, "eval_split": args.eval_split, "eval_n": args.eval_n, "threads": args.threads,

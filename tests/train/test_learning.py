@@ -149,12 +149,13 @@ def test_the_process_only_sanity_check_runs_and_reports_the_rise(learning, task,
     out = tmp_path / "sanity.json"
     assert sanity.main(["--work", str(tmp_path / "work"), "--records", "60", "--sft-steps", "2", "--rl-steps", "4",
                         "--eval-split", "train", "--eval-n", "2", "--json", str(out), "--family", "qwen3_vl",
-                        "--set", "model.tiny_size=small", "grpo.batch_size=2", "grpo.group_size=2",
+                        "--sft-seed", "5", "--set", "model.tiny_size=small", "grpo.batch_size=2", "grpo.group_size=2",
                         "grpo.max_new_tokens=10"]) == 0
     result = json.loads(out.read_text())
     curve = result["rl"]["curves"]["diag/crop_iou"]
     assert len(curve) == 4 and result["rise"] == pytest.approx(sanity.rise(curve))
     assert result["passes"] == (result["rise"] >= 0.1) and result["rl"]["preset"] == "rationale"
+    assert result["sft"]["trained"]["seed"] == 5 and result["sft"]["trained"]["steps"] == 2  # how the start was made
     assert result["rl"]["config"]["rewards"]["preset"] == "rationale"  # R_rat alone
     assert set(result["sft"]["sight"]["pixels"]) == set(result["rl"]["sight_after"]["constant"])
     assert sanity.rise([0.0, 0.0, 0.5, 0.5], window=2) == 0.5
