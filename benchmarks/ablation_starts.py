@@ -1,6 +1,6 @@
 """The reward ablation across SFT starts: how much of ViRL's margin over outcome-only survives a different start.
 
-    python benchmarks/ablation_starts.py docs/ablation.json docs/ablation_sftseed1.json docs/ablation_sftseed2.json
+    python benchmarks/ablation_starts.py docs/assets/ablation.json docs/assets/ablation_sftseed1.json docs/assets/ablation_sftseed2.json
 
 ``benchmarks/learning.py`` runs one SFT start and several RL seeds, so its standard deviations are over seeds from
 that one start. This reads several of its JSON results (one per start: ``--sft-seed``, ``--sft-decoys``, ...) and
@@ -12,7 +12,7 @@ margin's mean and standard deviation over starts, and the issue's goal applied a
 and larger than twice its std over starts). Also the correlation of the start's probe drop with what outcome-only
 gains over the start: outcome-only reward only pays for a tight crop where the crop changes the answer.
 
-Writes ``--json`` (default ``docs/ablation_starts.json``) with the rows, the summary and the README table, and prints
+Writes ``--json`` (default ``docs/assets/ablation_starts.json``) with the rows, the summary and the Markdown table, and prints
 the table. Nothing is trained here.
 """
 
@@ -103,7 +103,7 @@ def _cell(key: str, row: dict[str, Any]) -> str:
 
 
 def markdown(rows: list[dict[str, Any]], summary: dict[str, Any]) -> str:
-    """The README table: a row per start, then the mean over starts."""
+    """The Markdown table of docs/learning.md: a row per start, then the mean over starts."""
     lines = ["| start | " + " | ".join(COLUMNS.values()) + " |", "|---" * (len(COLUMNS) + 1) + "|"]
     lines += [f"| {r['name']} | " + " | ".join(_cell(k, r) for k in COLUMNS) + " |" for r in rows]
     cells = dict.fromkeys(COLUMNS, "")
@@ -115,7 +115,7 @@ def markdown(rows: list[dict[str, Any]], summary: dict[str, Any]) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("results", type=Path, nargs="+", help="learning.py JSON results, one per SFT start")
-    parser.add_argument("--json", type=Path, default=REPO / "docs" / "ablation_starts.json")
+    parser.add_argument("--json", type=Path, default=REPO / "docs" / "assets" / "ablation_starts.json")
     args = parser.parse_args(argv)
     console = Console(width=max(Console().width, 150))
     rows = []

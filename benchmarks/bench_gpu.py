@@ -182,7 +182,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--image", type=int, default=448, help="image side in px")
     parser.add_argument("--steps", type=int, default=2, help="timed steps after one warm-up step")
     parser.add_argument("--out", default=str(Path(tempfile.gettempdir()) / "virl_bench_gpu"))
-    parser.add_argument("--json", type=Path, default=REPO / "docs" / "bench_gpu.json")
+    parser.add_argument("--json", type=Path, default=REPO / "docs" / "assets" / "bench_gpu.json")
     parser.add_argument("--md", type=Path, default=REPO / "docs" / "bench_gpu.md")
     args = parser.parse_args(argv)
     import torch

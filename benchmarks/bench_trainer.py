@@ -36,7 +36,7 @@ step time per episode; and multi-turn rollouts (``env.max_actions=2``) sampled t
 ``rollout_episode`` at a time and the same seeded episodes as one ``rollout_batch`` (checked equal), vs a plain
 ``model.generate`` loop over the same prompts with the same number of new tokens per prompt (batch 1,
 ``min_new_tokens = max_new_tokens``). The random model seldom writes a valid crop, so its extra turns mostly get the
-env's text reply (the crop count is printed). Writes ``docs/bench_trainer.json`` and ``docs/bench_trainer.md``.
+env's text reply (the crop count is printed). Writes ``docs/assets/bench_trainer.json`` and ``docs/bench_trainer.md``.
 """
 
 from __future__ import annotations
@@ -552,7 +552,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--episodes", type=int, default=4, help="episodes in the rollout tokens/s comparison")
     parser.add_argument("--repeats", type=int, default=5, help="timed runs per phase (after one warm-up)")
     parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads, both sides")
-    parser.add_argument("--json", type=Path, default=REPO / "docs" / "bench_trainer.json")
+    parser.add_argument("--json", type=Path, default=REPO / "docs" / "assets" / "bench_trainer.json")
     parser.add_argument("--md", type=Path, default=REPO / "docs" / "bench_trainer.md")
     args = parser.parse_args(argv)
     warnings.filterwarnings("ignore")

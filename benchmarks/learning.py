@@ -11,7 +11,7 @@
 2. **SFT warm start** (``virl_train.sft``) on the train split's reference trajectories, every weight trained
    (``SFT_SETS``): one checkpoint for all runs, with its "can it see" probe (``virl_train.sight``). The family is a
    tiny random Idefics3 of ``model.tiny_size: base`` (``configs/ablation.yaml``; ``--family`` picks another), the one
-   that learns where things are on a CPU (README, "Model families"). ``--sft-decoys`` makes a share of the references
+   that learns where things are on a CPU (docs/families.md). ``--sft-decoys`` makes a share of the references
    crop off the rationale (answer kept; ``--sft-decoy-kind``: elsewhere, the whole image, or the image centre): a
    start that looks in the wrong place and answers anyway. The default, 47.5 % centre crops on ``one-shape``, gives
    the illusion the ablation is about: a start that answers from the full image and crops on the rationale for about
@@ -26,7 +26,7 @@
    IoU of ``VIRL_METHOD.md``), "crop precision" / "crop recall" its halves; "crop IoU" is ``mean_fidelity``, each
    crop's best IoU with a chain box averaged over crops (invalid actions count 0).
 
-Writes ``--json`` (default ``docs/ablation.json``: per variant the metrics' mean and std over seeds, the per-seed
+Writes ``--json`` (default ``docs/assets/ablation.json``: per variant the metrics' mean and std over seeds, the per-seed
 values, steps, seeds, wall time, the per-step training curves with the RL diagnostics; the SFT start and its probe
 with and without pixels; the task; the goal check) and ``--png`` (learning curves: training
 reward, R_rat and accuracy per step, mean over seeds, plus the final rationale IoU per variant), and prints the table.
@@ -65,15 +65,15 @@ TASK = ShapesConfig(
 phrase names). Any crop of the right cell has IoU ≥ 0.5 with the rationale; the full 112-px image (16 visual tokens)
 already shows colours and shapes, so an answer needs no crop in principle: the illusion the ablation is about. In
 practice the tiny model answers better from a tight crop (test accuracy 0.80 for the sighted SFT start, 0.44 for a
-start that always zooms on the whole image), so outcome-only reward also pays for looking (README, the ablation)."""
+start that always zooms on the whole image), so outcome-only reward also pays for looking (docs/learning.md)."""
 TASK_ONE = dataclasses.replace(TASK, min_shapes=1, max_shapes=1)
 """One shape per image, in one of the 4 cells: the full image names the answer (nothing else is there), so a policy
 can answer without looking at its crop, and a crop only shows where the evidence is."""
 TASKS: dict[str, ShapesConfig] = {"shapes": TASK, "one-shape": TASK_ONE}
 START = {"task": "one-shape", "sft_decoys": 0.475, "sft_decoy_kind": "centre"}
-"""The default task and SFT start of this benchmark and of ``sanity.py`` (README, the ablation: how the share was
+"""The default task and SFT start of this benchmark and of ``sanity.py`` (docs/learning.md: how the share was
 chosen). The share sits on a tipping point between cropping the shape and cropping the centre: ``--sft-seed`` 0, 1 and
-2 give start hit rates 0.710, 0.690 and 0.245 (README, "Across SFT starts"; ``ablation_starts.py``)."""
+2 give start hit rates 0.710, 0.690 and 0.245 (docs/learning.md, "Across SFT starts"; ``ablation_starts.py``)."""
 VARIANTS: dict[str, str] = {
     "outcome": "(a) outcome + format",
     "process": "(b) + process supervision",
@@ -266,7 +266,7 @@ def table(summary: dict[str, Any], sft_metrics: dict[str, float] | None) -> Tabl
 
 
 def markdown(summary: dict[str, Any], sft_metrics: dict[str, float] | None) -> str:
-    """The README table."""
+    """The Markdown table of docs/learning.md (``benchmarks/report.py`` renders it from the JSON)."""
     lines = ["| variant | " + " | ".join(METRICS.values()) + " |", "|---" * (len(METRICS) + 1) + "|"]
     if sft_metrics is not None:
         lines.append("| SFT start | " + " | ".join(f"{sft_metrics[k]:.3f}" for k in METRICS) + " |")
@@ -404,8 +404,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="an SFT checkpoint of this task to start from (skips SFT; its probe is still taken)")
     parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
                         help="config overrides for every run (e.g. grpo.group_size=8); rewards.preset is the variant's")
-    parser.add_argument("--json", type=Path, default=REPO / "docs" / "ablation.json")
-    parser.add_argument("--png", type=Path, default=REPO / "docs" / "ablation.png")
+    parser.add_argument("--json", type=Path, default=REPO / "docs" / "assets" / "ablation.json")
+    parser.add_argument("--png", type=Path, default=REPO / "docs" / "assets" / "ablation.png")
     args = parser.parse_args(argv)
     if any(item.split("=")[0].strip() == "rewards.preset" for item in args.set):
         parser.error("--set rewards.preset=...: the preset is what the ablation varies; use --variants")

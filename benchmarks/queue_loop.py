@@ -5,7 +5,7 @@ missing step), ``--samples`` scripted-policy episodes per record (``virl_train.s
 with seeded mistakes; no trained model), then ``review_queue.rank``; reported: top-k precision (k = number of
 corrupted records), recall in the top 2k, and where the corrupted records that were missed came in.
 
-    python benchmarks/queue_loop.py --seeds 0 1 2 --json docs/loop.json
+    python benchmarks/queue_loop.py --seeds 0 1 2 --json docs/assets/loop.json
     python benchmarks/queue_loop.py --app --dataset virl-loop-demo   # also push the queue with images, serve the App
 
 With ``--app`` the first seed's corpus is rendered to ``--out`` (images), the top 2k pushed to FiftyOne with the

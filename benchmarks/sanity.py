@@ -1,6 +1,6 @@
 """The process-only sanity check: from the SFT start, does the rationale reward ALONE raise sampled crop IoU?
 
-    python benchmarks/sanity.py --family idefics3                 # task, SFT, probe, 100 RL steps, docs/sanity.json
+    python benchmarks/sanity.py --family idefics3                 # task, SFT, probe, 100 RL steps, docs/assets/sanity.json
     python benchmarks/sanity.py --family qwen2_5_vl --rl-lr 3e-4 --json /tmp/s.json
 
 Same task and SFT as ``benchmarks/learning.py`` (its ``build_task``, ``run_sft``, ``FAMILY_SETS``), then GRPO with
@@ -11,7 +11,7 @@ the check is on the SAMPLED crop IoU of the training episodes (``diag/crop_iou``
     rise = mean(crop IoU of the last 10 steps) − mean(crop IoU of the first 10 steps)        pass: rise ≥ 0.1
 
 Before and after, the "can it see" probe (``virl_train.sight``, greedy, held-out records) reports crop IoU and hit
-rate with the real pixels and with every pixel constant. Writes ``--json`` (default ``docs/sanity.json``: the
+rate with the real pixels and with every pixel constant. Writes ``--json`` (default ``docs/assets/sanity.json``: the
 per-step curves, the probes, the verdict, timings) and prints a summary.
 """
 
@@ -114,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--eval-n", type=int, default=100)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE")
-    parser.add_argument("--json", type=Path, default=learning.REPO / "docs" / "sanity.json")
+    parser.add_argument("--json", type=Path, default=learning.REPO / "docs" / "assets" / "sanity.json")
     args = parser.parse_args(argv)
     warnings.filterwarnings("ignore")
     console = Console(width=150)
