@@ -404,9 +404,44 @@ class Block:
     build: Callable[[Results], str]
 
 
+def loop_table(r: Results) -> str:
+    """The review queue's precision per seed (``benchmarks/queue_loop.py``): k = the number of corrupted records."""
+    runs = r["loop"]["runs"]
+    rows = [[str(run["seed"]),
+             f"{run['corrupted']} ({run['by_kind'].get('shifted_box', 0)} / {run['by_kind'].get('missing_step', 0)})",
+             f"{run['precision_at_k']:.2f}", f"{run['recall_at_2k']:.2f}",
+             ", ".join(map(str, run["missed_ranks"])) or "–"] for run in runs]  # fmt: skip
+    rows.append(["mean", "", f"**{r['loop']['mean_precision_at_k']:.2f}**",
+                 f"{statistics.fmean(run['recall_at_2k'] for run in runs):.2f}", ""])  # fmt: skip
+    k = runs[0]["corrupted"]
+    return md_table(["seed", "corrupted (shifted / missing)", f"top-{k} precision", f"recall in the top {2 * k}",
+                     f"corrupted records ranked below {k}"], rows)  # fmt: skip
+
+
+def sft_starts_table(r: Results) -> str:
+    """The SFT starts tried on the way to the ablation's start (``docs/assets/sft_starts.json``, with its provenance)."""
+
+    def cell(values: list[float], bold: bool) -> str:
+        text = ", ".join(f3(v) for v in values)
+        return f"**{text}**" if bold else text
+
+    rows = []
+    for row in r["sft_starts"]["rows"]:
+        bold = row.get("chosen", False)
+        pairs = ", ".join(f"{f3(p)} / {f3(c)}" for p, c in zip(row["pixels"], row["constant"]))
+        if "train_split" in row:
+            pairs += f" (train split: {f3(row['train_split']['pixels'])} / {f3(row['train_split']['constant'])})"
+        rows.append([row["start"], f"**{pairs}**" if bold else pairs, cell(row["hit"], bold)])
+    return md_table(["SFT start", "pixels / constant", "hit@0.5"], rows) + f"\n\n{r['sft_starts']['note']}"
+
+
 HEADLINE = Block("headline", ("ablation", "ablation_starts", "ablation_sftseed1", "ablation_sftseed2",
                               "ablation_replicate", "ablation_shapes", "sanity", "bench_trainer", "loop"), headline)
-BLOCKS: dict[str, list[Block]] = {"README.md": [HEADLINE], "docs/index.md": [HEADLINE]}
+BLOCKS: dict[str, list[Block]] = {
+    "README.md": [HEADLINE], "docs/index.md": [HEADLINE],
+    "docs/loop.md": [Block("loop", ("loop",), loop_table)],
+    "docs/families.md": [Block("sft_starts", ("sft_starts",), sft_starts_table)],
+}  # fmt: skip
 """Generated blocks of hand-written pages, by page path."""
 
 

@@ -154,7 +154,7 @@ def test_absent_json_leaves_a_note_and_a_stale_page_fails_the_check(report, tmp_
     # --check against a root whose pages are stale: non-zero, and a diff is printed
     (root / "docs").mkdir(parents=True)
     (root / "docs" / "learning.md").write_text("# hand-edited\n")
-    (root / "README.md").write_text((REPO / "README.md").read_text())
-    (root / "docs" / "index.md").write_text((REPO / "docs" / "index.md").read_text())
+    for rel in report.BLOCKS:  # the hand-written pages with generated blocks, as committed
+        (root / rel).write_text((REPO / rel).read_text())
     assert report.main(["--check", "--root", str(root)]) == 1
     assert "+# The learning evidence" in capsys.readouterr().out
