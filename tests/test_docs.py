@@ -37,6 +37,11 @@ def report():
     return _load("report", REPO / "benchmarks" / "report.py")
 
 
+@pytest.fixture(scope="module")
+def sections(report):
+    return sys.modules["report_sections"]  # the builders, imported by report.py
+
+
 # --- the site ----------------------------------------------------------------------------------------------------------
 def test_site_builds_strictly_with_the_api_reference(tmp_path):
     pytest.importorskip("mkdocs", reason="the [docs] extra (scripts/install.sh installs it)")
@@ -98,14 +103,14 @@ def _sight(crop: float, const: float, hit: float, acc: float) -> dict:
             "constant": {"crop_iou": const, "hit_rate@0.5": 0.1, "accuracy": 0.2}}  # fmt: skip
 
 
-def test_sanity_column_on_a_tiny_result(report):
+def test_sanity_column_on_a_tiny_result(sections):
     curve = [0.5] * 10 + [0.6] * 80 + [0.7] * 10
     tiny = {"window": 10, "rise": 0.2, "passes": True, "goal": 0.1, "wall_s": 90.0,
             "sft": {"sight": _sight(0.6, 0.2, 0.55, 0.9)},
             "rl": {"sight_after": _sight(0.8, 0.25, 0.75, 0.85),
                    "curves": {"diag/crop_iou": curve, "diag/kl_start": [0.0] * 99 + [0.125],
                               "diag/zero_spread_frac": [0.5, 0.25], "grad_norm": [1.0, 2.0]}}}  # fmt: skip
-    assert report.sanity_column(tiny) == [
+    assert sections.sanity_column(tiny) == [
         "0.600 / 0.200 (0.550)",
         "0.500 → 0.700: rise **+0.200** (goal ≥ 0.1: **pass**)",
         "0.800 / 0.250 (0.750)",
@@ -114,16 +119,16 @@ def test_sanity_column_on_a_tiny_result(report):
     ]
 
 
-def test_decoy_share_table_sorts_pilots_and_runs(report):
+def test_decoy_share_table_sorts_pilots_and_runs(sections):
     def result(decoys: float, outcome: list[float], full: list[float]) -> dict:
         metric = lambda v: {"mean": sum(v) / len(v), "std": 0.01, "per_seed": v}  # noqa: E731
         return {"sft_decoys": decoys, "seeds": [0, 1], "sft": {"sight": _sight(0.7, 0.2, 0.7, 0.9),
                 "metrics": {"accuracy": 0.98}}, "variants": {"outcome": {"metrics": {"rationale": metric(outcome)}},
                                                              "full": {"metrics": {"rationale": metric(full)}}}}  # fmt: skip
 
-    pilots = {"note": "pilots", "pilots": [{"decoys": 0.5, "hit": 0.5, "accuracy": 0.9, "outcome": 0.6, "full": 0.9},
+    pilots = {"note": "pilots", "command": "learning.py --sft-decoys S", "pilots": [{"decoys": 0.5, "hit": 0.5, "accuracy": 0.9, "outcome": 0.6, "full": 0.9},
                                            {"decoys": 0.3, "hit": 0.9, "accuracy": 1.0, "outcome": None, "full": None}]}
-    text = report.decoy_share_section({"decoy_share_pilots": pilots, "ablation": result(0.4, [0.8, 0.8], [0.9, 0.9]),
+    text = sections.decoy_share_section({"decoy_share_pilots": pilots, "ablation": result(0.4, [0.8, 0.8], [0.9, 0.9]),
                                        "ablation_replicate": result(0.45, [0.7, 0.9], [0.95, 0.95])})  # fmt: skip
     rows = [ln for ln in text.splitlines() if ln.startswith("| ") and "share" not in ln]
     assert rows == [
@@ -158,3 +163,13 @@ def test_absent_json_leaves_a_note_and_a_stale_page_fails_the_check(report, tmp_
         (root / rel).write_text((REPO / rel).read_text())
     assert report.main(["--check", "--root", str(root)]) == 1
     assert "+# The learning evidence" in capsys.readouterr().out
+
+
+def test_reflow_wraps_prose_and_bullets_but_not_tables(report):
+    text = "a b\nc " + "word " * 30 + "\n\n| x |\n|---|\n| 1 |\n\n- item one\n  more\n- item " + "two " * 30
+    out = report.reflow(text, width=40).split("\n\n")
+    assert out[0].startswith("a b c word") and max(len(ln) for ln in out[0].splitlines()) <= 40
+    assert out[1] == "| x |\n|---|\n| 1 |"
+    bullets = out[2].splitlines()
+    assert bullets[0] == "- item one more" and bullets[1].startswith("- item two")
+    assert all(ln.startswith("  ") for ln in bullets[2:])
