@@ -23,6 +23,7 @@ from rich.table import Table
 
 from virl_data.cli_boundary import user_errors
 from virl_data.errors import ConfigError
+from virl_data.paths import refuse_clashes
 
 if TYPE_CHECKING:
     from virl_data.review_queue import QueueEntry, QueueResult
@@ -107,6 +108,7 @@ def queue_command(
 
     if to is not None and to not in TARGETS:
         raise ConfigError(f"--to must be one of {', '.join(TARGETS)}, got {to!r}")
+    refuse_clashes(inputs={"TRAJECTORIES": trajectories, "--corpus": src}, outputs={"--out": out})
     records = corpus.read_records(src)
     episodes = review_queue.read_episodes(trajectories, min_step=min_step)
     result = review_queue.rank(records, episodes, top=top,
@@ -138,6 +140,7 @@ def diff_command(
     verdict and (with --queue) by queue reason."""
     from virl_data import corpus, diff, review_queue
 
+    refuse_clashes(inputs={"BEFORE": before, "AFTER": after, "--queue": queue}, outputs={"--json": json_out})
     reasons = {e.record_id: e.reason for e in review_queue.read_queue(queue)} if queue else None
     result = diff.diff_records(corpus.read_records(before), corpus.read_records(after), reasons=reasons)
     table = Table(title=f"{len(result.changed)} records changed ({result.unchanged} unchanged, "

@@ -62,6 +62,7 @@ from rich.table import Table
 from virl_data import checks, corpus, curate, schema
 from virl_data import export as export_mod
 from virl_data.errors import ConfigError, OutputExistsError
+from virl_data.paths import refuse_clashes
 from virl_data.miners import MINERS
 from virl_data.miners.shapes import ShapesConfig, generate
 
@@ -440,6 +441,24 @@ def _export_dir(out: Path, e: ExportConfig) -> Path:
     return out / (e.out if e.out is not None else f"export/{e.format}")
 
 
+def check_run_paths(cfg: PipelineConfig, out: str | Path | None = None, yaml_path: str | Path | None = None) -> None:
+    """Refuse a run whose outputs (``OUT/corpus/*.parquet``, ``OUT/report.json``, each export folder, replaced
+    whole) would overwrite its inputs (the YAML, the miner's files, the image folder) or each other
+    (``paths.refuse_clashes``); called before anything is mined."""
+    out = Path(out if out is not None else cfg.out)
+    inputs: dict[str, Path | None] = {"PIPELINE": None if yaml_path is None else Path(yaml_path)}
+    for key, value in cfg.source.options.items():
+        if isinstance(value, (str, Path)) and _is_path_param(miner_parameters(cfg.source.miner)[key]):
+            inputs[f"source.options.{key}"] = Path(value)
+    if not renders_images(cfg.source.miner) and cfg.source.images is not None:
+        inputs["source.images"] = Path(cfg.source.images)
+    outputs: dict[str, Path | None] = {f"{out}/corpus/{f}.parquet": out / "corpus" / f"{f}.parquet"
+                                       for f in ("mined", "verified", "curated")}
+    outputs["report.json"] = out / "report.json"
+    replaced = {f"export {e.format} folder": _export_dir(out, e) for e in cfg.export}
+    refuse_clashes(inputs=inputs, outputs=outputs, replaced=replaced)
+
+
 def _image_root(cfg: PipelineConfig, out: Path) -> Path | None:
     if renders_images(cfg.source.miner):
         return out / (cfg.source.images or "images")  # absolute stays absolute: Path / abs = abs
@@ -531,6 +550,7 @@ def run_pipeline(
     docstring for the files. Every stage's counts are checked (``check_accounting``) before ``report.json`` is
     written. Each stage prints one line on ``console`` when given."""
     cfg = config if isinstance(config, PipelineConfig) else load_pipeline(config)
+    check_run_paths(cfg, out, None if isinstance(config, PipelineConfig) else config)
     out = Path(out if out is not None else cfg.out)
     images, clock, started = _image_root(cfg, out), _Clock(), time.perf_counter()
     stages: list[StageReport] = []
@@ -595,6 +615,7 @@ __all__ = [
     "load_pipeline",
     "miner_parameters",
     "pipeline_from_dict",
+    "check_run_paths",
     "prepare_demo_dir",
     "renders_images",
     "run_demo",
