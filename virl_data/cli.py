@@ -32,7 +32,7 @@ from rich.console import Console
 from rich.table import Table
 
 from virl_data.cli_boundary import OneLineErrors, err_console, user_errors
-from virl_data.errors import ConfigError
+from virl_data.errors import ConfigError, EmptyInputError
 from virl_data.paths import refuse_clashes
 
 app = typer.Typer(
@@ -173,6 +173,9 @@ def _write_mined(records: Any, out: Path, images: Path | None, source: str) -> N
             collected.append(record)
             if i % 1000 == 0:
                 bar.update(task, description=f"mining {source}: {i} records")
+    if not collected:  # every miner comes through here: an empty source never replaces a corpus
+        raise EmptyInputError(f"mined 0 {source} records: the input holds no records the {source} miner reads"
+                              + (f"; {out} left as it was" if out.exists() else "; nothing written"))
     corpus.write(collected, out, image_root=images)
     rejected = sum(r.status.value == "rejected" for r in collected)
     console.print(
@@ -336,10 +339,15 @@ def verify(
         max_steps=max_steps,
         duplicate_iou=duplicate_iou,
     )
-    root = None if no_images else corpus.image_root(src, image_root)
+    root = None if no_images else corpus.declared_image_root(src, image_root)
     verified = checks.verify(df, cfg, image_root=root, progress=True)
     corpus.write(verified, out, image_root=root)
     console.print(_status_table(verified, f"verified {df.height} records → {out}"))
+    for name, (n, reason) in checks.skipped_checks(verified).items():
+        why = "--no-images" if no_images else f"{src} declares no image root (mined without --images); pass " \
+            "--image-root DIR to check the images"
+        console.print(f"[yellow]note:[/] {name} skipped on {n} records ({reason}): "
+                      + (why if reason == "skipped: no image root" else reason), soft_wrap=True)
     reasons = checks.rejection_reasons(verified)
     if reasons.height:
         table = Table(title="rejection reasons")
@@ -392,7 +400,7 @@ def filter_cmd(
     refuse_clashes(inputs={"SRC": src}, outputs={"--out": out})
     df = corpus.read(src)
     kept = curate.filter_records(df, where).collect()
-    corpus.write(kept, out, image_root=corpus.image_root(src))
+    corpus.write(kept, out, image_root=corpus.declared_image_root(src))
     console.print(f"kept {kept.height} of {df.height} records ({df.height - kept.height} filtered out) → {out}")
 
 
@@ -409,7 +417,7 @@ def dedup(
 
     refuse_clashes(inputs={"SRC": src, "--image-root": image_root}, outputs={"--out": out, "--removed": removed})
     df = corpus.read(src)
-    root = corpus.image_root(src, image_root)
+    root = corpus.declared_image_root(src, image_root)
     result = curate.dedup(df, image_root=root)
     kept_df, dropped = result.kept.collect(), result.removed
     corpus.write(kept_df, out, image_root=root)
@@ -439,7 +447,7 @@ def split(
     refuse_clashes(inputs={"SRC": src}, outputs={"--out": out})
     df = corpus.read(src)
     result = curate.split(df, _parse_ratios(ratios), seed=seed).collect()
-    corpus.write(result, out, image_root=corpus.image_root(src))
+    corpus.write(result, out, image_root=corpus.declared_image_root(src))
     table = Table(title=f"split {df.height} records → {out}")
     table.add_column("split")
     table.add_column("records", justify="right")

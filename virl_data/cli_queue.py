@@ -22,7 +22,7 @@ from rich.console import Console
 from rich.table import Table
 
 from virl_data.cli_boundary import user_errors
-from virl_data.errors import ConfigError
+from virl_data.errors import ConfigError, EmptyInputError
 from virl_data.paths import refuse_clashes
 
 if TYPE_CHECKING:
@@ -110,7 +110,12 @@ def queue_command(
         raise ConfigError(f"--to must be one of {', '.join(TARGETS)}, got {to!r}")
     refuse_clashes(inputs={"TRAJECTORIES": trajectories, "--corpus": src}, outputs={"--out": out})
     records = corpus.read_records(src)
+    if not records:
+        raise EmptyInputError(f"--corpus {src} holds no records: nothing to queue")
     episodes = review_queue.read_episodes(trajectories, min_step=min_step)
+    if not episodes:  # an empty queue would replace a previous one with nothing
+        raise EmptyInputError(f"{trajectories} holds no episodes" + (f" of steps >= {min_step}" if min_step else "")
+                              + ": nothing to rank")
     result = review_queue.rank(records, episodes, top=top,
                                reasons=_reasons(reasons), split=split)
     by_id = {r.id: r for r in records}

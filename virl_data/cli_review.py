@@ -32,7 +32,7 @@ def write_pulled(merged: Any, merge_report: Any, src: Path, out: Path, report: P
     from virl_data import corpus
 
     refuse_clashes(inputs={"--corpus": src}, outputs={"--out": out, "--report": report})  # also before the pull
-    corpus.write(merged, out, image_root=corpus.image_root(src))
+    corpus.write(merged, out, image_root=corpus.declared_image_root(src))
     if report is not None:
         corpus.write_json(merge_report.to_dict(), report)
     console.print(report_table(merge_report, out))

@@ -13,10 +13,10 @@ corpus folder would have read it); two outputs at one path; an input or another 
 An output folder that merely *contains* an input (``run --out`` beside its YAML) is normal and allowed.
 
 Example:
-    >>> refuse_clashes(inputs={"--refs": "x.jsonl"}, outputs={"--out": "./x.jsonl"})
+    >>> refuse_clashes(inputs={"--refs": "x.jsonl"}, outputs={"--out": "./x.jsonl"})  # doctest: +ELLIPSIS
     Traceback (most recent call last):
     ...
-    virl_data.errors.PathClashError: --out ./x.jsonl is also the input --refs (x.jsonl): writing it would destroy the input; choose another --out
+    virl_data.errors.PathClashError: --out ./x.jsonl is also the input --refs (x.jsonl): writing it would destroy ...
     >>> refuse_clashes(inputs={"SRC": "c.parquet"}, outputs={"--out": "d.parquet", "--removed": None})
 """
 

@@ -61,7 +61,7 @@ from rich.table import Table
 
 from virl_data import checks, corpus, curate, schema
 from virl_data import export as export_mod
-from virl_data.errors import ConfigError, OutputExistsError
+from virl_data.errors import ConfigError, EmptyInputError, OutputExistsError
 from virl_data.paths import refuse_clashes
 from virl_data.miners import MINERS
 from virl_data.miners.shapes import ShapesConfig, generate
@@ -473,7 +473,10 @@ def _mine(source: SourceConfig, images: Path | None) -> pl.DataFrame:
         options = {k: Path(v) if _is_path_param(miner_parameters(source.miner)[k]) and v is not None else v
                    for k, v in source.options.items()}
         records = miner(**options, images=images, limit=source.limit)
-    return schema.records_to_frame(records)
+    frame = schema.records_to_frame(records)
+    if frame.height == 0 and source.limit != 0:  # limit 0 asks for nothing; otherwise an empty source is a mistake
+        raise EmptyInputError(f"source: the {source.miner} miner found no records in {source.options}")
+    return frame
 
 
 class _Clock:
@@ -492,8 +495,9 @@ def _verify(mined: pl.DataFrame, cfg: PipelineConfig, images: Path | None) -> tu
     verified = checks.verify(mined, cfg.check_config(), image_root=images)
     counts = dict(verified.group_by("status").len().iter_rows())
     passed = sum(counts.get(s, 0) for s in PASSED_STATUSES)
+    skipped = [f"{name} skipped on {n} ({reason})" for name, (n, reason) in checks.skipped_checks(verified).items()]
     return verified, StageReport("verify", mined.height, passed, {"rejected": counts.get("rejected", 0)},
-                                 detail=", ".join(f"{s}: {n}" for s, n in sorted(counts.items())))
+                                 detail=", ".join([*(f"{s}: {n}" for s, n in sorted(counts.items())), *skipped]))
 
 
 def _filter(frame: pl.DataFrame, filters: Sequence[str]) -> tuple[pl.DataFrame, StageReport]:

@@ -222,18 +222,19 @@ def eval_cmd(
     import dataclasses
 
     from virl_train.config import load_config
-    from virl_train.data import ExampleSet
-    from virl_train.eval import evaluate, render_report, write_report
-    from virl_train.policy import load_policy
     from virl_train.trajectories import FILE_NAME as TRAJECTORIES
 
     cfg = load_config(config, overrides or [])
-    if checkpoint is not None:
-        path = checkpoint / "final" if (checkpoint / "final").is_dir() else checkpoint
-        cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, name_or_path=str(path)))
     folder = out or Path(cfg.run.out_dir) / "eval"
     refuse_clashes(inputs={"--config": config, "--checkpoint": checkpoint, "data.path": cfg.data.path},
                    outputs={f"{folder}/{f}": folder / f for f in ("eval.json", "eval.png", TRAJECTORIES, "sight.json")})
+    from virl_train.data import ExampleSet
+    from virl_train.eval import evaluate, render_report, write_report
+    from virl_train.policy import load_policy
+
+    if checkpoint is not None:
+        path = checkpoint / "final" if (checkpoint / "final").is_dir() else checkpoint
+        cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, name_or_path=str(path)))
     name = split or cfg.data.eval_split or cfg.data.train_split
     examples = ExampleSet.load(cfg.data.path, name, limit=limit or cfg.data.limit)
     policy = load_policy(cfg.model, seed=cfg.run.seed)

@@ -56,7 +56,7 @@ import orjson
 
 from virl_data import boxconv, boxes
 from virl_data.errors import ConfigError, CorpusReadError, VirlError
-from virl_data.miners._common import check_limit, mining_outcome, size_from_files
+from virl_data.miners._common import check_limit, image_side, mining_outcome, size_from_files
 from virl_data.miners._kinds import expect, identify
 from virl_data.types import (
     Box,
@@ -159,8 +159,8 @@ def _captions(path: Path) -> Any:
 
 def _size(entry: dict[str, Any]) -> tuple[int | None, int | None]:
     w, h = entry.get("width"), entry.get("height")
-    ok = all(isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0 for v in (w, h))
-    return (int(w), int(h)) if ok else (None, None)
+    sides = image_side(w), image_side(h)  # huge or non-finite sizes are not sizes: looked up elsewhere, else rejected
+    return sides if sides[0] and sides[1] else (None, None)
 
 
 def _images_block(data: Any, path: Path) -> dict[str, ImageInfo]:

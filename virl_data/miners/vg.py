@@ -59,7 +59,7 @@ import orjson
 
 from virl_data import boxconv, boxes
 from virl_data.errors import CorpusReadError, VirlError
-from virl_data.miners._common import check_limit, mining_outcome, size_from_files
+from virl_data.miners._common import check_limit, image_side, mining_outcome, size_from_files
 from virl_data.miners._kinds import expect
 from virl_data.types import (
     Box,
@@ -328,7 +328,7 @@ def read_image_data(path: Path) -> dict[str, ImageRef]:
     refs: dict[str, ImageRef] = {}
     for entry in data:
         image_id, w, h = entry.get("image_id", entry.get("id")), entry.get("width"), entry.get("height")
-        if image_id is None or type(w) is not int or type(h) is not int or w <= 0 or h <= 0:
+        if image_id is None or type(w) is not int or type(h) is not int or not (image_side(w) and image_side(h)):
             continue
         url = entry.get("url")
         folder = url.rsplit("/", 2)[-2] if isinstance(url, str) and url.count("/") >= 2 else ""
