@@ -163,6 +163,11 @@ def _size(entry: dict[str, Any]) -> tuple[int | None, int | None]:
     return sides if sides[0] and sides[1] else (None, None)
 
 
+def _file_name(value: Any) -> str | None:
+    """An image file name as the file gives it, when it is one (a non-empty string); else None (the id names it)."""
+    return value if isinstance(value, str) and value else None
+
+
 def _images_block(data: Any, path: Path) -> dict[str, ImageInfo]:
     """``images`` entries by id (empty when the file has none)."""
     out: dict[str, ImageInfo] = {}
@@ -170,7 +175,7 @@ def _images_block(data: Any, path: Path) -> dict[str, ImageInfo]:
         if not isinstance(im, dict) or im.get("id") is None:
             raise CorpusReadError(f"COCO file {path}: images[{i}] has no id")
         split = split_of(str(im.get("coco_url") or im.get("file_name") or ""))
-        out[str(im["id"])] = ImageInfo(str(im["id"]), im.get("file_name"), *_size(im), split)
+        out[str(im["id"])] = ImageInfo(str(im["id"]), _file_name(im.get("file_name")), *_size(im), split)
     return out
 
 
@@ -214,7 +219,7 @@ def _read_llava(path: Path) -> Iterator[ImageInfo]:
             looks = f" (the line looks like {kind}, not LLaVA caps_boxes (COCO))" if kind else ""
             raise CorpusReadError(f"{path}:{n}: expected an object with 'id' and an 'instances' list{looks}")
         anns = [dict(a if isinstance(a, dict) else {}, id=f"{row['id']}#{k}") for k, a in enumerate(row["instances"])]
-        yield ImageInfo(str(row["id"]), row.get("image"), anns=anns)
+        yield ImageInfo(str(row["id"]), _file_name(row.get("image")), anns=anns)
 
 
 # --- instances -------------------------------------------------------------------------------------------------------

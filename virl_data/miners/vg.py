@@ -151,8 +151,11 @@ def parse_object(obj: Any) -> Mention | str:
         return f"bad_box: object {oid} has no numeric x, y, w, h"
     if not boxes.is_valid(boxes.as_array([box]))[0]:
         return f"bad_box: object {oid} box {box.as_tuple()} is empty"
-    words = {" ".join(str(a).lower().split()) for a in obj.get("attributes") or () if isinstance(a, str)}
-    merged = tuple(str(m) for m in obj.get("merged_object_ids") or ())
+    attributes, merged_ids = obj.get("attributes") or [], obj.get("merged_object_ids") or []
+    if not isinstance(attributes, list) or not isinstance(merged_ids, list):
+        return f"malformed_relationship: object {oid} has attributes or merged_object_ids that are not lists"
+    words = {" ".join(str(a).lower().split()) for a in attributes if isinstance(a, str)}
+    merged = tuple(str(m) for m in merged_ids)
     return Mention(oid, name, box, merged, frozenset(COLOURS[w] for w in words if w in COLOURS))
 
 
