@@ -237,9 +237,9 @@ class Instance:
 def _category(ann: dict[str, Any], cats: dict[int, str] | None) -> tuple[str, str | None]:
     """The annotation's category name and, when it has none, an ``unknown_category`` reason."""
     if "category_id" in ann:
-        name = (cats if cats is not None else COCO_CATEGORIES).get(ann["category_id"])
+        cid = ann["category_id"]
+        name = (cats if cats is not None else COCO_CATEGORIES).get(cid) if isinstance(cid, int | str) else None
         if name is None:
-            cid = ann["category_id"]
             return f"category {cid}", f"unknown_category: id {cid} (annotation {ann['id']})"
         return name, None
     name = " ".join(str(ann.get("category") or "").split())

@@ -274,7 +274,8 @@ def _ground_r1_line(obj: dict[str, Any], file_variant: str | None, file_split: s
         box = boxconv.to_box("coco_xywh", values[0])
         error = _checked(box, "bboxs[0] as xywh")
     solution = obj.get("solution")
-    expressions = [solution] if isinstance(solution, str) else [s for s in solution or () if isinstance(s, str)]
+    listed = solution if isinstance(solution, list) else []  # anything else holds no expression: rejected below
+    expressions = [solution] if isinstance(solution, str) else [s for s in listed if isinstance(s, str)]
     return [Expression(variant, split, (("problem_id", pid), ("expression", str(i))), e, str(obj.get("image") or ""),
                        obj.get("width"), obj.get("height"), box, pid, error)
             for i, e in enumerate(expressions or [""])]
