@@ -236,6 +236,7 @@ def test_a_damaged_record_through_the_cli_is_one_error_line_or_a_rejection(tmp_p
     ("coco-caps", ("image",), 1.0, False),  # ArrowTypeError: a float as the image file name
     ("refcoco-groundr1", ("solution",), 1.0, False),  # TypeError: float not iterable
     ("coco-instances", ("annotations", 0, "category_id"), [], False),  # TypeError: unhashable list
+    ("coco-instances", ("images",), True, False),  # TypeError: bool is not iterable
 ])
 def test_found_by_fuzzing(miner: str, path: tuple, value: Any, delete: bool, tmp_path: Path) -> None:
     load, write_and_run = MINERS[miner]

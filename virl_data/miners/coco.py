@@ -171,7 +171,10 @@ def _file_name(value: Any) -> str | None:
 def _images_block(data: Any, path: Path) -> dict[str, ImageInfo]:
     """``images`` entries by id (empty when the file has none)."""
     out: dict[str, ImageInfo] = {}
-    for i, im in enumerate(data.get("images") or () if isinstance(data, dict) else ()):
+    block = (data.get("images") if isinstance(data, dict) else None) or []
+    if not isinstance(block, list):
+        raise CorpusReadError(f"COCO file {path}: 'images' must be a list of image entries, got {type(block).__name__}")
+    for i, im in enumerate(block):
         if not isinstance(im, dict) or im.get("id") is None:
             raise CorpusReadError(f"COCO file {path}: images[{i}] has no id")
         split = split_of(str(im.get("coco_url") or im.get("file_name") or ""))
