@@ -179,3 +179,11 @@ def test_the_real_sample_still_mines_whole(tmp_path):
     shutil.copy(REFCOCO, tmp_path / "r.jsonl")
     res = data("mine", "refcoco", "--refs", tmp_path / "r.jsonl", "--out", tmp_path / "m.parquet")
     assert res.exit_code == 0 and corpus.read(tmp_path / "m.parquet").filter(pl.col("status") == "rejected").height == 0
+
+
+def test_check_field_examples_hold():
+    import doctest
+
+    from virl_train import config
+
+    assert doctest.testmod(config).failed == 0

@@ -137,3 +137,12 @@ def test_the_rule_itself(tmp_path):
     # an output folder that merely contains an input, and a new file beside an input, are fine
     refuse_clashes(inputs={"SRC": a}, outputs={"--out": tmp_path / "b.parquet", "--json": tmp_path / "b.json"})
     refuse_clashes(inputs={"SRC": tmp_path / "folder"}, outputs={"--out": tmp_path / "folder" / "new.parquet"})
+
+
+def test_docstring_examples_hold():
+    import doctest
+
+    from virl_data import paths
+    from virl_data.miners import _common
+
+    assert doctest.testmod(paths).failed == 0 and doctest.testmod(_common).failed == 0
