@@ -344,8 +344,8 @@ def verify(
     corpus.write(verified, out, image_root=root)
     console.print(_status_table(verified, f"verified {df.height} records → {out}"))
     for name, (n, reason) in checks.skipped_checks(verified).items():
-        why = "--no-images" if no_images else f"{src} declares no image root (mined without --images); pass " \
-            "--image-root DIR to check the images"
+        why = "--no-images" if no_images else f"{src} declares no image root (e.g. mined without --images, or " \
+            "JSONL); pass --image-root DIR to check the images"
         console.print(f"[yellow]note:[/] {name} skipped on {n} records ({reason}): "
                       + (why if reason == "skipped: no image root" else reason), soft_wrap=True)
     reasons = checks.rejection_reasons(verified)
