@@ -89,6 +89,9 @@ def _boxes(arr: ArrayLike, canonical: bool = False) -> tuple[np.ndarray, bool]:
 
 
 def _out(a: np.ndarray, single: bool) -> np.ndarray:
+    """The converted boxes, which must be finite: finite input near float64's limit (``1e308``) can overflow."""
+    if not np.isfinite(a).all():
+        raise BoxConventionError("the converted box values overflow float64: the input values are too large")
     return a[0] if single else a
 
 
@@ -524,8 +527,12 @@ def to_box(name: str, values: ArrayLike, **params: Any) -> Box:
     >>> to_box("rel_xyxy", (0.5, 0.5, 1.0, 1.0), width=64, height=32)
     Box(x1=32.0, y1=16.0, x2=64.0, y2=32.0)
     """
-    if np.shape(values) != (4,):
-        raise BoxConventionError(f"to_box converts one box of 4 values, got shape {np.shape(values)}")
+    try:
+        shape = np.shape(values)
+    except ValueError:  # ragged, e.g. [x, y, w, [h]]
+        raise BoxConventionError(f"to_box converts one box of 4 numbers, got {values!r}") from None
+    if shape != (4,):
+        raise BoxConventionError(f"to_box converts one box of 4 values, got shape {shape}")
     return Box(*to_canonical(name, values, **params).tolist())
 
 

@@ -463,6 +463,15 @@ def verify(
     return frame.select(COLUMNS)  # drops the row index and the _check_<name> columns
 
 
+def skipped_checks(df: pl.DataFrame | pl.LazyFrame) -> dict[str, tuple[int, str]]:
+    """Checks skipped on some records: ``{check: (records, reason)}`` (e.g. ``image_readable`` without an image
+    root: ``skipped: no image root``), for the summary of ``virl-data verify`` and of a pipeline's verify stage."""
+    frame = df.lazy().select(pl.col("checks").explode().alias("c")).drop_nulls("c").unnest("c")
+    skipped = frame.filter(pl.col("skipped").fill_null(False)).group_by("name").agg(
+        pl.len().alias("n"), pl.col("reason").first()).sort("name").collect()
+    return {name: (n, reason) for name, n, reason in skipped.iter_rows()}
+
+
 def _merged_checks(df: pl.DataFrame, names: list[str]) -> pl.Series:
     """Each row's ``checks`` without entries named in ``names``, followed by the new ``_check_<name>`` results.
 
@@ -528,6 +537,7 @@ __all__ = [
     "image_readable",
     "probe_images",
     "rejection_reasons",
+    "skipped_checks",
     "verify",
     "zoom_need",
 ]

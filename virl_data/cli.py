@@ -32,7 +32,8 @@ from rich.console import Console
 from rich.table import Table
 
 from virl_data.cli_boundary import OneLineErrors, err_console, user_errors
-from virl_data.errors import ConfigError
+from virl_data.errors import ConfigError, EmptyInputError
+from virl_data.paths import refuse_clashes
 
 app = typer.Typer(
     cls=OneLineErrors,
@@ -118,6 +119,9 @@ def run_cmd(
 
     if engine not in ("local", "ray"):
         raise ConfigError(f"--engine must be 'local' or 'ray', got {engine!r}")
+    from virl_data.pipeline import check_run_paths, load_pipeline
+
+    check_run_paths(load_pipeline(pipeline), out, pipeline)
     if engine == "local" and (address is not None or num_cpus is not None):
         raise ConfigError("--address and --num-cpus apply to --engine ray only")
     if engine == "ray":
@@ -147,6 +151,7 @@ def mine_shapes(
     from virl_data import corpus
     from virl_data.miners.shapes import ShapesConfig, generate
 
+    refuse_clashes(outputs={"--out": out, "--images": images})
     config = ShapesConfig(image_size=(image_size, image_size))
     records = list(generate(n, seed=seed, image_dir=images, config=config, progress=True))
     corpus.write(records, out, image_root=images)
@@ -168,6 +173,9 @@ def _write_mined(records: Any, out: Path, images: Path | None, source: str) -> N
             collected.append(record)
             if i % 1000 == 0:
                 bar.update(task, description=f"mining {source}: {i} records")
+    if not collected:  # every miner comes through here: an empty source never replaces a corpus
+        raise EmptyInputError(f"mined 0 {source} records: the input holds no records the {source} miner reads"
+                              + (f"; {out} left as it was" if out.exists() else "; nothing written"))
     corpus.write(collected, out, image_root=images)
     rejected = sum(r.status.value == "rejected" for r in collected)
     console.print(
@@ -192,6 +200,8 @@ def mine_gqa(
     """GQA: each question's semantic program, walked in order, gives the chain of scene-graph objects."""
     from virl_data.miners import gqa
 
+    refuse_clashes(inputs={"--questions": questions, "--scene-graphs": scene_graphs, "--images": images},
+                   outputs={"--out": out})
     records = gqa.mine(questions=questions, scene_graphs=scene_graphs, images=images, limit=limit)
     _write_mined(records, out, images, "gqa")
 
@@ -210,6 +220,8 @@ def mine_vg(
     """Visual Genome: templated relation and colour questions whose answers the scene graph fixes."""
     from virl_data.miners import vg
 
+    refuse_clashes(inputs={"--relationships": relationships, "--attributes": attributes, "--image-data": image_data,
+                           "--images": images}, outputs={"--out": out})
     records = vg.mine(relationships=relationships, attributes=attributes, image_data=image_data, images=images,
                       limit=limit)
     _write_mined(records, out, images, "vg")
@@ -228,6 +240,8 @@ def mine_coco(
     """COCO: counting, left/right and small-object questions that the boxes themselves answer."""
     from virl_data.miners import coco
 
+    refuse_clashes(inputs={"--instances": instances, "--captions": captions, "--images": images},
+                   outputs={"--out": out})
     records = coco.mine(instances=instances, captions=captions, images=images, limit=limit, small_frac=small_frac)
     _write_mined(records, out, images, "coco")
 
@@ -245,6 +259,7 @@ def mine_refcoco(
     """RefCOCO / RefCOCO+ / RefCOCOg: each referring expression grounds its target box."""
     from virl_data.miners import refcoco
 
+    refuse_clashes(inputs={"--refs": refs, "--images": images}, outputs={"--out": out})
     records = refcoco.mine(refs=refs, images=images, variant=variant, answer=answer, limit=limit)
     _write_mined(records, out, images, "refcoco")
 
@@ -262,6 +277,8 @@ def mine_flickr30k(
     """Flickr30k Entities: captions whose phrases link to boxes; the chain follows phrase order."""
     from virl_data.miners import flickr30k
 
+    refuse_clashes(inputs={"--sentences": sentences, "--annotations": annotations, "--splits": splits,
+                           "--images": images}, outputs={"--out": out})
     records = flickr30k.mine(sentences=sentences, annotations=annotations, images=images, splits=splits, limit=limit)
     _write_mined(records, out, images, "flickr30k")
 
@@ -278,6 +295,7 @@ def mine_viscot(
     """Visual-CoT: question, answer and the evidence box (padded-square boxes converted and cross-checked)."""
     from virl_data.miners import viscot
 
+    refuse_clashes(inputs={"--annotations": annotations, "--sizes": sizes, "--images": images}, outputs={"--out": out})
     _write_mined(viscot.mine(annotations=annotations, images=images, sizes=sizes, limit=limit), out, images, "viscot")
 
 
@@ -292,6 +310,7 @@ def mine_treebench(
     """TreeBench / V* Bench: multiple-choice questions with their target boxes."""
     from virl_data.miners import treebench
 
+    refuse_clashes(inputs={"--annotations": annotations, "--images": images}, outputs={"--out": out})
     _write_mined(treebench.mine(annotations=annotations, images=images, limit=limit), out, images, "treebench")
 
 
@@ -311,6 +330,7 @@ def verify(
     """Run the named checks; every record is kept, with status accepted/rejected and its reasons."""
     from virl_data import checks, corpus
 
+    refuse_clashes(inputs={"SRC": src, "--image-root": image_root}, outputs={"--out": out})
     df = corpus.read(src)
     cfg = checks.CheckConfig(
         outside_policy=outside_policy,
@@ -319,10 +339,15 @@ def verify(
         max_steps=max_steps,
         duplicate_iou=duplicate_iou,
     )
-    root = None if no_images else corpus.image_root(src, image_root)
+    root = None if no_images else corpus.declared_image_root(src, image_root)
     verified = checks.verify(df, cfg, image_root=root, progress=True)
     corpus.write(verified, out, image_root=root)
     console.print(_status_table(verified, f"verified {df.height} records → {out}"))
+    for name, (n, reason) in checks.skipped_checks(verified).items():
+        why = "--no-images" if no_images else f"{src} declares no image root (e.g. mined without --images, or " \
+            "JSONL); pass --image-root DIR to check the images"
+        console.print(f"[yellow]note:[/] {name} skipped on {n} records ({reason}): "
+                      + (why if reason == "skipped: no image root" else reason), soft_wrap=True)
     reasons = checks.rejection_reasons(verified)
     if reasons.height:
         table = Table(title="rejection reasons")
@@ -345,6 +370,7 @@ def stats(
     from virl_data import corpus, curate
     from virl_data.corpus import write_json
 
+    refuse_clashes(inputs={"SRC": src}, outputs={"--plot": plot, "--json": json_out})
     result = curate.stats(corpus.read(src))
     curate.render_stats(result, console)
     if plot:
@@ -371,9 +397,10 @@ def filter_cmd(
     """Keep the records matching a polars expression."""
     from virl_data import corpus, curate
 
+    refuse_clashes(inputs={"SRC": src}, outputs={"--out": out})
     df = corpus.read(src)
     kept = curate.filter_records(df, where).collect()
-    corpus.write(kept, out, image_root=corpus.image_root(src))
+    corpus.write(kept, out, image_root=corpus.declared_image_root(src))
     console.print(f"kept {kept.height} of {df.height} records ({df.height - kept.height} filtered out) → {out}")
 
 
@@ -388,13 +415,15 @@ def dedup(
     """Remove duplicate records: same image content (sha1) and same normalized question; the first one is kept."""
     from virl_data import corpus, curate
 
+    refuse_clashes(inputs={"SRC": src, "--image-root": image_root}, outputs={"--out": out, "--removed": removed})
     df = corpus.read(src)
-    root = corpus.image_root(src, image_root)
+    root = corpus.declared_image_root(src, image_root)
     result = curate.dedup(df, image_root=root)
     kept_df, dropped = result.kept.collect(), result.removed
     corpus.write(kept_df, out, image_root=root)
     if removed is not None:
-        dropped.write_parquet(removed) if removed.suffix == ".parquet" else dropped.write_ndjson(removed)
+        with corpus.atomic_path(removed) as tmp:  # like every other output: a reader never sees half a file
+            dropped.write_parquet(tmp) if removed.suffix == ".parquet" else dropped.write_ndjson(tmp)
     console.print(f"kept {kept_df.height} of {df.height} records ({dropped.height} duplicates removed) → {out}")
     for note in result.notes:
         console.print(f"[yellow]note:[/] {note}")
@@ -415,9 +444,10 @@ def split(
 
     from virl_data import corpus, curate
 
+    refuse_clashes(inputs={"SRC": src}, outputs={"--out": out})
     df = corpus.read(src)
     result = curate.split(df, _parse_ratios(ratios), seed=seed).collect()
-    corpus.write(result, out, image_root=corpus.image_root(src))
+    corpus.write(result, out, image_root=corpus.declared_image_root(src))
     table = Table(title=f"split {df.height} records → {out}")
     table.add_column("split")
     table.add_column("records", justify="right")
@@ -447,6 +477,7 @@ def export(
     from virl_data import corpus
     from virl_data import export as export_mod
 
+    refuse_clashes(inputs={"SRC": src, "--image-root": image_root}, replaced={"--out": out})
     df = corpus.read(src)
     statuses = None if status.strip() == "all" else tuple(s.strip() for s in status.split(",") if s.strip())
     result = export_mod.export(

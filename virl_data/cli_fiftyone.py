@@ -21,6 +21,7 @@ from virl_data.cli_boundary import user_errors
 from virl_data.cli_review import write_pulled
 
 from virl_data.errors import ConfigError
+from virl_data.paths import refuse_clashes
 
 fiftyone_app = typer.Typer(
     no_args_is_help=True,
@@ -73,6 +74,7 @@ def pull(
 ) -> None:
     """Merge tags (`reject`, `ok`) and edited, deleted or reordered boxes back into the corpus as reviews
     (append-only, matched by record id; pulling twice changes nothing)."""
+    refuse_clashes(inputs={"--corpus": src}, outputs={"--out": out, "--report": report})
     from virl_data import corpus
     from virl_data.integrations import fiftyone as fo_int
 

@@ -19,6 +19,7 @@ from rich.console import Console
 
 from virl_data.cli_boundary import user_errors
 from virl_data.cli_review import write_pulled
+from virl_data.paths import refuse_clashes
 
 labelstudio_app = typer.Typer(
     no_args_is_help=True,
@@ -83,6 +84,7 @@ def pull(
 ) -> None:
     """Merge annotations (verdicts, moved/deleted/added/renumbered boxes, corrected answers) into the corpus as
     reviews: append-only, matched by record id, who and when kept; pulling twice changes nothing."""
+    refuse_clashes(inputs={"--corpus": src}, outputs={"--out": out, "--report": report})
     from virl_data import corpus
     from virl_data.integrations import labelstudio as ls
 

@@ -22,7 +22,8 @@ from rich.console import Console
 from rich.table import Table
 
 from virl_data.cli_boundary import user_errors
-from virl_data.errors import ConfigError
+from virl_data.errors import ConfigError, EmptyInputError
+from virl_data.paths import refuse_clashes
 
 if TYPE_CHECKING:
     from virl_data.review_queue import QueueEntry, QueueResult
@@ -107,8 +108,14 @@ def queue_command(
 
     if to is not None and to not in TARGETS:
         raise ConfigError(f"--to must be one of {', '.join(TARGETS)}, got {to!r}")
+    refuse_clashes(inputs={"TRAJECTORIES": trajectories, "--corpus": src}, outputs={"--out": out})
     records = corpus.read_records(src)
+    if not records:
+        raise EmptyInputError(f"--corpus {src} holds no records: nothing to queue")
     episodes = review_queue.read_episodes(trajectories, min_step=min_step)
+    if not episodes:  # an empty queue would replace a previous one with nothing
+        raise EmptyInputError(f"{trajectories} holds no episodes" + (f" of steps >= {min_step}" if min_step else "")
+                              + ": nothing to rank")
     result = review_queue.rank(records, episodes, top=top,
                                reasons=_reasons(reasons), split=split)
     by_id = {r.id: r for r in records}
@@ -138,6 +145,7 @@ def diff_command(
     verdict and (with --queue) by queue reason."""
     from virl_data import corpus, diff, review_queue
 
+    refuse_clashes(inputs={"BEFORE": before, "AFTER": after, "--queue": queue}, outputs={"--json": json_out})
     reasons = {e.record_id: e.reason for e in review_queue.read_queue(queue)} if queue else None
     result = diff.diff_records(corpus.read_records(before), corpus.read_records(after), reasons=reasons)
     table = Table(title=f"{len(result.changed)} records changed ({result.unchanged} unchanged, "

@@ -9,6 +9,8 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from virl_data.paths import refuse_clashes
+
 
 def report_table(report: Any, out: Path) -> Table:
     """A ``review.MergeReport`` as a table: applied, unchanged, unknown ids and invalid corrections (first three)."""
@@ -29,7 +31,8 @@ def write_pulled(merged: Any, merge_report: Any, src: Path, out: Path, report: P
     given, and print the report table."""
     from virl_data import corpus
 
-    corpus.write(merged, out, image_root=corpus.image_root(src))
+    refuse_clashes(inputs={"--corpus": src}, outputs={"--out": out, "--report": report})  # also before the pull
+    corpus.write(merged, out, image_root=corpus.declared_image_root(src))
     if report is not None:
         corpus.write_json(merge_report.to_dict(), report)
     console.print(report_table(merge_report, out))

@@ -264,16 +264,24 @@ def read_records(path: str | os.PathLike[str]) -> list[RationaleRecord]:
     return frame_to_records(read(path))
 
 
-def image_root(path: str | os.PathLike[str], override: str | os.PathLike[str] | None = None) -> Path:
-    """Where a corpus's image paths resolve: ``override`` if given, else the root declared in the Parquet metadata
-    (relative to the file's folder), else the corpus file's own folder."""
+def declared_image_root(path: str | os.PathLike[str], override: str | os.PathLike[str] | None = None) -> Path | None:
+    """The image root a corpus has: ``override`` if given, else the one declared in its Parquet metadata (relative
+    to the file's folder), else None. A corpus mined without ``--images`` has none: ``virl-data verify`` then skips
+    the image checks, as ``virl-data run`` does for a source without ``images`` (one rule for one input), and
+    ``filter`` / ``split`` / pulls keep it without one."""
     if override is not None:
         return Path(override)
-    path = Path(path)
     first = corpus_files(path)[0]
     if format_of(first) == "parquet":
         declared = pl.read_parquet_metadata(first).get(META_IMAGE_ROOT)
         if declared:
             root = Path(declared)
             return root if root.is_absolute() else (first.parent / root)
-    return first.parent
+    return None
+
+
+def image_root(path: str | os.PathLike[str], override: str | os.PathLike[str] | None = None) -> Path:
+    """Where a corpus's image paths resolve: ``override`` if given, else the root declared in the Parquet metadata
+    (relative to the file's folder), else the corpus file's own folder."""
+    declared = declared_image_root(path, override)
+    return declared if declared is not None else corpus_files(path)[0].parent

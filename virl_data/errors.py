@@ -40,3 +40,13 @@ class WrongFileKind(CorpusReadError):
 class DependencyError(VirlError):
     """An optional component virl talks to is missing or broken (e.g. FiftyOne's database); the message says what to
     install or run."""
+
+
+class PathClashError(ConfigError):
+    """An output path of a command is one of its inputs, or another of its outputs (resolved, symlinks followed):
+    writing it would destroy what the command reads or what it has just written. The message names both."""
+
+
+class EmptyInputError(VirlError):
+    """An input holds nothing to work on (no records, no episodes); the message names the file. An existing output is
+    left as it was."""

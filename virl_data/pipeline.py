@@ -61,7 +61,8 @@ from rich.table import Table
 
 from virl_data import checks, corpus, curate, schema
 from virl_data import export as export_mod
-from virl_data.errors import ConfigError, OutputExistsError
+from virl_data.errors import ConfigError, EmptyInputError, OutputExistsError
+from virl_data.paths import refuse_clashes
 from virl_data.miners import MINERS
 from virl_data.miners.shapes import ShapesConfig, generate
 
@@ -440,6 +441,24 @@ def _export_dir(out: Path, e: ExportConfig) -> Path:
     return out / (e.out if e.out is not None else f"export/{e.format}")
 
 
+def check_run_paths(cfg: PipelineConfig, out: str | Path | None = None, yaml_path: str | Path | None = None) -> None:
+    """Refuse a run whose outputs (``OUT/corpus/*.parquet``, ``OUT/report.json``, each export folder, replaced
+    whole) would overwrite its inputs (the YAML, the miner's files, the image folder) or each other
+    (``paths.refuse_clashes``); called before anything is mined."""
+    out = Path(out if out is not None else cfg.out)
+    inputs: dict[str, Path | None] = {"PIPELINE": None if yaml_path is None else Path(yaml_path)}
+    for key, value in cfg.source.options.items():
+        if isinstance(value, (str, Path)) and _is_path_param(miner_parameters(cfg.source.miner)[key]):
+            inputs[f"source.options.{key}"] = Path(value)
+    if not renders_images(cfg.source.miner) and cfg.source.images is not None:
+        inputs["source.images"] = Path(cfg.source.images)
+    outputs: dict[str, Path | None] = {f"{out}/corpus/{f}.parquet": out / "corpus" / f"{f}.parquet"
+                                       for f in ("mined", "verified", "curated")}
+    outputs["report.json"] = out / "report.json"
+    replaced = {f"export {e.format} folder": _export_dir(out, e) for e in cfg.export}
+    refuse_clashes(inputs=inputs, outputs=outputs, replaced=replaced)
+
+
 def _image_root(cfg: PipelineConfig, out: Path) -> Path | None:
     if renders_images(cfg.source.miner):
         return out / (cfg.source.images or "images")  # absolute stays absolute: Path / abs = abs
@@ -454,7 +473,10 @@ def _mine(source: SourceConfig, images: Path | None) -> pl.DataFrame:
         options = {k: Path(v) if _is_path_param(miner_parameters(source.miner)[k]) and v is not None else v
                    for k, v in source.options.items()}
         records = miner(**options, images=images, limit=source.limit)
-    return schema.records_to_frame(records)
+    frame = schema.records_to_frame(records)
+    if frame.height == 0 and source.limit != 0:  # limit 0 asks for nothing; otherwise an empty source is a mistake
+        raise EmptyInputError(f"source: the {source.miner} miner found no records in {source.options}")
+    return frame
 
 
 class _Clock:
@@ -473,8 +495,9 @@ def _verify(mined: pl.DataFrame, cfg: PipelineConfig, images: Path | None) -> tu
     verified = checks.verify(mined, cfg.check_config(), image_root=images)
     counts = dict(verified.group_by("status").len().iter_rows())
     passed = sum(counts.get(s, 0) for s in PASSED_STATUSES)
+    skipped = [f"{name} skipped on {n} ({reason})" for name, (n, reason) in checks.skipped_checks(verified).items()]
     return verified, StageReport("verify", mined.height, passed, {"rejected": counts.get("rejected", 0)},
-                                 detail=", ".join(f"{s}: {n}" for s, n in sorted(counts.items())))
+                                 detail=", ".join([*(f"{s}: {n}" for s, n in sorted(counts.items())), *skipped]))
 
 
 def _filter(frame: pl.DataFrame, filters: Sequence[str]) -> tuple[pl.DataFrame, StageReport]:
@@ -531,6 +554,7 @@ def run_pipeline(
     docstring for the files. Every stage's counts are checked (``check_accounting``) before ``report.json`` is
     written. Each stage prints one line on ``console`` when given."""
     cfg = config if isinstance(config, PipelineConfig) else load_pipeline(config)
+    check_run_paths(cfg, out, None if isinstance(config, PipelineConfig) else config)
     out = Path(out if out is not None else cfg.out)
     images, clock, started = _image_root(cfg, out), _Clock(), time.perf_counter()
     stages: list[StageReport] = []
@@ -595,6 +619,7 @@ __all__ = [
     "load_pipeline",
     "miner_parameters",
     "pipeline_from_dict",
+    "check_run_paths",
     "prepare_demo_dir",
     "renders_images",
     "run_demo",

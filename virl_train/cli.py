@@ -20,6 +20,7 @@ from rich.console import Console
 from rich.table import Table
 
 from virl_data.cli_boundary import OneLineErrors, user_errors
+from virl_data.paths import refuse_clashes
 
 app = typer.Typer(cls=OneLineErrors, no_args_is_help=True, add_completion=False, help="Train VLMs against ground-truth visual rationales.")
 console = Console()
@@ -81,6 +82,7 @@ def score(
     from virl_train.rewards import RewardConfig
     from virl_train.score import score_file
 
+    refuse_clashes(inputs={"TRAJECTORIES": trajectories}, outputs={"--out": out})
     params = {}
     for item in param or []:
         key, sep, value = item.partition("=")
@@ -220,12 +222,16 @@ def eval_cmd(
     import dataclasses
 
     from virl_train.config import load_config
-    from virl_train.data import ExampleSet
-    from virl_train.eval import evaluate, render_report, write_report
-    from virl_train.policy import load_policy
     from virl_train.trajectories import FILE_NAME as TRAJECTORIES
 
     cfg = load_config(config, overrides or [])
+    folder = out or Path(cfg.run.out_dir) / "eval"
+    refuse_clashes(inputs={"--config": config, "--checkpoint": checkpoint, "data.path": cfg.data.path},
+                   outputs={f"{folder}/{f}": folder / f for f in ("eval.json", "eval.png", TRAJECTORIES, "sight.json")})
+    from virl_train.data import ExampleSet
+    from virl_train.eval import evaluate, render_report, write_report
+    from virl_train.policy import load_policy
+
     if checkpoint is not None:
         path = checkpoint / "final" if (checkpoint / "final").is_dir() else checkpoint
         cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, name_or_path=str(path)))
@@ -237,7 +243,7 @@ def eval_cmd(
         probe_kind="random" if probe == "none" else probe, seed=cfg.run.seed, greedy=not sample,
     )
     console.print(render_report(report))
-    json_path, png_path = write_report(report, out or Path(cfg.run.out_dir) / "eval")
+    json_path, png_path = write_report(report, folder)
     console.print(f"evaluated {len(examples)} records of split {name!r} → {json_path}, {png_path}, "
                   f"{json_path.parent / TRAJECTORIES}", soft_wrap=True)
     if sight:
@@ -264,6 +270,7 @@ def compare_cmd(
     from virl_data.corpus import write_json
     from virl_train.compare import compare_reports, load_report, render
 
+    refuse_clashes(inputs={"BEFORE": before, "AFTER": after}, outputs={"--json": json_out})
     result = compare_reports(load_report(before), load_report(after), allow_config_diff=allow_config_diff)
     console.print(render(result))
     if result.differences:

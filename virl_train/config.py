@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import types
 import typing
 from collections.abc import Iterable, Mapping
@@ -280,8 +281,27 @@ def _check_meta(value: Any, f: dataclasses.Field, key: str) -> None:
         raise ConfigError(
             f"{key}: expected one of {', '.join(map(str, choices))}, got {value!r}"
         )
+    if isinstance(value, float) and not math.isfinite(value):  # NaN compares False with every bound: it slips through
+        raise ConfigError(f"{key}: must be a finite number, got {value!r}")
     if minimum is not None and value is not None and value < minimum:
         raise ConfigError(f"{key}: must be >= {minimum}, got {value!r}")
+
+
+def check_field(cls: type, name: str, value: Any, key: str | None = None) -> Any:
+    """``value`` checked as the config field ``cls.name`` is when a config loads (type, minimum, choices, not NaN);
+    ``key`` names it in the error (default ``name``). For command-line options that stand in for a config field.
+
+    >>> check_field(OptimConfig, "lr", 3e-4)
+    0.0003
+    >>> check_field(GRPOConfig, "batch_size", 0, "--batch-size")
+    Traceback (most recent call last):
+    ...
+    virl_data.errors.ConfigError: --batch-size: must be >= 1, got 0
+    """
+    f = next(f for f in dataclasses.fields(cls) if f.name == name)
+    converted = _convert(value, typing.get_type_hints(cls)[name], key or name)
+    _check_meta(converted, f, key or name)
+    return converted
 
 
 def _build(cls: type, data: Any, prefix: str = "") -> Any:
@@ -397,6 +417,7 @@ __all__ = [
     "TrainConfig",
     "all_keys",
     "apply_override",
+    "check_field",
     "config_to_dict",
     "load_config",
     "save_config",

@@ -29,6 +29,7 @@ from typing import IO, Any
 
 import orjson
 
+from virl_data.errors import EmptyInputError
 from virl_train.rewards import RewardConfig, score_episode
 from virl_train.trajectories import Trajectory, TrajectoryError, parse_line, read_trajectories, reward_detail
 
@@ -70,9 +71,12 @@ def score_line(t: Trajectory, cfg: RewardConfig) -> dict[str, Any]:
 def score_file(path: Path, cfg: RewardConfig, out: IO[bytes]) -> ScoreSummary:
     """Score every line of ``path`` into ``out`` (JSON lines); returns what changed against the logged rewards.
 
-    Lines are validated before anything is written: a bad line anywhere leaves ``out`` empty.
+    Lines are validated before anything is written: a bad line anywhere, or no line at all (``EmptyInputError``: a
+    mean over nothing is not 0), leaves ``out`` empty.
     """
     results = [score_line(t, cfg) for t in read_trajectories(path)]
+    if not results:
+        raise EmptyInputError(f"{path} holds no trajectories: nothing to score")
     for r in results:
         out.write(orjson.dumps(r) + b"\n")
     logged = [r for r in results if isinstance(r.get("logged_total"), int | float)]

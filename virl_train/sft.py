@@ -40,7 +40,7 @@ from virl_data.corpus import write_json
 from virl_data.errors import ConfigError
 from virl_data.types import RationaleRecord
 from virl_train.actions import from_pixels
-from virl_train.config import TrainConfig, save_config
+from virl_train.config import GRPOConfig, OptimConfig, TrainConfig, check_field, save_config
 from virl_train.data import ExampleSet
 from virl_train.env import CropEnv
 from virl_train.policy import Policy, load_policy, save_policy
@@ -246,6 +246,10 @@ def sft(
     from accelerate import Accelerator
     from accelerate.utils import set_seed
 
+    # every number is checked before anything is loaded or written, as a config's are (a bad one leaves no run folder)
+    lr = cfg.optim.lr if lr is None else check_field(OptimConfig, "lr", lr, "sft: lr")
+    if batch_size is not None:
+        check_field(GRPOConfig, "batch_size", batch_size, "sft: batch_size")
     if steps < 1:
         raise ConfigError(f"sft: steps must be >= 1, got {steps}")
     if save_every is not None and save_every < 1:
@@ -255,8 +259,7 @@ def sft(
     if decoy_kind not in DECOY_KINDS:
         raise ConfigError(f"sft: unknown decoy kind {decoy_kind!r}; choose one of {', '.join(DECOY_KINDS)}")
     out = Path(out_dir if out_dir is not None else cfg.run.out_dir)
-    lr = cfg.optim.lr if lr is None else lr
-    bs = batch_size or cfg.grpo.batch_size * cfg.grpo.group_size
+    bs = cfg.grpo.batch_size * cfg.grpo.group_size if batch_size is None else batch_size
     every = save_every or cfg.run.save_every
     accelerator = Accelerator(mixed_precision=PRECISION[cfg.run.mixed_precision], cpu=not torch.cuda.is_available())
     set_seed(cfg.run.seed)

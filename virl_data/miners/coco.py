@@ -56,7 +56,7 @@ import orjson
 
 from virl_data import boxconv, boxes
 from virl_data.errors import ConfigError, CorpusReadError, VirlError
-from virl_data.miners._common import check_limit, mining_outcome, size_from_files
+from virl_data.miners._common import check_limit, image_side, mining_outcome, size_from_files
 from virl_data.miners._kinds import expect, identify
 from virl_data.types import (
     Box,
@@ -159,18 +159,26 @@ def _captions(path: Path) -> Any:
 
 def _size(entry: dict[str, Any]) -> tuple[int | None, int | None]:
     w, h = entry.get("width"), entry.get("height")
-    ok = all(isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0 for v in (w, h))
-    return (int(w), int(h)) if ok else (None, None)
+    sides = image_side(w), image_side(h)  # huge or non-finite sizes are not sizes: looked up elsewhere, else rejected
+    return sides if sides[0] and sides[1] else (None, None)
+
+
+def _file_name(value: Any) -> str | None:
+    """An image file name as the file gives it, when it is one (a non-empty string); else None (the id names it)."""
+    return value if isinstance(value, str) and value else None
 
 
 def _images_block(data: Any, path: Path) -> dict[str, ImageInfo]:
     """``images`` entries by id (empty when the file has none)."""
     out: dict[str, ImageInfo] = {}
-    for i, im in enumerate(data.get("images") or () if isinstance(data, dict) else ()):
+    block = (data.get("images") if isinstance(data, dict) else None) or []
+    if not isinstance(block, list):
+        raise CorpusReadError(f"COCO file {path}: 'images' must be a list of image entries, got {type(block).__name__}")
+    for i, im in enumerate(block):
         if not isinstance(im, dict) or im.get("id") is None:
             raise CorpusReadError(f"COCO file {path}: images[{i}] has no id")
         split = split_of(str(im.get("coco_url") or im.get("file_name") or ""))
-        out[str(im["id"])] = ImageInfo(str(im["id"]), im.get("file_name"), *_size(im), split)
+        out[str(im["id"])] = ImageInfo(str(im["id"]), _file_name(im.get("file_name")), *_size(im), split)
     return out
 
 
@@ -214,7 +222,7 @@ def _read_llava(path: Path) -> Iterator[ImageInfo]:
             looks = f" (the line looks like {kind}, not LLaVA caps_boxes (COCO))" if kind else ""
             raise CorpusReadError(f"{path}:{n}: expected an object with 'id' and an 'instances' list{looks}")
         anns = [dict(a if isinstance(a, dict) else {}, id=f"{row['id']}#{k}") for k, a in enumerate(row["instances"])]
-        yield ImageInfo(str(row["id"]), row.get("image"), anns=anns)
+        yield ImageInfo(str(row["id"]), _file_name(row.get("image")), anns=anns)
 
 
 # --- instances -------------------------------------------------------------------------------------------------------
@@ -232,9 +240,9 @@ class Instance:
 def _category(ann: dict[str, Any], cats: dict[int, str] | None) -> tuple[str, str | None]:
     """The annotation's category name and, when it has none, an ``unknown_category`` reason."""
     if "category_id" in ann:
-        name = (cats if cats is not None else COCO_CATEGORIES).get(ann["category_id"])
+        cid = ann["category_id"]
+        name = (cats if cats is not None else COCO_CATEGORIES).get(cid) if isinstance(cid, int | str) else None
         if name is None:
-            cid = ann["category_id"]
             return f"category {cid}", f"unknown_category: id {cid} (annotation {ann['id']})"
         return name, None
     name = " ".join(str(ann.get("category") or "").split())

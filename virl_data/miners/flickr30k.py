@@ -54,7 +54,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from virl_data.errors import CorpusReadError, WrongFileKind
-from virl_data.miners._common import check_limit, mining_outcome, size_from_files
+from virl_data.miners._common import check_limit, image_side, mining_outcome, size_from_files
 from virl_data.types import (
     Box,
     ImageRef,
@@ -141,7 +141,7 @@ class Annotation:
 def _int(node: ET.Element | None, tag: str) -> int:
     text = node.findtext(tag) if node is not None else None
     try:
-        return int(float(text)) if text is not None and math.isfinite(float(text)) else 0
+        return (image_side(float(text)) or 0) if text is not None else 0
     except ValueError:
         return 0
 

@@ -68,7 +68,7 @@ from PIL import Image
 
 from virl_data import boxconv
 from virl_data.errors import BoxConventionError, CorpusReadError
-from virl_data.miners._common import check_limit, mining_outcome
+from virl_data.miners._common import check_limit, image_side, mining_outcome, size_out_of_range
 from virl_data.miners._kinds import expect
 from virl_data.types import (
     Box,
@@ -195,8 +195,10 @@ def _image_ref(image_id: str, graph: dict[str, Any] | None, images: Path | None)
     """``<imageId>.jpg`` sized by the scene graph, else by the image file's header, else 0 x 0 with a reason."""
     name = f"{image_id}.jpg"
     w, h = (graph.get("width"), graph.get("height")) if graph is not None else (None, None)
-    if type(w) is int and type(h) is int and w > 0 and h > 0:
+    if type(w) is int and type(h) is int and image_side(w) and image_side(h):
         return ImageRef(path=name, width=w, height=h), None
+    if bad := size_out_of_range(w, h):
+        return ImageRef(name, 0, 0), bad
     if images is None:
         return ImageRef(name, 0, 0), f"image_size_unknown: image {image_id} (no size in the scene graph, no images)"
     try:

@@ -69,7 +69,7 @@ import orjson
 from virl_data import boxconv
 from virl_data.boxanswer import BOX, format_box
 from virl_data.errors import ConfigError, CorpusReadError
-from virl_data.miners._common import check_limit, mining_outcome, size_from_files
+from virl_data.miners._common import check_limit, image_side, mining_outcome, size_from_files, size_out_of_range
 from virl_data.miners._kinds import expect_stream
 from virl_data.types import (
     Box,
@@ -274,7 +274,8 @@ def _ground_r1_line(obj: dict[str, Any], file_variant: str | None, file_split: s
         box = boxconv.to_box("coco_xywh", values[0])
         error = _checked(box, "bboxs[0] as xywh")
     solution = obj.get("solution")
-    expressions = [solution] if isinstance(solution, str) else [s for s in solution or () if isinstance(s, str)]
+    listed = solution if isinstance(solution, list) else []  # anything else holds no expression: rejected below
+    expressions = [solution] if isinstance(solution, str) else [s for s in listed if isinstance(s, str)]
     return [Expression(variant, split, (("problem_id", pid), ("expression", str(i))), e, str(obj.get("image") or ""),
                        obj.get("width"), obj.get("height"), box, pid, error)
             for i, e in enumerate(expressions or [""])]
@@ -300,9 +301,7 @@ def read_expressions(path: Path) -> Iterator[Expression]:
 SizedImage = tuple[ImageRef, str | None]
 
 
-def _positive_int(v: Any) -> int | None:
-    ok = isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v > 0 and v == int(v)
-    return int(v) if ok else None
+_positive_int = image_side  # the one rule of _common (whole, positive, at most MAX_IMAGE_SIDE)
 
 
 def image_ref(path: str, width: Any, height: Any, images: Path | None, cache: dict[str, SizedImage]) -> SizedImage:
@@ -310,6 +309,8 @@ def image_ref(path: str, width: Any, height: Any, images: Path | None, cache: di
     w, h = _positive_int(width), _positive_int(height)
     if w and h:
         return ImageRef(path=path, width=w, height=h), None
+    if bad := size_out_of_range(width, height):
+        return ImageRef(path, 0, 0), bad
     if path in cache:
         return cache[path]
     found: SizedImage = (ImageRef(path, 0, 0), f"image_size_unknown: {path or '(no image path)'} "

@@ -59,7 +59,7 @@ import orjson
 
 from virl_data import boxconv
 from virl_data.errors import CorpusReadError
-from virl_data.miners._common import check_limit, mining_outcome, size_from_files
+from virl_data.miners._common import check_limit, image_side, mining_outcome, size_from_files, size_out_of_range
 from virl_data.miners._kinds import expect
 from virl_data.types import (
     Box,
@@ -275,15 +275,15 @@ def _files(annotations: Path) -> tuple[list[Path], Path]:
 
 
 # --- records ---------------------------------------------------------------------------------------------------------
-def _positive_int(v: Any) -> int | None:
-    ok = isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v > 0 and v == int(v)
-    return int(v) if ok else None
+_positive_int = image_side  # the one rule of _common (whole, positive, at most MAX_IMAGE_SIDE)
 
 
 def _image(q: Question, root: Path | None) -> tuple[ImageRef, str | None]:
     w, h = _positive_int(q.width), _positive_int(q.height)
     if w and h:
         return ImageRef(q.image_path, w, h), None
+    if bad := size_out_of_range(q.width, q.height):
+        return ImageRef(q.image_path, 0, 0), bad
     if root is None or not q.image_path:
         return ImageRef(q.image_path, 0, 0), f"image_size_unknown: {q.image_path or '(no image)'} (no width/height " \
                                              "in the record, no images directory given)"

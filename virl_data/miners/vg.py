@@ -59,7 +59,7 @@ import orjson
 
 from virl_data import boxconv, boxes
 from virl_data.errors import CorpusReadError, VirlError
-from virl_data.miners._common import check_limit, mining_outcome, size_from_files
+from virl_data.miners._common import check_limit, image_side, mining_outcome, size_from_files
 from virl_data.miners._kinds import expect
 from virl_data.types import (
     Box,
@@ -151,8 +151,11 @@ def parse_object(obj: Any) -> Mention | str:
         return f"bad_box: object {oid} has no numeric x, y, w, h"
     if not boxes.is_valid(boxes.as_array([box]))[0]:
         return f"bad_box: object {oid} box {box.as_tuple()} is empty"
-    words = {" ".join(str(a).lower().split()) for a in obj.get("attributes") or () if isinstance(a, str)}
-    merged = tuple(str(m) for m in obj.get("merged_object_ids") or ())
+    attributes, merged_ids = obj.get("attributes") or [], obj.get("merged_object_ids") or []
+    if not isinstance(attributes, list) or not isinstance(merged_ids, list):
+        return f"malformed_relationship: object {oid} has attributes or merged_object_ids that are not lists"
+    words = {" ".join(str(a).lower().split()) for a in attributes if isinstance(a, str)}
+    merged = tuple(str(m) for m in merged_ids)
     return Mention(oid, name, box, merged, frozenset(COLOURS[w] for w in words if w in COLOURS))
 
 
@@ -328,7 +331,7 @@ def read_image_data(path: Path) -> dict[str, ImageRef]:
     refs: dict[str, ImageRef] = {}
     for entry in data:
         image_id, w, h = entry.get("image_id", entry.get("id")), entry.get("width"), entry.get("height")
-        if image_id is None or type(w) is not int or type(h) is not int or w <= 0 or h <= 0:
+        if image_id is None or type(w) is not int or type(h) is not int or not (image_side(w) and image_side(h)):
             continue
         url = entry.get("url")
         folder = url.rsplit("/", 2)[-2] if isinstance(url, str) and url.count("/") >= 2 else ""

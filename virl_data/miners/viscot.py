@@ -63,7 +63,7 @@ import orjson
 
 from virl_data import boxconv, boxes
 from virl_data.errors import CorpusReadError
-from virl_data.miners._common import check_limit, mining_outcome, size_from_files
+from virl_data.miners._common import check_limit, image_side, mining_outcome, size_from_files, size_out_of_range
 from virl_data.miners._kinds import expect_stream
 from virl_data.types import (
     Box,
@@ -268,9 +268,7 @@ def read_records(path: Path) -> Iterator[Any]:
 SizedImage = tuple[ImageRef, str | None]
 
 
-def _positive_int(v: Any) -> int | None:
-    ok = isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v > 0 and v == int(v)
-    return int(v) if ok else None
+_positive_int = image_side  # the one rule of _common (whole, positive, at most MAX_IMAGE_SIDE)
 
 
 def subset(name: str) -> str:
@@ -350,6 +348,8 @@ def _image(item: Item, images: Path | None, lent: LentSizes, cache: dict[str, Si
     w, h = _positive_int(item.width), _positive_int(item.height)
     if w and h:
         return ImageRef(item.image_path, w, h), None
+    if bad := size_out_of_range(item.width, item.height):
+        return ImageRef(item.image_path, 0, 0), bad
     path = item.image_path
     size = lent.size_of(item)
     if size is not None:
