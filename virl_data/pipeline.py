@@ -72,11 +72,22 @@ DEMO_ENTRIES = ("images", "corpus", "reports", "export")
 """What ``run_demo`` writes under its folder, besides ``DEMO_MARKER``."""
 
 
-def _folder(out: str | Path) -> Path:
+def check_demo_dir(out: str | Path, *, overwrite: bool = False) -> bool:
+    """Whether ``out`` holds a previous demo to clear (``overwrite``); False for a missing or empty folder (its lock
+    file aside). ``OutputExistsError`` for a file, a non-empty folder that is not a demo's, or a demo's without
+    ``overwrite``. Changes nothing."""
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise OutputExistsError(f"{out} is a file, not a folder; choose another --out")
-    return out
+    if not out.is_dir() or all(is_lock_file(p) for p in out.iterdir()):  # the demo's own lock does not count
+        return False
+    if not (out / DEMO_MARKER).is_file():
+        raise OutputExistsError(f"{out} is not empty and is not a virl demo output (no {DEMO_MARKER}): refusing to "
+                                "clear it; choose another --out")
+    if not overwrite:
+        raise OutputExistsError(f"{out} already holds a virl demo; pass --overwrite to replace it (only what the "
+                                "demo wrote there is removed), or choose another --out")
+    return True
 
 
 def prepare_demo_dir(out: str | Path, *, overwrite: bool = False) -> Path:
@@ -93,15 +104,9 @@ def prepare_demo_dir(out: str | Path, *, overwrite: bool = False) -> Path:
     ...
     virl_data.errors.OutputExistsError: ... is not empty and is not a virl demo output (no virl_demo.json): ...
     """
-    out = _folder(out)
-    if not out.is_dir() or all(is_lock_file(p) for p in out.iterdir()):  # the demo's own lock does not count
+    out = Path(out)
+    if not check_demo_dir(out, overwrite=overwrite):
         return out
-    if not (out / DEMO_MARKER).is_file():
-        raise OutputExistsError(f"{out} is not empty and is not a virl demo output (no {DEMO_MARKER}): refusing to "
-                                "clear it; choose another --out")
-    if not overwrite:
-        raise OutputExistsError(f"{out} already holds a virl demo; pass --overwrite to replace it (only what the "
-                                "demo wrote there is removed), or choose another --out")
     for name in (*DEMO_ENTRIES, DEMO_MARKER):
         path = out / name
         if path.is_dir() and not path.is_symlink():
@@ -127,7 +132,8 @@ def run_demo(
     (``locks.folder_lock``) is refused with ``FolderBusyError``."""
     console = console or Console()
     config = config or ShapesConfig(image_size=(image_size, image_size))
-    with folder_lock(_folder(out)):
+    check_demo_dir(out, overwrite=overwrite)  # refused before the lock: not even a lock file in a folder not ours
+    with folder_lock(out):
         return _demo(prepare_demo_dir(out, overwrite=overwrite), n, seed, console, config)
 
 
@@ -603,6 +609,7 @@ __all__ = [
     "SplitConfig",
     "StageReport",
     "check_accounting",
+    "check_demo_dir",
     "check_keys",
     "load_pipeline",
     "miner_parameters",
