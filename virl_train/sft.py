@@ -238,6 +238,8 @@ def sft(
     Checkpoints work as in ``train``: ``accelerator.save_state`` into ``OUT/checkpoints/step_N`` (model, optimizer,
     schedule, every RNG), the newest two kept. With ``resume`` a rerun loads the newest one and continues at the
     next step, to the same parameters an uninterrupted run reaches; ``log.jsonl`` is cut back to that step first.
+    One writer per ``OUT``: while this runs, another ``sft`` or ``train`` into it fails at once with
+    ``virl_data.locks.FolderBusyError`` naming this process.
 
     ``decoys``: the share of records whose reference crops are decorative (``reference_turns``: moved off every
     rationale box, answer kept; with ``decoy_kind="whole"`` the whole image, with ``"centre"`` the image centre), drawn

@@ -296,7 +296,8 @@ def _rollouts(policy: Policy, examples: ExampleSet, idx: list[int], cfg: TrainCo
 def train(cfg: TrainConfig, *, callbacks: Sequence[StepCallback] = (), resume: bool = True) -> TrainResult:
     """Run GRPO with the ViRL reward for ``cfg.run.max_steps`` steps; resume from the newest checkpoint of
     ``cfg.run.out_dir`` when ``resume``. ``callbacks`` get ``(step, metrics)`` after each step (an exception raised
-    there stops the run, e.g. to simulate an interruption in tests)."""
+    there stops the run, e.g. to simulate an interruption in tests). The run holds ``out_dir``'s lock
+    (``virl_data.locks.folder_lock``): a second run into it fails at once with ``FolderBusyError`` naming this one."""
     from accelerate import Accelerator
 
     out_dir = Path(cfg.run.out_dir)
