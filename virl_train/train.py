@@ -159,6 +159,7 @@ def save_checkpoint(accelerator: Any, out_dir: Path, step: int, keep: int = 2, s
         shutil.rmtree(tmp, ignore_errors=True)
     accelerator.wait_for_everyone()
     accelerator.save_state(str(tmp))
+    accelerator.wait_for_everyone()  # every process's files are in tmp before it is renamed (save_state has no barrier)
     if accelerator.is_main_process:
         (tmp / STATE_FILE).write_text(json.dumps({"step": step, "stage": stage}))
         shutil.rmtree(final, ignore_errors=True)
