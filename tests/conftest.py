@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import os
+import signal
+import subprocess
+import sys
+import textwrap
 from pathlib import Path
 
 import pytest
@@ -52,6 +56,22 @@ def make_record(
         checks=checks,
         split=split,
     )
+
+
+def spawn_python(code: str) -> subprocess.Popen:
+    """A python child running ``code`` (dedented) in the repository; returns once it printed ``ready`` (e.g. once it
+    holds a lock). Stop it with ``kill9``."""
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    child = subprocess.Popen([sys.executable, "-c", textwrap.dedent(code)], stdout=subprocess.PIPE, text=True,
+                             env=env, cwd=REPO)
+    assert child.stdout is not None and child.stdout.readline().strip() == "ready"
+    return child
+
+
+def kill9(child: subprocess.Popen) -> None:
+    """``kill -9`` the child and reap it."""
+    child.send_signal(signal.SIGKILL)
+    child.wait(timeout=30)
 
 
 @pytest.fixture

@@ -8,13 +8,19 @@ the trainer's dependencies; each skips with the reason when its requirement is a
 
 from __future__ import annotations
 
+import functools
 import json
+import os
+import sys
+import tempfile
 import uuid
 from pathlib import Path
 
 import nbclient
 import nbformat
 import pytest
+from jupyter_client import KernelManager
+from jupyter_client.kernelspec import KernelSpecManager
 
 from virl_data import corpus
 from virl_data.types import Status
@@ -24,17 +30,66 @@ TESTED = ("01_data_flow", "02_look_in_fiftyone", "03_review_in_label_studio", "0
 CELL_TIMEOUT_S = 300  # a safety net against a hung cell; each notebook takes a minute or two in all
 
 
-def run_notebook(name: str, out: Path, monkeypatch: pytest.MonkeyPatch, **env: str) -> nbformat.NotebookNode:
-    """Execute ``notebooks/<name>.ipynb`` in a fresh kernel whose environment has ``VIRL_NOTEBOOK_OUT=out`` and
-    ``env``, with ``out`` as its working directory; a cell that raises fails the test with its traceback."""
-    for key, value in {"VIRL_NOTEBOOK_OUT": str(out), **env}.items():
-        monkeypatch.setenv(key, value)
-    nb = nbformat.read(NOTEBOOKS / f"{name}.ipynb", as_version=4)
+KERNEL = "virl-test-python"
+BIN = Path(sys.executable).parent  # not resolved: a venv's bin/python is often a link out of the venv
+
+
+@functools.cache
+def kernel_specs() -> Path:
+    """A folder (one per test process) holding the kernel spec ``KERNEL``: ipykernel run by THIS interpreter
+    (``sys.executable``), its folder first on the kernel's PATH, as an activated venv has it. ``kernel_name="python3"``
+    takes the first ``python3`` spec on the Jupyter path, which may start another interpreter, and the notebooks'
+    shell cells would find no ``virl-data`` when the tests run as ``.venv/bin/python -m pytest`` unactivated."""
+    kernels = Path(tempfile.mkdtemp(prefix="virl-kernels-"))
+    (kernels / KERNEL).mkdir()
+    argv = [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"]
+    env = {"PATH": f"{BIN}{os.pathsep}${{PATH}}"}  # the %%bash cells' virl-data / virl-train: this install's scripts
+    spec = {"argv": argv, "env": env, "display_name": "the tests' python", "language": "python"}
+    (kernels / KERNEL / "kernel.json").write_text(json.dumps(spec))
+    return kernels
+
+
+def kernel_manager() -> KernelManager:
+    """A manager of a fresh ``KERNEL`` kernel (this interpreter)."""
+    return KernelManager(kernel_name=KERNEL, kernel_spec_manager=KernelSpecManager(kernel_dirs=[str(kernel_specs())]))
+
+
+def execute(nb: nbformat.NotebookNode, out: Path) -> nbformat.NotebookNode:
+    """Execute ``nb`` in a fresh kernel of this interpreter, with ``out`` as its working directory; a cell that
+    raises fails the test with its traceback."""
     client = nbclient.NotebookClient(
-        nb, timeout=CELL_TIMEOUT_S, kernel_name="python3", resources={"metadata": {"path": str(out)}}
+        nb, timeout=CELL_TIMEOUT_S, km=kernel_manager(), resources={"metadata": {"path": str(out)}}
     )
     client.execute()
     return nb
+
+
+def run_notebook(name: str, out: Path, monkeypatch: pytest.MonkeyPatch, **env: str) -> nbformat.NotebookNode:
+    """Execute ``notebooks/<name>.ipynb`` (``execute``) in a kernel whose environment has ``VIRL_NOTEBOOK_OUT=out``
+    and ``env``."""
+    for key, value in {"VIRL_NOTEBOOK_OUT": str(out), **env}.items():
+        monkeypatch.setenv(key, value)
+    return execute(nbformat.read(NOTEBOOKS / f"{name}.ipynb", as_version=4), out)
+
+
+def test_the_kernel_is_this_interpreter_whatever_python_is_on_path(tmp_path, monkeypatch):
+    """Another interpreter (here: a shim that fails) first on PATH as `python`, and named by the first `python3`
+    kernel spec on the Jupyter path (as a system-wide or user Jupyter install has it): the notebooks' kernel still
+    starts, as this interpreter. (With `kernel_name="python3"` this kernel dies before replying.)"""
+    shim = tmp_path / "bin" / "python"
+    shim.parent.mkdir()
+    shim.write_text("#!/bin/sh\necho 'not the python running the tests' >&2\nexit 1\n")
+    shim.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{shim.parent}:{os.environ.get('PATH', '')}")
+    other = tmp_path / "jupyter" / "kernels" / "python3"
+    other.mkdir(parents=True)
+    argv = [str(shim), "-m", "ipykernel_launcher", "-f", "{connection_file}"]
+    (other / "kernel.json").write_text(json.dumps({"argv": argv, "display_name": "Python 3", "language": "python"}))
+    monkeypatch.setenv("JUPYTER_PATH", str(tmp_path / "jupyter"))
+    code = "import os, sys; print(sys.executable); print(os.environ['PATH'].split(os.pathsep)[0])"
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(code)])
+    (out,) = execute(nb, tmp_path).cells[0].outputs
+    assert out.text.split() == [sys.executable, str(BIN)]
 
 
 def test_every_notebook_is_tested_and_stored_without_outputs():

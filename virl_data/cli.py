@@ -115,7 +115,8 @@ def run_cmd(
     num_cpus: Annotated[int | None, typer.Option(help="CPUs of the local Ray instance (default: all).", min=1)] = None,
 ) -> None:
     """Run a declarative pipeline: mine → verify → filters → dedup → split → exports, with a per-stage report."""
-    from virl_data.pipeline import run_pipeline, stages_table
+    from virl_data.locks import folder_lock
+    from virl_data.pipeline import load_pipeline, run_pipeline, stages_table
 
     if engine not in ("local", "ray"):
         raise ConfigError(f"--engine must be 'local' or 'ray', got {engine!r}")
@@ -124,16 +125,18 @@ def run_cmd(
     check_run_paths(load_pipeline(pipeline), out, pipeline)
     if engine == "local" and (address is not None or num_cpus is not None):
         raise ConfigError("--address and --num-cpus apply to --engine ray only")
-    if engine == "ray":
-        try:
-            from virl_data.engine_ray import run_pipeline_ray
-        except ImportError as exc:
-            raise ConfigError(f"--engine ray needs Ray Data: pip install 'virl[ray]' ({exc})") from None
-        report = run_pipeline_ray(pipeline, out=out, address=address, num_cpus=num_cpus, console=console)
-        if report.config["engine"].get("dashboard_url"):
-            console.print(f"Ray dashboard: {report.config['engine']['dashboard_url']}")
-    else:
-        report = run_pipeline(pipeline, out=out, console=console)
+    cfg = load_pipeline(pipeline)
+    with folder_lock(out if out is not None else cfg.out):  # one run per run folder, whatever the engine
+        if engine == "ray":
+            try:
+                from virl_data.engine_ray import run_pipeline_ray
+            except ImportError as exc:
+                raise ConfigError(f"--engine ray needs Ray Data: pip install 'virl[ray]' ({exc})") from None
+            report = run_pipeline_ray(cfg, out=out, address=address, num_cpus=num_cpus, console=console)
+            if report.config["engine"].get("dashboard_url"):
+                console.print(f"Ray dashboard: {report.config['engine']['dashboard_url']}")
+        else:
+            report = run_pipeline(cfg, out=out, console=console)
     console.print(stages_table(report))
     console.print(f"report → {report.report_path}")
 
@@ -149,12 +152,14 @@ def mine_shapes(
 ) -> None:
     """Generate the synthetic shapes world: coloured shapes, 1–3-look questions, exact box chains."""
     from virl_data import corpus
+    from virl_data.locks import folder_lock
     from virl_data.miners.shapes import ShapesConfig, generate
 
     refuse_clashes(outputs={"--out": out, "--images": images})
     config = ShapesConfig(image_size=(image_size, image_size))
-    records = list(generate(n, seed=seed, image_dir=images, config=config, progress=True))
-    corpus.write(records, out, image_root=images)
+    with folder_lock(images):  # two miners rendering into one folder would overwrite each other's images
+        records = list(generate(n, seed=seed, image_dir=images, config=config, progress=True))
+        corpus.write(records, out, image_root=images)
     console.print(f"mined {len(records)} shapes records → {out} (images under {images})")
 
 

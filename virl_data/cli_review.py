@@ -13,7 +13,8 @@ from virl_data.paths import refuse_clashes
 
 
 def report_table(report: Any, out: Path) -> Table:
-    """A ``review.MergeReport`` as a table: applied, unchanged, unknown ids and invalid corrections (first three)."""
+    """A ``review.MergeReport`` as a table: applied, unchanged, unknown ids, invalid corrections and records whose
+    sample/task was deleted in the tool (the first three of each)."""
     table = Table(title=f"pulled reviews → {out}")
     table.add_column("what")
     table.add_column("count", justify="right")
@@ -23,6 +24,9 @@ def report_table(report: Any, out: Path) -> Table:
     table.add_row("unknown ids", str(len(report.unknown_ids)), ", ".join(report.unknown_ids[:3]))
     shown = "; ".join(f"{rid}: {why}" for rid, why in report.invalid[:3])
     table.add_row("invalid", str(len(report.invalid)), shown + (" ..." if len(report.invalid) > 3 else ""))
+    deleted = report.deleted
+    shown = ", ".join(deleted[:3]) + (" ..." if len(deleted) > 3 else "")
+    table.add_row("deleted in review", str(len(deleted)), f"recorded as reject reviews; {shown}" if deleted else "")
     return table
 
 

@@ -8,8 +8,11 @@ A corpus is a frame with exactly ``schema.polars_schema()``. On disk:
 - a folder: every ``*.parquet`` file directly inside it, in name order (e.g. ``train.parquet``, ``val.parquet``).
 
 Every write goes to a temporary file in the target folder and is renamed into place (``os.replace``), so readers
-never see a half-written corpus. Reading a file of another schema version, with missing columns or columns of the
-wrong type, or a malformed file, raises a ``CorpusReadError`` subclass whose message names the file and the problem.
+never see a half-written corpus; the file then gets the permissions the umask gives a new file (``shared_mode``:
+0644 under umask 022), not ``tempfile``'s private 0600, so a team can share a corpus.
+
+Reading a file of another schema version, with missing columns or columns of the wrong type, or a malformed file,
+raises a ``CorpusReadError`` subclass whose message names the file and the problem.
 
 Example:
     >>> import tempfile, pathlib
@@ -61,6 +64,32 @@ FORMATS = ("parquet", "jsonl")
 
 
 # --- atomic writes ---------------------------------------------------------------------------------------------------
+def current_umask() -> int:
+    """The process's umask. Read from ``/proc/self/status`` (Linux >= 4.7) without changing it; elsewhere
+    ``os.umask`` is set and put back at once (the only portable way, racy only against a thread creating files in
+    that instant)."""
+    with contextlib.suppress(OSError, ValueError):
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def shared_mode(path: str | os.PathLike[str]) -> None:
+    """Give ``path`` the mode a plain ``open`` / ``mkdir`` would have: ``0o666 & ~umask`` for a file,
+    ``0o777 & ~umask`` for a folder (``tempfile`` creates them 0600 / 0700).
+
+    >>> import tempfile, pathlib
+    >>> folder = pathlib.Path(tempfile.mkdtemp())
+    >>> shared_mode(folder); oct(folder.stat().st_mode & 0o777) == oct(0o777 & ~current_umask())
+    True
+    """
+    full = 0o777 if Path(path).is_dir() else 0o666
+    os.chmod(path, full & ~current_umask())
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; on success rename it onto ``path``, on error remove it.
@@ -79,6 +108,7 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     tmp = Path(tmp_name)
     try:
         yield tmp
+        shared_mode(tmp)
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)

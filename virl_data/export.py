@@ -55,6 +55,7 @@ import polars as pl
 from virl_data import boxconv, boxes, corpus
 from virl_data.boxanswer import BOX, parse_box
 from virl_data.errors import ConfigError, VirlError
+from virl_data.locks import sibling_lock
 from virl_data.schema import COLUMNS, STATUSES, hf_features, validate_schema
 from virl_data.types import SCHEMA_VERSION
 
@@ -141,14 +142,43 @@ def split_frames(
 
 
 # --- the folder, written whole ---------------------------------------------------------------------------------------
+def stale_siblings(path: Path) -> list[Path]:
+    """The folders an export into ``path`` killed midway (``kill -9``) leaves beside it: its staging folder
+    ``<name>.tmp-xxxxxxxx`` (``tempfile.mkdtemp``'s 8 random characters) and the previous export renamed
+    ``<name>.old-xxxxxxxx`` (8 hex digits). Nothing else matches, whatever its name starts with."""
+    pattern = re.compile(re.escape(path.name) + r"\.(tmp-[a-z0-9_]{8}|old-[0-9a-f]{8})")
+    if not path.parent.is_dir():
+        return []
+    return sorted(p for p in path.parent.iterdir() if pattern.fullmatch(p.name) and p.is_dir() and not p.is_symlink())
+
+
 @contextlib.contextmanager
 def staged_folder(path: Path) -> Iterator[Path]:
     """Yield an empty temporary sibling ``<path>.tmp-xxxx``; on success it replaces ``path`` whole (the old folder
-    is removed), on error it is removed and ``path`` is left as it was."""
+    is removed), on error it is removed and ``path`` is left as it was.
+
+    One export at a time per ``path`` (``locks.sibling_lock``: a second one fails naming the first), so the stale
+    folders of an earlier killed export (``stale_siblings``) are removed first; a previous export it had renamed
+    away and not yet replaced is put back instead. The new folder gets the mode the
+    umask gives a plain ``mkdir`` (``corpus.shared_mode``), not ``mkdtemp``'s 0700."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f"{path.name}.tmp-", dir=path.parent))
+    with sibling_lock(path):
+        for stale in stale_siblings(path):
+            if ".old-" in stale.name and not path.exists():
+                os.replace(stale, path)  # killed between its two renames: the previous export comes back
+            else:
+                shutil.rmtree(stale, ignore_errors=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f"{path.name}.tmp-", dir=path.parent))
+        corpus.shared_mode(tmp)
+        with _replacing(path, tmp):
+            yield tmp
+
+
+@contextlib.contextmanager
+def _replacing(path: Path, tmp: Path) -> Iterator[None]:
+    """On success of the block, ``tmp`` replaces ``path`` (the old folder removed); ``tmp`` is removed either way."""
     try:
-        yield tmp
+        yield
         old = path.with_name(f"{path.name}.old-{secrets.token_hex(4)}")
         if path.exists():
             os.replace(path, old)

@@ -62,6 +62,7 @@ from rich.table import Table
 from virl_data import checks, corpus, curate, schema
 from virl_data import export as export_mod
 from virl_data.errors import ConfigError, EmptyInputError, OutputExistsError
+from virl_data.locks import folder_lock, is_lock_file
 from virl_data.paths import refuse_clashes
 from virl_data.miners import MINERS
 from virl_data.miners.shapes import ShapesConfig, generate
@@ -70,6 +71,24 @@ from virl_data.miners.shapes import ShapesConfig, generate
 DEMO_MARKER = "virl_demo.json"
 DEMO_ENTRIES = ("images", "corpus", "reports", "export")
 """What ``run_demo`` writes under its folder, besides ``DEMO_MARKER``."""
+
+
+def check_demo_dir(out: str | Path, *, overwrite: bool = False) -> bool:
+    """Whether ``out`` holds a previous demo to clear (``overwrite``); False for a missing or empty folder (its lock
+    file aside). ``OutputExistsError`` for a file, a non-empty folder that is not a demo's, or a demo's without
+    ``overwrite``. Changes nothing."""
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise OutputExistsError(f"{out} is a file, not a folder; choose another --out")
+    if not out.is_dir() or all(is_lock_file(p) for p in out.iterdir()):  # the demo's own lock does not count
+        return False
+    if not (out / DEMO_MARKER).is_file():
+        raise OutputExistsError(f"{out} is not empty and is not a virl demo output (no {DEMO_MARKER}): refusing to "
+                                "clear it; choose another --out")
+    if not overwrite:
+        raise OutputExistsError(f"{out} already holds a virl demo; pass --overwrite to replace it (only what the "
+                                "demo wrote there is removed), or choose another --out")
+    return True
 
 
 def prepare_demo_dir(out: str | Path, *, overwrite: bool = False) -> Path:
@@ -87,16 +106,8 @@ def prepare_demo_dir(out: str | Path, *, overwrite: bool = False) -> Path:
     virl_data.errors.OutputExistsError: ... is not empty and is not a virl demo output (no virl_demo.json): ...
     """
     out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise OutputExistsError(f"{out} is a file, not a folder; choose another --out")
-    if not out.is_dir() or not any(out.iterdir()):
+    if not check_demo_dir(out, overwrite=overwrite):
         return out
-    if not (out / DEMO_MARKER).is_file():
-        raise OutputExistsError(f"{out} is not empty and is not a virl demo output (no {DEMO_MARKER}): refusing to "
-                                "clear it; choose another --out")
-    if not overwrite:
-        raise OutputExistsError(f"{out} already holds a virl demo; pass --overwrite to replace it (only what the "
-                                "demo wrote there is removed), or choose another --out")
     for name in (*DEMO_ENTRIES, DEMO_MARKER):
         path = out / name
         if path.is_dir() and not path.is_symlink():
@@ -118,11 +129,18 @@ def run_demo(
 ) -> dict[str, Path]:
     """Run generate → verify → stats → split → export on ``n`` shapes records under ``out``; return the paths.
     ``config`` replaces the default world (square ``image_size`` images) when given. A non-empty ``out`` is refused
-    unless ``overwrite`` and it holds a previous demo (``prepare_demo_dir``)."""
+    unless ``overwrite`` and it holds a previous demo (``prepare_demo_dir``); a folder another process is writing
+    (``locks.folder_lock``) is refused with ``FolderBusyError``."""
     console = console or Console()
-    out = prepare_demo_dir(out, overwrite=overwrite)
-    images = out / "images"
     config = config or ShapesConfig(image_size=(image_size, image_size))
+    check_demo_dir(out, overwrite=overwrite)  # refused before the lock: not even a lock file in a folder not ours
+    with folder_lock(out):
+        return _demo(prepare_demo_dir(out, overwrite=overwrite), n, seed, console, config)
+
+
+def _demo(out: Path, n: int, seed: int, console: Console, config: ShapesConfig) -> dict[str, Path]:
+    """``run_demo``'s stages, once it holds ``out``."""
+    images = out / "images"
     # the marker first: a demo that stops halfway is still recognised (and cleared) by the next --overwrite
     corpus.write_json({"virl_demo": {"n": n, "seed": seed, "world": dataclasses.asdict(config),
                                      "wrote": list(DEMO_ENTRIES)}}, out / DEMO_MARKER)
@@ -615,6 +633,7 @@ __all__ = [
     "SplitConfig",
     "StageReport",
     "check_accounting",
+    "check_demo_dir",
     "check_keys",
     "load_pipeline",
     "miner_parameters",

@@ -16,6 +16,9 @@ Rules:
 - Nothing is lost: every corpus record comes back (same order, same count); an edit naming an unknown id is
   counted in ``report.unknown_ids``; a corrected chain with an empty box or a box outside the image (beyond
   ``tol`` pixels) is not applied and is listed in ``report.invalid`` with its reason.
+- A record whose sample or task a reviewer deleted in the tool is a reviewer's decision too: the tool's pull sends a
+  ``reject`` review whose note starts with ``DELETED_IN_REVIEW`` (``deletion_review``) and lists the id in
+  ``report.deleted``.
 """
 
 from __future__ import annotations
@@ -31,6 +34,8 @@ from virl_data.errors import VirlError
 from virl_data.types import Box, RationaleRecord, RationaleStep, Review, Status
 
 VERDICTS = ("accept", "reject", "fix")
+DELETED_IN_REVIEW = "deleted_in_review"
+"""The note code of the ``reject`` review recorded for a record whose sample/task was deleted in the review tool."""
 _STATUS = {"accept": Status.REVIEWED, "fix": Status.REVIEWED, "reject": Status.REJECTED}
 
 
@@ -54,22 +59,33 @@ class ReviewEdit:
 
 @dataclass
 class MergeReport:
-    """Counts of one merge: reviews appended, reviews already present, unknown ids, refused corrections."""
+    """Counts of one merge: reviews appended, reviews already present, unknown ids, refused corrections, and the
+    records whose sample/task was deleted in the tool (each also one ``reject`` review, applied or unchanged)."""
 
     applied: int = 0
     unchanged: int = 0
     unknown_ids: list[str] = field(default_factory=list)
     invalid: list[tuple[str, str]] = field(default_factory=list)
+    deleted: list[str] = field(default_factory=list)
 
     def summary(self) -> str:
-        """One line, e.g. ``applied 3, unchanged 1, unknown ids 0, invalid 1``."""
-        return (
+        """One line, e.g. ``applied 3, unchanged 1, unknown ids 0, invalid 1`` (``, deleted in review 1`` appended
+        when a sample/task was deleted)."""
+        line = (
             f"applied {self.applied}, unchanged {self.unchanged}, unknown ids {len(self.unknown_ids)}, "
             f"invalid {len(self.invalid)}"
         )
+        return line + (f", deleted in review {len(self.deleted)}" if self.deleted else "")
 
     def to_dict(self) -> dict[str, object]:
         return dataclasses.asdict(self)
+
+
+def deletion_review(tool: str, reviewer: str, at: str, where: str) -> Review:
+    """The ``reject`` review of a record whose sample/task was deleted in ``tool`` (``where``: the dataset or
+    project), with the note ``"deleted_in_review: ..."``."""
+    note = f"{DELETED_IN_REVIEW}: its {tool} sample was deleted from {where}"
+    return Review(tool=tool, reviewer=reviewer, at=at, verdict="reject", note=note)
 
 
 def _key(review: Review) -> tuple[object, ...]:
@@ -141,13 +157,25 @@ def effective(record: RationaleRecord) -> RationaleRecord:
     return dataclasses.replace(record, chain=chain, answer=answer)
 
 
-def pushed_to_json(chain: Sequence[RationaleStep], answer: str) -> str:
+def pushed_to_json(chain: Sequence[RationaleStep], answer: str, record_id: str | None = None) -> str:
     """The chain and answer a review tool was given, as compact JSON stored beside the sample/task, so a pull can
-    tell what the reviewer changed (floats round-trip exactly): ``{"answer", "chain": [{"b", "p", "r", "s"}]}``."""
+    tell what the reviewer changed (floats round-trip exactly): ``{"answer", "chain": [{"b", "p", "r", "s"}]}``,
+    plus ``"id"`` (the record pushed) when ``record_id`` is given."""
     steps = [
         {"b": [list(b.as_tuple()) for b in s.boxes], "p": s.phrase, "r": s.role, "s": s.source_ref} for s in chain
     ]
-    return orjson.dumps({"answer": answer, "chain": steps}).decode()
+    data = {"answer": answer, "chain": steps} | ({"id": record_id} if record_id is not None else {})
+    return orjson.dumps(data).decode()
+
+
+def pushed_id(text: str | None) -> str | None:
+    """The record id a ``pushed_to_json`` text names, or None (none stored, or not readable)."""
+    try:
+        data = orjson.loads(text) if text else None
+    except orjson.JSONDecodeError:
+        return None
+    value = data.get("id") if isinstance(data, dict) else None
+    return value if isinstance(value, str) else None
 
 
 def pushed_from_json(text: str) -> tuple[tuple[RationaleStep, ...], str]:
@@ -161,13 +189,16 @@ def pushed_from_json(text: str) -> tuple[tuple[RationaleStep, ...], str]:
 
 
 __all__ = [
+    "DELETED_IN_REVIEW",
     "VERDICTS",
     "MergeReport",
     "ReviewEdit",
     "ReviewError",
     "chain_problem",
+    "deletion_review",
     "effective",
     "merge_reviews",
     "pushed_from_json",
+    "pushed_id",
     "pushed_to_json",
 ]

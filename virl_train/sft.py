@@ -38,6 +38,7 @@ from virl_data import boxes
 from virl_data.boxanswer import answer_box
 from virl_data.corpus import write_json
 from virl_data.errors import ConfigError
+from virl_data.locks import folder_lock
 from virl_data.types import RationaleRecord
 from virl_train.actions import from_pixels
 from virl_train.config import GRPOConfig, OptimConfig, TrainConfig, check_field, save_config
@@ -237,6 +238,8 @@ def sft(
     Checkpoints work as in ``train``: ``accelerator.save_state`` into ``OUT/checkpoints/step_N`` (model, optimizer,
     schedule, every RNG), the newest two kept. With ``resume`` a rerun loads the newest one and continues at the
     next step, to the same parameters an uninterrupted run reaches; ``log.jsonl`` is cut back to that step first.
+    One writer per ``OUT``: while this runs, another ``sft`` or ``train`` into it fails at once with
+    ``virl_data.locks.FolderBusyError`` naming this process.
 
     ``decoys``: the share of records whose reference crops are decorative (``reference_turns``: moved off every
     rationale box, answer kept; with ``decoy_kind="whole"`` the whole image, with ``"centre"`` the image centre), drawn
@@ -261,58 +264,59 @@ def sft(
     out = Path(out_dir if out_dir is not None else cfg.run.out_dir)
     bs = cfg.grpo.batch_size * cfg.grpo.group_size if batch_size is None else batch_size
     every = save_every or cfg.run.save_every
-    accelerator = Accelerator(mixed_precision=PRECISION[cfg.run.mixed_precision], cpu=not torch.cuda.is_available())
-    set_seed(cfg.run.seed)
-    examples = ExampleSet.load(cfg.data.path, cfg.data.train_split, limit=cfg.data.limit)
-    policy = load_policy(cfg.model, seed=cfg.run.seed)
-    rngs = [decoy_rng(examples[i], decoys, cfg.run.seed) for i in range(len(examples))]
-    cache = [reference_rollout(policy, make_env(cfg), examples[i], examples.image(i), cfg.grpo.max_new_tokens, rngs[i],
-                                decoy_kind)
-             for i in range(len(examples))]
-    decoy_share = sum(r is not None for r in rngs) / max(1, len(rngs))
-    opt, sched = _optimizer(policy.model, lr, steps, min(warmup, steps), cfg.optim.weight_decay)
-    model, opt = accelerator.prepare(policy.model, opt)
-    accelerator.register_for_checkpointing(sched)
-    start = 0
-    ckpt = latest_checkpoint(out) if resume else None
-    if ckpt is not None:
-        start = checkpoint_step(ckpt, "sft")
-        accelerator.load_state(str(ckpt))
-    out.mkdir(parents=True, exist_ok=True)
-    save_config(cfg, out / "config.yaml")
-    write_json({"steps": steps, "lr": lr, "batch_size": bs, "warmup": warmup, "decoys": decoys,
-                "decoy_kind": decoy_kind, "decoy_share": decoy_share, "records": len(cache), "seed": cfg.run.seed},
-               out / "sft.json")  # fmt: skip
-    truncate_steps(out / "log.jsonl", start)
-    log = (out / "log.jsonl").open("a", buffering=1)  # line-buffered: a killed run keeps its lines
-    model.train()
-    t_start = time.perf_counter()
-    try:
-        for step in range(start, steps):
-            t0 = time.perf_counter()
-            idx = batch_indices(step, len(cache), bs, cfg.run.seed)
-            batch = batch_inputs(policy, [cache[i] for i in idx], accelerator.device)
-            loss = nll_loss(completion_logprobs(model, batch), batch.completion_mask)
-            accelerator.backward(loss)
-            norm = accelerator.clip_grad_norm_(model.parameters(), cfg.optim.grad_clip or math.inf)
-            opt.step()
-            sched.step()
-            opt.zero_grad()
-            metrics = {"loss": float(loss.detach()), "grad_norm": float(norm), "lr": sched.get_last_lr()[0],
-                       "decoys": decoy_share,
-                       "time/step_s": time.perf_counter() - t0, "time/wall_s": time.perf_counter() - t_start}
-            log.write(json.dumps({"step": step + 1, **metrics}) + "\n")
-            if (step + 1) % every == 0 or step + 1 == steps:
-                save_checkpoint(accelerator, out, step + 1, stage="sft")
-            for cb in callbacks:
-                cb(step + 1, metrics)
-    finally:
-        log.close()
-    model.eval()
-    if steps > start or not (out / "final").is_dir():
-        policy.model = accelerator.unwrap_model(model)
-        save_policy(policy, out / "final")
-    return out
+    with folder_lock(out):  # one writer per run folder: a second one fails here, naming the first
+        accelerator = Accelerator(mixed_precision=PRECISION[cfg.run.mixed_precision], cpu=not torch.cuda.is_available())
+        set_seed(cfg.run.seed)
+        examples = ExampleSet.load(cfg.data.path, cfg.data.train_split, limit=cfg.data.limit)
+        policy = load_policy(cfg.model, seed=cfg.run.seed)
+        rngs = [decoy_rng(examples[i], decoys, cfg.run.seed) for i in range(len(examples))]
+        cache = [reference_rollout(policy, make_env(cfg), examples[i], examples.image(i), cfg.grpo.max_new_tokens,
+                                   rngs[i], decoy_kind)
+                 for i in range(len(examples))]
+        decoy_share = sum(r is not None for r in rngs) / max(1, len(rngs))
+        opt, sched = _optimizer(policy.model, lr, steps, min(warmup, steps), cfg.optim.weight_decay)
+        model, opt = accelerator.prepare(policy.model, opt)
+        accelerator.register_for_checkpointing(sched)
+        start = 0
+        ckpt = latest_checkpoint(out) if resume else None
+        if ckpt is not None:
+            start = checkpoint_step(ckpt, "sft")
+            accelerator.load_state(str(ckpt))
+        out.mkdir(parents=True, exist_ok=True)
+        save_config(cfg, out / "config.yaml")
+        write_json({"steps": steps, "lr": lr, "batch_size": bs, "warmup": warmup, "decoys": decoys,
+                    "decoy_kind": decoy_kind, "decoy_share": decoy_share, "records": len(cache), "seed": cfg.run.seed},
+                   out / "sft.json")  # fmt: skip
+        truncate_steps(out / "log.jsonl", start)
+        log = (out / "log.jsonl").open("a", buffering=1)  # line-buffered: a killed run keeps its lines
+        model.train()
+        t_start = time.perf_counter()
+        try:
+            for step in range(start, steps):
+                t0 = time.perf_counter()
+                idx = batch_indices(step, len(cache), bs, cfg.run.seed)
+                batch = batch_inputs(policy, [cache[i] for i in idx], accelerator.device)
+                loss = nll_loss(completion_logprobs(model, batch), batch.completion_mask)
+                accelerator.backward(loss)
+                norm = accelerator.clip_grad_norm_(model.parameters(), cfg.optim.grad_clip or math.inf)
+                opt.step()
+                sched.step()
+                opt.zero_grad()
+                metrics = {"loss": float(loss.detach()), "grad_norm": float(norm), "lr": sched.get_last_lr()[0],
+                           "decoys": decoy_share,
+                           "time/step_s": time.perf_counter() - t0, "time/wall_s": time.perf_counter() - t_start}
+                log.write(json.dumps({"step": step + 1, **metrics}) + "\n")
+                if (step + 1) % every == 0 or step + 1 == steps:
+                    save_checkpoint(accelerator, out, step + 1, stage="sft")
+                for cb in callbacks:
+                    cb(step + 1, metrics)
+        finally:
+            log.close()
+        model.eval()
+        if steps > start or not (out / "final").is_dir():
+            policy.model = accelerator.unwrap_model(model)
+            save_policy(policy, out / "final")
+        return out
 
 
 def reference_loss(policy: Policy, rollouts: Sequence[Rollout]) -> float:

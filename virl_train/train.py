@@ -14,11 +14,13 @@ Exact resume: ``accelerator.save_state`` stores model, optimizer, scheduler and 
 sampling seeds are functions of the step, so a run restarted from the checkpoint of step k repeats steps k+1… as an
 uninterrupted run would. Logs go to ``out_dir/log.jsonl`` and TensorBoard (``out_dir/tb``); every sampled episode, with
 its reward breakdown, to ``out_dir/trajectories.jsonl`` (``virl_train.trajectories``; ``virl-train score`` reads it).
-On resume both JSONL files are cut back to the checkpoint's step first, so no step is logged twice.
+On resume every log (both JSONL files and the TensorBoard events) is cut back to the checkpoint's step first, so no
+step is logged twice.
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import math
@@ -33,7 +35,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from virl_data.corpus import atomic_path
 from virl_data.errors import ConfigError
+from virl_data.locks import folder_lock
 from virl_train.advantages import group_advantages, normalized_credits, token_advantages
 from virl_train.config import TrainConfig, save_config
 from virl_train.data import ExampleSet
@@ -155,6 +159,7 @@ def save_checkpoint(accelerator: Any, out_dir: Path, step: int, keep: int = 2, s
         shutil.rmtree(tmp, ignore_errors=True)
     accelerator.wait_for_everyone()
     accelerator.save_state(str(tmp))
+    accelerator.wait_for_everyone()  # every process's files are in tmp before it is renamed (save_state has no barrier)
     if accelerator.is_main_process:
         (tmp / STATE_FILE).write_text(json.dumps({"step": step, "stage": stage}))
         shutil.rmtree(final, ignore_errors=True)
@@ -176,17 +181,44 @@ def checkpoint_step(ckpt: Path, stage: str = "train") -> int:
     return int(state["step"])
 
 
-class _Logger:
-    """JSONL + TensorBoard, main process only."""
+def truncate_events(tb_dir: Path, last_step: int) -> int:
+    """Cut every TensorBoard events file under ``tb_dir`` back to ``last_step``: the events of later steps (what a
+    killed run logged after its checkpoint, which the resumed run logs again) and a torn last record are dropped,
+    the rest is kept byte for byte (atomic rewrite). Returns the number of events dropped.
 
-    def __init__(self, out_dir: Path, enabled: bool) -> None:
+    Physically, not only with ``SummaryWriter(purge_step=...)``: that marker is honoured by TensorBoard's Python
+    loader but not by every reader of the files (pandas exporters, other servers)."""
+    from tensorboard.backend.event_processing.event_file_loader import RawEventFileLoader
+    from tensorboard.compat.proto.event_pb2 import Event
+    from tensorboard.summary.writer.record_writer import RecordWriter
+
+    dropped = 0
+    for path in sorted(tb_dir.rglob("events.out.tfevents.*")) if tb_dir.is_dir() else []:
+        records = list(RawEventFileLoader(str(path)).Load())  # stops at a torn record
+        keep = [r for r in records if Event.FromString(r).step <= last_step]
+        if len(keep) == len(records) and path.stat().st_size == sum(len(r) + 16 for r in records):
+            continue  # nothing after the step, nothing torn (a record is 8 + 4 + data + 4 bytes)
+        with atomic_path(path) as tmp, tmp.open("wb") as fh:
+            writer = RecordWriter(fh)
+            for record in keep:
+                writer.write(record)
+        dropped += len(records) - len(keep)
+    return dropped
+
+
+class _Logger:
+    """JSONL + TensorBoard, main process only. ``resume_step``: both are first cut back to that step."""
+
+    def __init__(self, out_dir: Path, enabled: bool, resume_step: int = 0) -> None:
         self.enabled = enabled
         self.path = out_dir / "log.jsonl"
         self.tb = None
         if enabled:
+            truncate_steps(self.path, resume_step)
             try:
                 from torch.utils.tensorboard import SummaryWriter
 
+                truncate_events(out_dir / "tb", resume_step)
                 self.tb = SummaryWriter(str(out_dir / "tb"))
             except ImportError:  # tensorboard is in the [train] extra; logs still go to JSONL
                 self.tb = None
@@ -265,9 +297,9 @@ def _rollouts(policy: Policy, examples: ExampleSet, idx: list[int], cfg: TrainCo
 def train(cfg: TrainConfig, *, callbacks: Sequence[StepCallback] = (), resume: bool = True) -> TrainResult:
     """Run GRPO with the ViRL reward for ``cfg.run.max_steps`` steps; resume from the newest checkpoint of
     ``cfg.run.out_dir`` when ``resume``. ``callbacks`` get ``(step, metrics)`` after each step (an exception raised
-    there stops the run, e.g. to simulate an interruption in tests)."""
+    there stops the run, e.g. to simulate an interruption in tests). The run holds ``out_dir``'s lock
+    (``virl_data.locks.folder_lock``): a second run into it fails at once with ``FolderBusyError`` naming this one."""
     from accelerate import Accelerator
-    from accelerate.utils import set_seed
 
     out_dir = Path(cfg.run.out_dir)
     if cfg.grpo.temperature <= 0:
@@ -281,6 +313,15 @@ def train(cfg: TrainConfig, *, callbacks: Sequence[StepCallback] = (), resume: b
         mixed_precision=PRECISION[cfg.run.mixed_precision], gradient_accumulation_steps=cfg.optim.grad_accum,
         cpu=not torch.cuda.is_available(),  # accelerate only forms a multi-CPU (gloo) group when told cpu=True
     )
+    # one writer per run folder: a second run into it fails here, naming the first, before it touches a file
+    with folder_lock(out_dir) if accelerator.is_main_process else contextlib.nullcontext():
+        return _train(cfg, accelerator, out_dir, callbacks, resume)
+
+
+def _train(cfg: TrainConfig, accelerator: Any, out_dir: Path, callbacks: Sequence[StepCallback], resume: bool):
+    """The run itself, once ``train`` holds the run folder."""
+    from accelerate.utils import set_seed
+
     set_seed(cfg.run.seed)
     rewards_cfg = reward_config(cfg)
     examples = ExampleSet.load(cfg.data.path, cfg.data.train_split, limit=cfg.data.limit)
@@ -301,9 +342,8 @@ def train(cfg: TrainConfig, *, callbacks: Sequence[StepCallback] = (), resume: b
     if ckpt is not None:
         start = resumed = checkpoint_step(ckpt)
         accelerator.load_state(str(ckpt))
-    if accelerator.is_main_process:  # what a killed run logged after its checkpoint is logged again below
-        truncate_steps(out_dir / "log.jsonl", start)
-    logger = _Logger(out_dir, accelerator.is_main_process)
+    # what a killed run logged after its checkpoint is logged again below: every log is cut back to it first
+    logger = _Logger(out_dir, accelerator.is_main_process, resume_step=start)
     trajectories = TrajectoryLog(out_dir / TRAJECTORIES, resume_step=start, enabled=accelerator.is_main_process)
     metrics: dict[str, float] = {}
     wall0 = time.perf_counter()

@@ -17,6 +17,7 @@ from rich.console import Console
 
 from virl_data import boxconv, corpus, export, schema
 from virl_data.errors import ConfigError, VirlError
+from virl_data.locks import is_lock_file
 from virl_data.types import (
     Box,
     CheckResult,
@@ -89,7 +90,9 @@ def _expected(df, split):
 
 
 def _leftovers(parent):
-    return sorted(p.name for p in parent.iterdir() if ".tmp-" in p.name or ".old-" in p.name or p.name.startswith("."))
+    """Temporary files or folders beside an export; its lock file (``locks.sibling_lock``) stays by design."""
+    return sorted(p.name for p in parent.iterdir()
+                  if (".tmp-" in p.name or ".old-" in p.name or p.name.startswith(".")) and not is_lock_file(p))
 
 
 # --- formats and selection -------------------------------------------------------------------------------------------

@@ -7,6 +7,8 @@ not exist on disk: push must never open them.
 from __future__ import annotations
 
 import dataclasses
+import json
+import re
 import subprocess
 import sys
 import urllib.request
@@ -234,6 +236,38 @@ def test_bad_edits_are_reported_and_no_record_is_lost(pushed):
     }
 
 
+def test_a_sample_deleted_in_fiftyone_comes_back_rejected_with_a_note_and_is_counted(pushed):
+    """Deleting a sample is a reviewer's decision: its record gets a `reject` review noted `deleted_in_review`, is
+    counted in the report, and pulling again records nothing new. A sample whose `virl_id` was edited is not
+    taken for deleted (its pushed state names its record)."""
+    name, recs, _ = pushed
+    ds = fo.load_dataset(name)
+    s = _samples(name)
+    ds.delete_samples([s[recs[2].id].id, s[recs[7].id].id])
+    s[recs[3].id].virl_id = "nobody-1234"
+    s[recs[3].id].save()
+    merged, report = vf.pull(name, recs, reviewer="ana", at="2025-06-01T12:00:00+00:00")
+    assert report.deleted == [recs[2].id, recs[7].id] and report.unknown_ids == ["nobody-1234"]
+    assert (report.applied, report.unchanged, report.invalid) == (2, 0, [])
+    assert "deleted in review 2" in report.summary()
+    for i in (2, 7):
+        assert merged[i].status is Status.REJECTED and merged[i].chain == recs[i].chain
+        (rev,) = merged[i].reviews
+        assert (rev.tool, rev.reviewer, rev.verdict, rev.chain, rev.answer) == ("fiftyone", "ana", "reject", None, None)
+        assert rev.note == f"deleted_in_review: its fiftyone sample was deleted from dataset '{name}'"
+    assert [r for i, r in enumerate(merged) if i not in (2, 7)] == [r for i, r in enumerate(recs) if i not in (2, 7)]
+    again, second = vf.pull(name, merged, reviewer="ana")
+    assert again == merged and (second.applied, second.unchanged, second.deleted) == (0, 2, report.deleted)
+
+
+def test_records_never_pushed_are_not_taken_for_deleted(name, tmp_path):
+    """A review queue pushes some records of a corpus; pulling against the whole corpus marks none of the others."""
+    recs = _records()
+    vf.push(recs[:3], name, image_root=tmp_path / "images")
+    merged, report = vf.pull(name, recs)
+    assert merged == recs and report.deleted == []
+
+
 def test_pull_from_a_missing_dataset_is_a_one_line_error(name):
     with pytest.raises(vf.FiftyOneError, match=f"no FiftyOne dataset named '{name}'; existing: "):
         vf.pull(name, [])
@@ -322,12 +356,18 @@ def test_cli_push_pull_and_errors(name, tmp_path):
     s = _samples(name)[recs[0].id]
     s.tags.append("reject")
     s.save()
+    fo.load_dataset(name).delete_samples(_samples(name)[recs[5].id])
     out = tmp_path / "out.parquet"
     args = ["fiftyone", "pull", name, "--corpus", str(src), "--out", str(out), "--reviewer", "ana",
             "--report", str(tmp_path / "r.json")]
-    assert runner.invoke(app, args).exit_code == 0
+    pulled = runner.invoke(app, args)
+    assert pulled.exit_code == 0 and recs[5].id in pulled.output, pulled.output
+    assert re.search(r"deleted in review\W+1\W+recorded as reject reviews;", pulled.output), pulled.output
+    assert json.loads((tmp_path / "r.json").read_text())["deleted"] == [recs[5].id]
     merged = corpus.read_records(out)
-    assert [r.status for r in merged][:2] == [Status.REJECTED, Status.MINED] and merged[1:] == recs[1:]
+    assert [r.status for r in merged][:2] == [Status.REJECTED, Status.MINED] and merged[1:5] == recs[1:5]
+    assert merged[5].status is Status.REJECTED and merged[5].reviews[0].note.startswith("deleted_in_review: ")
+    assert merged[6:] == recs[6:]
     assert corpus.image_root(out) == tmp_path / "images"
     missing = runner.invoke(app, ["fiftyone", "pull", f"{name}-nope", "--corpus", str(src), "--out", str(out)])
     assert missing.exit_code == 2 and f"no FiftyOne dataset named '{name}-nope'" in missing.output

@@ -14,8 +14,10 @@ pytest.importorskip("accelerate")
 from rich.console import Console  # noqa: E402
 from typer.testing import CliRunner  # noqa: E402
 
+from tests.conftest import kill9, spawn_python  # noqa: E402
 from tests.train.resume import Interrupt, assert_same_final_weights, final_weights, interrupt_at  # noqa: E402
 from virl_data.errors import ConfigError  # noqa: E402
+from virl_data.locks import is_lock_file  # noqa: E402
 from virl_data.pipeline import run_demo  # noqa: E402
 from virl_train.cli import app  # noqa: E402
 from virl_train.config import load_config  # noqa: E402
@@ -91,6 +93,17 @@ def test_a_run_killed_between_checkpoints_resumes_without_logging_a_step_twice(d
     assert [x["step"] for x in _lines(killed / "log.jsonl")] == [1, 2, 3, 4]
     assert [x["step"] for x in _lines(killed / "trajectories.jsonl")] == [1] * 4 + [2] * 4 + [3] * 4 + [4] * 4
     assert _lines(killed / "trajectories.jsonl") == _lines(straight / "trajectories.jsonl")
+    for purge in (True, False):  # TensorBoard's own loader, and the raw events as any other reader sees them
+        assert _tb_steps(killed / "tb", purge) == _tb_steps(straight / "tb", purge)
+        assert set(_tb_steps(killed / "tb", purge).values()) == {(1, 2, 3, 4)}
+
+
+def _tb_steps(tb: Path, purge: bool) -> dict[str, tuple[int, ...]]:
+    """Every scalar tag's logged steps, in file order, read by TensorBoard's ``EventAccumulator``."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(tb), size_guidance={"scalars": 0}, purge_orphaned_data=purge).Reload()
+    return {tag: tuple(e.step for e in acc.Scalars(tag)) for tag in acc.Tags()["scalars"]}
 
 
 def test_training_logs_its_trajectories_and_score_reads_them_as_is(demo_export, tmp_path):
@@ -138,6 +151,34 @@ def test_training_logs_its_trajectories_and_score_reads_them_as_is(demo_export, 
     assert f_rows[0]["total"] > o_rows[0]["total"] == 1.0  # the rationale bonus is gone under outcome
     assert sum(r["total"] for r in f_rows) != sum(r["total"] for r in o_rows)
     assert all(lab["credit"] == 0.0 for r in o_rows for lab in r["labels"])
+
+
+def test_a_second_run_into_a_run_folder_fails_naming_the_first_and_touches_nothing(demo_export, tmp_path):
+    """Another process writes the run folder (holds its lock): `train` and `sft` into it stop at once with one
+    error line naming that process; the folder keeps only what the first wrote."""
+    run = tmp_path / "run"
+    first = spawn_python(f"""
+        import time
+        from pathlib import Path
+        from virl_data.locks import folder_lock
+        with folder_lock({str(run)!r}):
+            Path({str(run / "log.jsonl")!r}).write_text('{{"step": 1, "loss": 0.5}}\\n')
+            print("ready", flush=True)
+            time.sleep(120)
+    """)
+    common = ["--config", str(REPO / "configs" / "tiny_cpu.yaml"), f"data.path={demo_export}", f"run.out_dir={run}",
+              "run.max_steps=1", "data.limit=4", "grpo.max_new_tokens=8", "env.max_actions=1"]
+    try:
+        for cmd in (["train", *common], ["sft", *common, "--steps", "1"]):
+            res = CliRunner().invoke(app, cmd)
+            lines = res.stderr.strip().splitlines()
+            assert res.exit_code == 2 and len(lines) == 1, res.output
+            assert lines[0].startswith(f"error: {run} is in use by another virl process (pid {first.pid} on host")
+        assert sorted(p.name for p in run.iterdir() if not is_lock_file(p)) == ["log.jsonl"]
+        assert (run / "log.jsonl").read_text() == '{"step": 1, "loss": 0.5}\n' and first.poll() is None
+    finally:
+        kill9(first)
+    assert train(_cfg(demo_export, run, "run.max_steps=1")).steps == 1  # the killed holder's lock is gone
 
 
 def test_batch_indices_cover_each_epoch_once():

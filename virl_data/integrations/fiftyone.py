@@ -28,7 +28,10 @@ changed ``answer`` field → ``fix`` carrying the corrected chain/answer; an opt
 becomes the review's note. A sample nobody touched gives no review, so push → pull is the identity, and pulling
 twice changes nothing (``review.merge_reviews`` is idempotent). A sample tagged both ``reject`` and ``ok`` or with
 unreadable boxes is listed in ``report.invalid``; a sample whose ``virl_id`` is not in the corpus in
-``report.unknown_ids``; deleting every box is an invalid correction (``empty_chain``). No record is ever dropped.
+``report.unknown_ids``; deleting every box is an invalid correction (``empty_chain``). Deleting a sample is a
+reviewer's decision: its record gets a ``reject`` review noted ``deleted_in_review`` and is listed in
+``report.deleted`` (push records the ids it pushed in ``dataset.info["virl"]["pushed_ids"]``, so a record that was
+never pushed, e.g. one outside a review queue, is not taken for deleted). No record is ever dropped.
 
 Example (needs FiftyOne's database)::
 
@@ -40,11 +43,13 @@ Example (needs FiftyOne's database)::
 
 from __future__ import annotations
 
+import base64
 import math
 import os
+import zlib
 import time
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -54,7 +59,16 @@ from typing import Any
 from virl_data import boxconv, boxes
 from virl_data.boxanswer import BOX, parse_box
 from virl_data.errors import VirlError
-from virl_data.review import MergeReport, ReviewEdit, effective, merge_reviews, pushed_from_json, pushed_to_json
+from virl_data.review import (
+    MergeReport,
+    ReviewEdit,
+    deletion_review,
+    effective,
+    merge_reviews,
+    pushed_from_json,
+    pushed_id,
+    pushed_to_json,
+)
 from virl_data.types import Box, RationaleRecord, RationaleStep, Review
 
 TOOL = "fiftyone"
@@ -62,6 +76,7 @@ CHAIN_FIELD = "chain"
 ORDER_FIELD = "chain_order"
 ANSWER_BOX_FIELD = "answer_box"
 PUSHED_FIELD = "virl_pushed"
+PUSHED_IDS = "pushed_ids"  # key in dataset.info["virl"]: the record ids pushed (``pack_ids``), to find deletions
 NOTE_FIELD = "review_note"
 REJECT_TAGS = frozenset({"reject"})
 ACCEPT_TAGS = frozenset({"ok", "accept"})
@@ -372,7 +387,7 @@ def record_to_sample(
             CHAIN_FIELD: chain_to_detections(eff.chain, w, h) if drawable else None,
             ORDER_FIELD: chain_to_polylines(eff.chain, w, h) if drawable else None,
             ANSWER_BOX_FIELD: answer_to_detections(eff.answer, record.answer_type, w, h) if drawable else None,
-            PUSHED_FIELD: pushed_to_json(eff.chain, eff.answer),
+            PUSHED_FIELD: pushed_to_json(eff.chain, eff.answer, record.id),
         },
     )
 
@@ -447,7 +462,7 @@ def push(
             ]
             ds.add_samples(samples, progress=False, validate=False)  # built to the declared schema; saves ~10%
         ds.add_dynamic_sample_fields()
-        ds.info = {"virl": {"image_root": str(root), **(info or {})}}
+        ds.info = {"virl": {"image_root": str(root), PUSHED_IDS: pack_ids(r.id for r in records), **(info or {})}}
         ds.app_config.color_scheme = _color_scheme(fo)
         ds.save()
         views = save_views(ds) + (save_queue_views(ds) if queue is not None else ())
@@ -548,6 +563,35 @@ def _states(dataset: Any, sizes: Mapping[str, tuple[int, int]]) -> list[tuple[st
     return out
 
 
+def pack_ids(ids: Iterable[str]) -> str:
+    """Record ids as one compact string for ``dataset.info`` (zlib-compressed lines, base64): about 12 bytes per
+    16-hex-digit id, so a million pushed records stay within MongoDB's 16 MB document limit.
+
+    >>> unpack_ids(pack_ids(["a1", "b2"]))
+    frozenset({'a1', 'b2'})
+    """
+    return base64.b64encode(zlib.compress("\n".join(ids).encode(), 6)).decode()
+
+
+def unpack_ids(packed: str) -> frozenset[str]:
+    """The inverse of ``pack_ids``."""
+    return frozenset(zlib.decompress(base64.b64decode(packed)).decode().split("\n")) - {""}
+
+
+def deleted_ids(dataset: Any, records: Sequence[RationaleRecord]) -> list[str]:
+    """Ids of the ``records`` that were pushed to ``dataset`` and whose sample is no longer in it (deleted by a
+    reviewer), in corpus order. A sample counts as present under its ``virl_id`` or, when that was edited, under the
+    id its pushed state names. [] for a dataset pushed before the pushed ids were recorded."""
+    packed = (dataset.info or {}).get("virl", {}).get(PUSHED_IDS)
+    if packed is None:
+        return []
+    pushed = unpack_ids(packed)
+    vids, states = dataset.values(["virl_id", PUSHED_FIELD])
+    present = {v for v in vids if v}
+    present |= {pushed_id(js) for v, js in zip(vids, states, strict=True) if v not in pushed}
+    return [r.id for r in records if r.id in pushed and r.id not in present]
+
+
 def default_reviewer() -> str:
     """``$USER``, else ``"fiftyone"``."""
     return os.environ.get("USER") or TOOL
@@ -585,9 +629,12 @@ def pull(
             continue
         if review is not None:
             edits.append(ReviewEdit(state.virl_id, review))
+    deleted = deleted_ids(dataset, records)
+    edits += [ReviewEdit(rid, deletion_review(TOOL, reviewer, at, f"dataset {name!r}")) for rid in deleted]
     merged, report = merge_reviews(records, edits)
     report.unknown_ids.extend(unknown)
     report.invalid.extend(invalid)
+    report.deleted.extend(deleted)
     return merged, report
 
 
@@ -629,9 +676,11 @@ __all__ = [
     "chain_to_polylines",
     "crops_to_detections",
     "default_reviewer",
+    "deleted_ids",
     "detections_to_chain",
     "launch",
     "load",
+    "pack_ids",
     "pull",
     "push",
     "queue_fields",
@@ -641,4 +690,5 @@ __all__ = [
     "save_views",
     "step_label",
     "stop_app",
+    "unpack_ids",
 ]
