@@ -34,7 +34,7 @@ from virl_train.interop.trl import (
     reward_funcs,
 )
 from virl_train.rewards import RewardConfig, label_credit, score_record
-from virl_train.types import ActionKind, LabelKind
+from virl_train.types import ActionKind, LabelKind, RewardBreakdown
 
 REPO = Path(__file__).resolve().parents[2]
 SHAPES = ShapesConfig(image_size=(224, 224))
@@ -198,7 +198,8 @@ def trl_export(tmp_path_factory):
 
     root = tmp_path_factory.mktemp("images")
     rec = next(generate(1, seed=0, image_dir=root, config=SHAPES))
-    records = [dataclasses.replace(rec, id=f"q-{gold}", answer=gold, answer_type="color", status="accepted", split="train")
+    records = [dataclasses.replace(rec, id=f"q-{gold}", answer=gold, answer_type="color", status="accepted",
+                                   split="train")
                for gold in ("red", "blue")]
     out = tmp_path_factory.mktemp("export") / "trl"
     export.export(schema.records_to_frame(records), out, "trl", image_root=root)
@@ -314,11 +315,35 @@ def test_component_value_names_unknown_components():
     from virl_data.errors import ConfigError
 
     with pytest.raises(ConfigError, match="unknown reward component"):
-        component_value(score_record(episode_of(*_reset_env())[0], _reset_env()[0].record), "bogus")
+        component_value(RewardBreakdown(total=0.0), "bogus")
+    with pytest.raises(ConfigError, match="unknown reward component"):
+        reward_funcs(components=("accuracy", "bogus"))
 
 
-def _reset_env():
-    row, _ = _row()
-    env = CropToolEnv("qwen2_norm1000")
-    env.reset(**row)
-    return env, [{"role": "assistant", "content": "<answer>x</answer>"}]
+def test_trajectory_log_is_what_score_reads_and_resumes_like_virl_train(tmp_path):
+    from types import SimpleNamespace
+
+    from virl_train.trajectories import read_trajectories
+
+    row, rec = _row()
+    path = tmp_path / "traj.rank{rank}.jsonl"
+
+    def run(global_step: int, funcs=None):
+        funcs = funcs or reward_funcs(log_path=path)
+        env = crop_environment()()
+        env.reset(**row)
+        completions = [_messages(env, rec, answer=rec.answer)]
+        for f in funcs:  # five calls, one scoring, one log line
+            f(completions=completions, environments=[env], trainer_state=SimpleNamespace(global_step=global_step))
+        return funcs
+
+    funcs = run(0)
+    run(1, funcs)
+    log = tmp_path / "traj.rank0.jsonl"
+    lines = list(read_trajectories(log))
+    assert [t.step for t in lines] == [1, 2] and lines[0].actions[0] is not None
+    assert lines[0].logged["total"] == pytest.approx(1.0 + 0.5 * lines[0].logged["components"]["rationale"])
+    run(1)  # a run resumed from the checkpoint of step 1: keeps step 1, logs step 2 again
+    assert [t.step for t in read_trajectories(log)] == [1, 2]
+    run(0)  # a fresh run starts the file anew
+    assert [t.step for t in read_trajectories(log)] == [1]

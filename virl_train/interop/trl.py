@@ -9,9 +9,10 @@ What TRL gets::
                           reward_funcs=reward_funcs(RewardConfig.preset("full"), log_path="trajectories.jsonl"))
 
 - **Environment** (``CropToolEnv``, one instance per rollout): ``reset(**row)`` reads the dataset row written by
-  ``virl-data export --format trl`` (the record's columns and its decoded ``image``), starts a ``virl_train.env.CropEnv``
-  episode on it and returns the instructions appended to the user turn: the crop tool and the box convention spelled
-  out for this image as the model sees it (``virl_train.env.system_prompt``). Its one tool, ``crop(bbox_2d)``, takes
+  ``virl-data export --format trl`` (the record's columns and its decoded ``image``), starts a
+  ``virl_train.env.CropEnv`` episode on it and returns the instructions appended to the user turn: the crop tool
+  and the box convention spelled out for this image as the model sees it (``virl_train.env.system_prompt``). Its
+  one tool, ``crop(bbox_2d)``, takes
   the box in the model family's own convention and runs it through the SAME ``CropEnv.step`` as ``virl-train``
   (the JSON tool-call parser of ``virl_train.actions``, ``virl_data.boxconv``, the crop rules and the action budget):
   a valid box returns ``[text, image]`` content blocks (the crop reaches the model as an image), an invalid one
@@ -39,7 +40,8 @@ What TRL gets::
   whole completion's reward before its group normalization. Components switched off by the preset return 0.
 - **Log**: with ``log_path`` each scored completion is appended as a ``virl_train.trajectories`` line (the file
   ``virl-train score`` reads), ``step`` = TRL's ``global_step + 1``; ``{rank}`` in the path is replaced by the
-  process rank (``RANK``), so each process of a multi-GPU run writes its own file.
+  process rank (``RANK``), so each process of a multi-GPU run writes its own file. A fresh run starts the file
+  anew; a run resumed from the checkpoint of step k keeps its lines of steps ≤ k (``trajectories.truncate_steps``).
 
 TRL passes images of tool responses to the model only for families whose image token it knows (``<|image_pad|>``,
 ``<|image|>``): Qwen2-VL, Qwen2.5-VL, Qwen3-VL; ``crop_environment`` refuses the others (Idefics3's ``<image>``).
@@ -76,8 +78,8 @@ from virl_data.errors import ConfigError, VirlError
 from virl_data.review import effective
 from virl_data.schema import record_from_row
 from virl_data.types import RationaleRecord
-from virl_train.actions import parse_turn
-from virl_train.env import CropEnv, question_text, system_prompt
+from virl_train.actions import ERRORS, parse_turn
+from virl_train.env import ERROR_TEXT, LAST_TEXT, CropEnv, question_text, system_prompt
 from virl_train.rewards import FULL, RewardConfig, label_credit, score_record
 from virl_train.trajectories import TrajectoryLog, trajectory_row
 from virl_train.types import Action, ActionKind, Episode, RewardBreakdown
@@ -168,9 +170,6 @@ class CropToolEnv:
 
 
 def _limit_text(max_actions: int) -> str:
-    from virl_train.actions import ERRORS
-    from virl_train.env import ERROR_TEXT, LAST_TEXT
-
     return ERROR_TEXT.format(index=max_actions + 1, limit=max_actions, reason=ERRORS["action_limit"]) + LAST_TEXT
 
 
@@ -226,7 +225,7 @@ def _pixel_limits(processor: Any) -> dict[str, int]:
     return {"min_pixels": int(lo or boxconv.QWEN_MIN_PIXELS), "max_pixels": int(hi or boxconv.QWEN_MAX_PIXELS)}
 
 
-# --- TRL completion → virl Episode -----------------------------------------------------------------------------------
+# --- TRL completion → virl Episode ----------------------------------------------------------------------------------
 def _text(content: Any) -> str:
     if isinstance(content, str):
         return content
@@ -339,10 +338,10 @@ class ViRLScorer:
         return scores
 
     def _write(self, rows: list[tuple[Episode, RationaleRecord, RewardBreakdown, list[str]]], state: Any) -> None:
-        if self._log is None:
-            path = Path(self.log_path.format(rank=os.environ.get("RANK", "0")))  # type: ignore[union-attr]
-            self._log = TrajectoryLog(path, resume_step=0)
         step = None if state is None else int(state.global_step) + 1
+        if self._log is None:  # a run resumed at step k keeps the log's lines of steps ≤ k, as virl-train does
+            path = Path(self.log_path.format(rank=os.environ.get("RANK", "0")))  # type: ignore[union-attr]
+            self._log = TrajectoryLog(path, resume_step=max(0, (step or 1) - 1))
         lines, group, sample, last = [], -1, 0, None
         for episode, record, b, turns in rows:  # TRL repeats each prompt num_generations times in a row
             group, sample = (group, sample + 1) if record.id == last else (group + 1, 0)
