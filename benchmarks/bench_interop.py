@@ -27,7 +27,7 @@ import statistics
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -64,6 +64,7 @@ class Setup:
     batch: int
     repeats: int
     tmp: Path
+    trl_batches: list[Any] = field(default_factory=list)
 
 
 @dataclass
@@ -145,8 +146,9 @@ def _trl_batch(s: Setup, lines: list[dict[str, Any]]) -> tuple[list[CropToolEnv]
 
 
 def _trl_row(s: Setup, name: str, log: bool) -> Row:
-    batches = [s.lines[i: i + s.batch] for i in range(0, len(s.lines), s.batch)]
-    prepared = [_trl_batch(s, b) for b in batches]  # untimed: the rollout
+    if not s.trl_batches:  # untimed: the rollout (shared by the TRL rows)
+        s.trl_batches = [_trl_batch(s, s.lines[i: i + s.batch]) for i in range(0, len(s.lines), s.batch)]
+    prepared = s.trl_batches
 
     def run() -> list[float]:
         funcs = reward_funcs(s.cfg, log_path=s.tmp / "trl.jsonl" if log else None)
@@ -184,12 +186,14 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--json", type=Path, default=REPO / "docs" / "assets" / "bench_interop.json")
     args = p.parse_args()
-    console = Console()
+    console = Console(width=120)
     with tempfile.TemporaryDirectory() as tmp:
         setup = make_setup(args.episodes, args.samples, args.batch, args.repeats, Path(tmp))
         rows = [engine(setup) for engine in ENGINES]
     base = rows[0].cpu_ms_per_completion
-    table = Table(title=f"reward cost per completion, {rows[0].n} logged episodes (median of {args.repeats})")
+    load = os.getloadavg()[0]
+    table = Table(title=f"reward cost per completion, {rows[0].n} logged episodes (median of {args.repeats}; "
+                  f"{os.cpu_count()} CPUs, load {load:.1f})")
     for col in ("engine", "wall ms / completion", "CPU ms / completion", "CPU × score", "totals agree"):
         table.add_column(col)
     for r in rows:
@@ -198,7 +202,7 @@ def main() -> None:
     console.print(table)
     write_json({"episodes": rows[0].n, "samples": args.samples, "batch": args.batch, "repeats": args.repeats,
                 "preset": "full", "convention": CONVENTION,
-                "cpu_count": os.cpu_count(), "load_average_1min": os.getloadavg()[0],
+                "cpu_count": os.cpu_count(), "load_average_1min": load,
                 "rows": [{"engine": r.engine, "ms_per_completion": r.ms_per_completion,
                           "cpu_ms_per_completion": r.cpu_ms_per_completion,
                           "cpu_ratio_to_score": r.cpu_ms_per_completion / base, "agree": r.agree, "n": r.n}

@@ -91,7 +91,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--max-actions", type=int, default=4, help="crop budget = TRL's max_tool_calling_iterations")
     p.add_argument("--max-completion-length", type=int, default=512)
     p.add_argument("--min-pixels", type=int, default=56 * 56)
-    p.add_argument("--max-pixels", type=int, default=224 * 224)
+    p.add_argument("--max-pixels", type=int, default=28 * 28 * 1280, help="the processor's pixel limit (crops too)")
     p.add_argument("--lr", type=float, default=1e-6)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--cpu", action="store_true", help="float32 on CPU (tiny models)")

@@ -255,7 +255,7 @@ def test_grpo_trainer_two_steps_rewards_equal_virl_train_score(trl_export, tmp_p
     args = example.parser().parse_args([
         "--data", str(data), "--model", "tiny-qwen2.5-vl", "--out", str(tmp_path / "run"), "--max-steps", "2",
         "--batch", "2", "--group", "2", "--max-actions", "1", "--max-completion-length", "160", "--cpu",
-        "--lr", "1e-3",
+        "--lr", "1e-3", "--max-pixels", "50176",
     ])  # fmt: skip
     trainer = example.build_trainer(args)
     probe = crop_environment(trainer.processing_class)()
@@ -347,3 +347,17 @@ def test_trajectory_log_is_what_score_reads_and_resumes_like_virl_train(tmp_path
     assert [t.step for t in read_trajectories(log)] == [1, 2]
     run(0)  # a fresh run starts the file anew
     assert [t.step for t in read_trajectories(log)] == [1]
+
+
+def test_bench_interop_rows_agree_with_the_log(tmp_path, monkeypatch):
+    import sys
+
+    spec = importlib.util.spec_from_file_location("bench_interop", REPO / "benchmarks" / "bench_interop.py")
+    bench = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, "bench_interop", bench)  # its dataclasses look their module up
+    spec.loader.exec_module(bench)
+    setup = bench.make_setup(24, 4, 8, 1, tmp_path)
+    rows = [engine(setup) for engine in bench.ENGINES]
+    assert [r.n for r in rows] == [24] * 3 and all(r.agree == 24 for r in rows)
+    assert all(r.cpu_ms_per_completion > 0 for r in rows)
+    assert sum(1 for _ in (tmp_path / "trl.jsonl").open()) == 24  # the logged row wrote every completion once
