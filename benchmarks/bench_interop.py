@@ -7,6 +7,7 @@ episodes each: ``virl_train.scripted``, crops from the true chain with seeded sk
 the file ``virl-train score`` reads. Each engine row scores exactly those episodes:
 
 - ``virl-train score``: ``virl_train.score.score_file`` over the file (read, parse, ``score_episode``, write JSON).
+- ``score_episode alone``: the scorer all rows share, on the parsed file (no I/O); an adapter adds its row minus this.
 - ``TRL reward_funcs``: the five component callables of ``virl_train.interop.trl`` called as ``GRPOTrainer`` calls
   them, on batches of ``--batch`` completions: each episode's ``CropToolEnv`` was reset on its record and its crops
   were made through the tool (untimed: that is the rollout), its completion is TRL's message list (tool calls, tool
@@ -42,10 +43,10 @@ from virl_data.schema import record_to_row
 from virl_data.types import RationaleRecord
 from virl_train.actions import from_pixels
 from virl_train.interop.trl import CropToolEnv, reward_funcs
-from virl_train.rewards import RewardConfig
+from virl_train.rewards import RewardConfig, score_episode
 from virl_train.score import score_file
 from virl_train.scripted import ScriptedPolicy, scripted_rows
-from virl_train.trajectories import write_trajectories
+from virl_train.trajectories import read_trajectories, write_trajectories
 
 REPO = Path(__file__).resolve().parents[1]
 SHAPES = ShapesConfig(image_size=(224, 224))
@@ -124,6 +125,21 @@ def score_row(s: Setup) -> Row:
     return Row.of("virl-train score", wall, cpu, agree, len(scored))
 
 
+def scorer_row(s: Setup) -> Row:
+    """``score_episode`` alone on the parsed log (no file I/O): the scorer every row shares, so what an adapter adds
+    is its row minus this one."""
+    trajectories = list(read_trajectories(s.log))
+
+    def run() -> list[float]:
+        return [score_episode(t.actions, t.answer, t.chain, t.gt_answer, image_size=t.image_size,
+                              answer_type=t.answer_type, options=t.options, format_ok=t.format_ok, cfg=s.cfg).total
+                for t in trajectories]  # fmt: skip
+
+    wall, cpu, totals = _median_seconds(run, s.repeats)
+    agree = sum(abs(t - x["reward"]["total"]) <= 1e-9 for t, x in zip(totals, s.lines, strict=True))
+    return Row.of("score_episode alone (no I/O)", wall, cpu, agree, len(totals))
+
+
 def _trl_batch(s: Setup, lines: list[dict[str, Any]]) -> tuple[list[CropToolEnv], list[list[dict[str, Any]]]]:
     """The environments and TRL completions of logged episodes, the crops made through the tool (the rollout)."""
     envs, completions = [], []
@@ -175,7 +191,7 @@ def trl_logged_row(s: Setup) -> Row:
     return _trl_row(s, "TRL reward_funcs + trajectory log", log=True)
 
 
-ENGINES: list[Callable[[Setup], Row]] = [score_row, trl_row, trl_logged_row]
+ENGINES: list[Callable[[Setup], Row]] = [score_row, scorer_row, trl_row, trl_logged_row]
 
 
 def main() -> None:
