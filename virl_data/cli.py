@@ -10,7 +10,7 @@ its traceback.
     virl-data filter IN --where "pl.col('n_steps') >= 2" --out OUT
     virl-data dedup IN --out OUT
     virl-data split IN --out OUT [--ratios train=0.8,val=0.1,test=0.1] [--seed 0]
-    virl-data export IN --format hf|parquet|jsonl|coco --out DIR
+    virl-data export IN --format hf|parquet|jsonl|coco|trl --out DIR
     virl-data run pipelines/NAME.yaml [--out DIR] [--engine ray [--address ADDR] [--num-cpus N]]
     virl-data schema
     virl-data fiftyone push CORPUS --dataset NAME | pull NAME --corpus CORPUS --out OUT
@@ -471,7 +471,7 @@ def split(
 @user_errors
 def export(
     src: InPath,
-    fmt: Annotated[str, typer.Option("--format", "-f", help="hf | parquet | jsonl | coco")],
+    fmt: Annotated[str, typer.Option("--format", "-f", help="hf | parquet | jsonl | coco | trl")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Output folder (one file or dataset split per split).")],
     image_root: ImageRoot = None,
     status: Annotated[

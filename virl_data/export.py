@@ -20,6 +20,7 @@ Outputs per format (``<split>`` is the split name):
   an ``Image()`` holding the file's bytes (decoded to PIL on access; ``save_to_disk`` keeps only the file name as its
   ``path``) and ``image_ref`` keeps the ``ImageRef`` with the path relative to the image root.
 - ``coco``: ``<split>.json`` for ``pycocotools.coco.COCO``; see ``to_coco``.
+- ``trl``: the ``hf`` export plus the ``prompt`` chat column TRL's ``GRPOTrainer`` reads (``virl_data.export_trl``).
 
 Example:
     >>> import tempfile, pathlib
@@ -59,7 +60,7 @@ from virl_data.locks import sibling_lock
 from virl_data.schema import COLUMNS, STATUSES, hf_features, validate_schema
 from virl_data.types import SCHEMA_VERSION
 
-FORMATS: tuple[str, ...] = ("hf", "parquet", "jsonl", "coco")
+FORMATS: tuple[str, ...] = ("hf", "parquet", "jsonl", "coco", "trl")
 DEFAULT_STATUSES: tuple[str, ...] = ("accepted", "reviewed")
 MISSING_IMAGE_MODES: tuple[str, ...] = ("error", "null")
 ALL_SPLIT = "all"
@@ -99,7 +100,7 @@ class ExportResult:
 
 
 def export_formats() -> tuple[str, ...]:
-    """The export formats: ``('hf', 'parquet', 'jsonl', 'coco')``."""
+    """The export formats: ``('hf', 'parquet', 'jsonl', 'coco', 'trl')``."""
     return FORMATS
 
 
@@ -422,12 +423,19 @@ def _write_coco(
 
 
 # --- entry point -----------------------------------------------------------------------------------------------------
+def _write_trl(*args: Any, **kwargs: Any) -> tuple[dict[str, str], int]:
+    from virl_data.export_trl import write_trl  # imports this module: load it only when asked
+
+    return write_trl(*args, **kwargs)
+
+
 def _writer(fmt: str) -> Any:
     writers = {
         "hf": _write_hf,
         "parquet": lambda *a, **k: _write_corpus_files(*a, suffix="parquet", **k),
         "jsonl": lambda *a, **k: _write_corpus_files(*a, suffix="jsonl", **k),
         "coco": _write_coco,
+        "trl": _write_trl,
     }
     if fmt not in writers:
         raise ConfigError(f"unknown export format {fmt!r}; valid: {', '.join(FORMATS)}")
