@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import signal
 import subprocess
@@ -15,6 +16,9 @@ from virl_data.types import Box, CheckResult, ImageRef, Provenance, RationaleRec
 
 # the Label Studio server fixture, shared by every test module that names it (one server per session)
 pytest_plugins = ["tests.data.conftest_labelstudio"]
+
+# tests/verl needs verl, which lives in its own venv (.venv-verl): tests/train/test_interop_verl.py runs it there
+collect_ignore = [] if importlib.util.find_spec("verl") else ["verl"]
 
 os.environ.setdefault("FIFTYONE_DO_NOT_TRACK", "true")
 os.environ.setdefault("MPLBACKEND", "Agg")

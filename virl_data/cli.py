@@ -10,7 +10,7 @@ its traceback.
     virl-data filter IN --where "pl.col('n_steps') >= 2" --out OUT
     virl-data dedup IN --out OUT
     virl-data split IN --out OUT [--ratios train=0.8,val=0.1,test=0.1] [--seed 0]
-    virl-data export IN --format hf|parquet|jsonl|coco|trl --out DIR
+    virl-data export IN --format hf|parquet|jsonl|coco|trl|verl --out DIR
     virl-data run pipelines/NAME.yaml [--out DIR] [--engine ray [--address ADDR] [--num-cpus N]]
     virl-data schema
     virl-data fiftyone push CORPUS --dataset NAME | pull NAME --corpus CORPUS --out OUT
@@ -471,14 +471,17 @@ def split(
 @user_errors
 def export(
     src: InPath,
-    fmt: Annotated[str, typer.Option("--format", "-f", help="hf | parquet | jsonl | coco | trl")],
+    fmt: Annotated[str, typer.Option("--format", "-f", help="hf | parquet | jsonl | coco | trl | verl")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Output folder (one file or dataset split per split).")],
     image_root: ImageRoot = None,
     status: Annotated[
         str, typer.Option(help="Statuses to export, comma separated, or 'all'.")
     ] = "accepted,reviewed",
+    family: Annotated[
+        str, typer.Option(help="verl only: the model family whose box convention the crop tool speaks.")
+    ] = "qwen2_5_vl",
 ) -> None:
-    """Write per-split exports: an HF dataset folder (images embedded), Parquet, JSONL or COCO JSON."""
+    """Write per-split exports: an HF dataset folder (images embedded), Parquet, JSONL, COCO JSON or verl Parquet."""
     from virl_data import corpus
     from virl_data import export as export_mod
 
@@ -486,7 +489,8 @@ def export(
     df = corpus.read(src)
     statuses = None if status.strip() == "all" else tuple(s.strip() for s in status.split(",") if s.strip())
     result = export_mod.export(
-        df, out, fmt, image_root=corpus.image_root(src, image_root), statuses=statuses, progress=True
+        df, out, fmt, image_root=corpus.image_root(src, image_root), statuses=statuses, progress=True,
+        options={"family": family} if fmt == "verl" else None,
     )
     console.print(export_mod.summary_table(result))
 

@@ -21,6 +21,8 @@ Outputs per format (``<split>`` is the split name):
   ``path``) and ``image_ref`` keeps the ``ImageRef`` with the path relative to the image root.
 - ``coco``: ``<split>.json`` for ``pycocotools.coco.COCO``; see ``to_coco``.
 - ``trl``: the ``hf`` export plus the ``prompt`` chat column TRL's ``GRPOTrainer`` reads (``virl_data.export_trl``).
+- ``verl``: ``<split>.parquet`` in verl's ``RLHFDataset`` schema for its tool agent (images embedded, the chain in
+  ``reward_model.ground_truth``); see ``virl_data.export_verl`` (option ``family``).
 
 Example:
     >>> import tempfile, pathlib
@@ -60,7 +62,7 @@ from virl_data.locks import sibling_lock
 from virl_data.schema import COLUMNS, STATUSES, hf_features, validate_schema
 from virl_data.types import SCHEMA_VERSION
 
-FORMATS: tuple[str, ...] = ("hf", "parquet", "jsonl", "coco", "trl")
+FORMATS: tuple[str, ...] = ("hf", "parquet", "jsonl", "coco", "trl", "verl")
 DEFAULT_STATUSES: tuple[str, ...] = ("accepted", "reviewed")
 MISSING_IMAGE_MODES: tuple[str, ...] = ("error", "null")
 ALL_SPLIT = "all"
@@ -100,7 +102,7 @@ class ExportResult:
 
 
 def export_formats() -> tuple[str, ...]:
-    """The export formats: ``('hf', 'parquet', 'jsonl', 'coco', 'trl')``."""
+    """The export formats: ``('hf', 'parquet', 'jsonl', 'coco', 'trl', 'verl')``."""
     return FORMATS
 
 
@@ -422,13 +424,19 @@ def _write_coco(
     return names, 0
 
 
-# --- entry point -----------------------------------------------------------------------------------------------------
+def _write_verl(*args: Any, **kwargs: Any) -> tuple[dict[str, str], int]:
+    from virl_data.export_verl import write_verl  # imported on use: pyarrow.parquet and the verl row layout
+
+    return write_verl(*args, **kwargs)
+
+
 def _write_trl(*args: Any, **kwargs: Any) -> tuple[dict[str, str], int]:
     from virl_data.export_trl import write_trl  # imports this module: load it only when asked
 
     return write_trl(*args, **kwargs)
 
 
+# --- entry point -----------------------------------------------------------------------------------------------------
 def _writer(fmt: str) -> Any:
     writers = {
         "hf": _write_hf,
@@ -436,6 +444,7 @@ def _writer(fmt: str) -> Any:
         "jsonl": lambda *a, **k: _write_corpus_files(*a, suffix="jsonl", **k),
         "coco": _write_coco,
         "trl": _write_trl,
+        "verl": _write_verl,
     }
     if fmt not in writers:
         raise ConfigError(f"unknown export format {fmt!r}; valid: {', '.join(FORMATS)}")
@@ -463,11 +472,13 @@ def export(
     statuses: Sequence[str] | None = DEFAULT_STATUSES,
     missing_images: str = "error",
     progress: bool = False,
+    options: dict[str, Any] | None = None,
 ) -> ExportResult:
     """Write ``df`` per split into ``out_dir`` as ``fmt`` (one of ``export_formats()``); see the module docstring.
 
     ``statuses=None`` exports every status. ``missing_images`` (hf only): ``"error"`` raises ``VirlError`` naming
     how many images and which records; ``"null"`` exports those records with ``image = None`` and counts them.
+    ``options``: format-specific writer options (``verl``: ``family``, ``crop``); the other formats ignore them.
     """
     write = _writer(fmt)
     if missing_images not in MISSING_IMAGE_MODES:
@@ -485,7 +496,9 @@ def export(
     out_dir, root = Path(out_dir), None if image_root is None else Path(image_root)
     _check_target(out_dir, root)
     with staged_folder(out_dir) as stage:
-        names, n_missing = write(splits, stage, image_root=root, missing_images=missing_images, progress=progress)
+        names, n_missing = write(
+            splits, stage, image_root=root, missing_images=missing_images, progress=progress, **(options or {})
+        )
         result = ExportResult(
             fmt=fmt,
             out_dir=out_dir,

@@ -247,17 +247,23 @@ class CropEnv:
     def _suffix(self, index: int) -> str:
         return LAST_TEXT if index >= self.max_actions else ""
 
+    def crop_view(self, box: Box, image_size: tuple[int, int]) -> tuple[Box, tuple[int, int]] | None:
+        """The whole-pixel region of the original a crop of ``box`` cuts (``crop_region``) and the ``(w, h)`` it is
+        shown at, or None when its aspect ratio is refused (the action becomes INVALID ``aspect_ratio``). No pixels
+        are touched: scoring a logged crop (``virl_train.interop.verl``) judges it exactly as ``step`` did."""
+        region = crop_region(box, image_size, self.min_crop, self.max_aspect)
+        size = None if isinstance(region, str) else self._crop_size(region)
+        return None if isinstance(region, str) or size is None else (region, size)
+
     def _crop(self, action: Action, index: int) -> tuple[Action, Observation]:
         assert action.box is not None and self._image is not None
-        region = crop_region(
-            action.box, self._image.size, self.min_crop, self.max_aspect
-        )
-        size = None if isinstance(region, str) else self._crop_size(region)
-        if isinstance(region, str) or size is None:
+        view = self.crop_view(action.box, self._image.size)
+        if view is None:
             action = dataclasses.replace(
                 action, kind=ActionKind.INVALID, box=None, error="aspect_ratio"
             )
             return action, self._error(action, index)
+        region, size = view
         if self.region_transform is not None:
             region = self._transformed(region)
             size = self._crop_size(region) or size  # a transform may change the size (e.g. the full image)

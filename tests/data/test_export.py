@@ -97,8 +97,8 @@ def _leftovers(parent):
 
 # --- formats and selection -------------------------------------------------------------------------------------------
 def test_formats_and_unknown_format_names_the_valid_ones(frame, tmp_path):
-    assert export.export_formats() == ("hf", "parquet", "jsonl", "coco", "trl")
-    with pytest.raises(ConfigError, match="hf, parquet, jsonl, coco"):
+    assert export.export_formats() == ("hf", "parquet", "jsonl", "coco", "trl", "verl")
+    with pytest.raises(ConfigError, match="hf, parquet, jsonl, coco, trl, verl"):
         export.export(frame, tmp_path / "out", "yolo", image_root=None)
     with pytest.raises(ConfigError, match="accepted"):
         export.export(frame, tmp_path / "out", "jsonl", image_root=None, statuses=("acepted",))
