@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from virl_data.types import Box, CheckResult, ImageRef, Provenance, RationaleRecord, RationaleStep, Status, record_id
+from virl_data.core.types import Box, CheckResult, ImageRef, Provenance, RationaleRecord, RationaleStep, Status, record_id
 
 # the Label Studio server fixture, shared by every test module that names it (one server per session)
-pytest_plugins = ["tests.data.conftest_labelstudio"]
+pytest_plugins = ["tests.data.integrations.conftest_labelstudio"]
 
 os.environ.setdefault("FIFTYONE_DO_NOT_TRACK", "true")
 os.environ.setdefault("MPLBACKEND", "Agg")

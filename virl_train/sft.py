@@ -34,11 +34,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from virl_data import boxes
-from virl_data.boxanswer import answer_box
-from virl_data.corpus import write_json
-from virl_data.errors import ConfigError
-from virl_data.types import RationaleRecord
+from virl_data.core import boxes
+from virl_data.core.boxanswer import answer_box
+from virl_data.storage.corpus import write_json
+from virl_data.core.errors import ConfigError
+from virl_data.core.types import RationaleRecord
 from virl_train.actions import from_pixels
 from virl_train.config import TrainConfig, save_config
 from virl_train.data import ExampleSet
@@ -54,7 +54,7 @@ from virl_train.train import (
     save_checkpoint,
     trainable_parameters,
 )
-from virl_train.trajectories import truncate_steps
+from virl_data.storage.trajectories import truncate_steps
 
 FRACTIONAL = ("rel_xyxy", "padded_square_rel")
 """Conventions whose values are fractions (written with 3 decimals); the others are written as integers."""
@@ -171,7 +171,7 @@ def answer_text(record: RationaleRecord, env: CropEnv) -> str:
     """The gold answer as the model writes it: the text, or for a box answer (``answer_type="box"``) the gold box
     in the model's convention, written like a crop's box (``[x1, y1, x2, y2]``, what the env parses back).
 
-    >>> from virl_data.types import Box, ImageRef, Provenance, RationaleStep
+    >>> from virl_data.core.types import Box, ImageRef, Provenance, RationaleStep
     >>> rec = RationaleRecord(id="r", image=ImageRef("a.png", 100, 200), question='Where is "x"?',
     ...     answer="[10, 20, 30, 40]", answer_type="box", chain=(RationaleStep((Box(10, 20, 30, 40),)),),
     ...     provenance=Provenance("t"))

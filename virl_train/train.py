@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from virl_data.errors import ConfigError
+from virl_data.core.errors import ConfigError
 from virl_train.advantages import group_advantages, normalized_credits, token_advantages
 from virl_train.config import TrainConfig, save_config
 from virl_train.data import ExampleSet

@@ -9,7 +9,7 @@ import json
 import pytest
 
 from tests.conftest import make_record
-from virl_data.types import Box
+from virl_data.core.types import Box
 from virl_train import metrics as metrics_mod
 from virl_train import trajectories as traj_mod
 from virl_train.eval import grounding_metrics
