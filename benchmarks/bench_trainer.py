@@ -61,8 +61,8 @@ import torch  # noqa: E402
 from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 
-from virl_data.storage.corpus import atomic_path, write_json  # noqa: E402
 from virl_data.core.types import Box  # noqa: E402
+from virl_data.storage.corpus import atomic_path, write_json  # noqa: E402
 from virl_train import train as tr  # noqa: E402
 from virl_train.actions import parse_turn  # noqa: E402
 from virl_train.config import TrainConfig, load_config  # noqa: E402

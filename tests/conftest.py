@@ -7,7 +7,16 @@ from pathlib import Path
 
 import pytest
 
-from virl_data.core.types import Box, CheckResult, ImageRef, Provenance, RationaleRecord, RationaleStep, Status, record_id
+from virl_data.core.types import (
+    Box,
+    CheckResult,
+    ImageRef,
+    Provenance,
+    RationaleRecord,
+    RationaleStep,
+    Status,
+    record_id,
+)
 
 # the Label Studio server fixture, shared by every test module that names it (one server per session)
 pytest_plugins = ["tests.data.integrations.conftest_labelstudio"]

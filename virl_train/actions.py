@@ -45,8 +45,7 @@ from typing import Any
 
 import numpy as np
 
-from virl_data.core import boxconv
-from virl_data.core import boxes
+from virl_data.core import boxconv, boxes
 from virl_data.core.errors import BoxConventionError, ConfigError
 from virl_data.core.types import Box
 from virl_train.types import Action, ActionKind

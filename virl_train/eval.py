@@ -60,9 +60,9 @@ from typing import Any
 import numpy as np
 
 from virl_data.core.boxes import as_array, iou_matrix, to_boxes
-from virl_data.storage.corpus import atomic_path, write_json
 from virl_data.core.errors import ConfigError, VirlError
 from virl_data.core.types import Box, RationaleRecord
+from virl_data.storage.corpus import atomic_path, write_json
 from virl_train.matching import chain_array, overlaps
 from virl_train.metrics import action_metrics, rate
 from virl_train.rewards import FULL, RewardConfig, action_boxes, score_record

@@ -2,7 +2,8 @@
 
 Used by the rewards AND by evaluation, so the two cannot drift apart. Notation (VIRL_METHOD.md): actions
 ``b_1..b_K`` (boxes in ORIGINAL-image pixels, ``None`` = malformed), chain ``g_1..g_M``, overlap ``s(b, g)`` one of
-``iou`` (default), ``coverage`` = |b∩g|/|g|, ``precision`` = |b∩g|/|b| (all via ``virl_data.core.boxes.overlap_matrix``).
+``iou`` (default), ``coverage`` = |b∩g|/|g|, ``precision`` = |b∩g|/|b|
+(all via ``virl_data.core.boxes.overlap_matrix``).
 
 - A chain step with several boxes is represented by the **union box of the step** (the smallest box enclosing them):
   a crop showing all objects of the step is the right look for it.

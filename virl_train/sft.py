@@ -36,9 +36,10 @@ import torch
 
 from virl_data.core import boxes
 from virl_data.core.boxanswer import answer_box
-from virl_data.storage.corpus import write_json
 from virl_data.core.errors import ConfigError
 from virl_data.core.types import RationaleRecord
+from virl_data.storage.corpus import write_json
+from virl_data.storage.trajectories import truncate_steps
 from virl_train.actions import from_pixels
 from virl_train.config import TrainConfig, save_config
 from virl_train.data import ExampleSet
@@ -54,7 +55,6 @@ from virl_train.train import (
     save_checkpoint,
     trainable_parameters,
 )
-from virl_data.storage.trajectories import truncate_steps
 
 FRACTIONAL = ("rel_xyxy", "padded_square_rel")
 """Conventions whose values are fractions (written with 3 decimals); the others are written as integers."""

@@ -16,7 +16,7 @@ from virl_data.core.errors import ConfigError
 console = Console()
 
 
-# --- option types shared by the corpus and mine commands ---------------------------------------------------------------------------------------------
+# --- option types shared by the corpus and mine commands --------------------------------------------------------------
 InPath = Annotated[Path, typer.Argument(help="Corpus file (.parquet/.jsonl) or folder of .parquet files.")]
 OutPath = Annotated[Path, typer.Option("--out", "-o", help="Output corpus file (.parquet or .jsonl).")]
 ImageRoot = Annotated[
@@ -94,8 +94,8 @@ def stats(
 ) -> None:
     """Counts by source, status, chain length, question type and split; box-area and zoom-need distributions;
     rejection reasons."""
-    from virl_data.storage import corpus
     from virl_data.curation import curate
+    from virl_data.storage import corpus
     from virl_data.storage.corpus import write_json
 
     result = curate.stats(corpus.read(src))
@@ -121,8 +121,8 @@ def filter_cmd(
     out: OutPath,
 ) -> None:
     """Keep the records matching a polars expression."""
-    from virl_data.storage import corpus
     from virl_data.curation import curate
+    from virl_data.storage import corpus
 
     df = corpus.read(src)
     kept = curate.filter_records(df, where).collect()
@@ -138,8 +138,8 @@ def dedup(
     removed: Annotated[Path | None, typer.Option(help="Write the removed duplicates here (.parquet/.jsonl).")] = None,
 ) -> None:
     """Remove duplicate records: same image content (sha1) and same normalized question; the first one is kept."""
-    from virl_data.storage import corpus
     from virl_data.curation import curate
+    from virl_data.storage import corpus
 
     df = corpus.read(src)
     root = corpus.image_root(src, image_root)
@@ -165,8 +165,8 @@ def split(
     """Assign train/val/test splits: grouped by image, stratified by source, seeded and deterministic."""
     import polars as pl
 
-    from virl_data.storage import corpus
     from virl_data.curation import curate
+    from virl_data.storage import corpus
 
     df = corpus.read(src)
     result = curate.split(df, _parse_ratios(ratios), seed=seed).collect()
@@ -196,8 +196,8 @@ def export(
     ] = "accepted,reviewed",
 ) -> None:
     """Write per-split exports: an HF dataset folder (images embedded), Parquet, JSONL or COCO JSON."""
-    from virl_data.storage import corpus
     from virl_data import export as export_mod
+    from virl_data.storage import corpus
 
     df = corpus.read(src)
     statuses = None if status.strip() == "all" else tuple(s.strip() for s in status.split(",") if s.strip())

@@ -53,8 +53,8 @@ def push(
     api_key: KeyOpt = None,
 ) -> None:
     """Import a corpus as tasks (the chain as numbered-box predictions); records already in the project are skipped."""
-    from virl_data.storage import corpus
     from virl_data.integrations import labelstudio as ls
+    from virl_data.storage import corpus
 
     records = corpus.read_records(src)
     root = None if image_url_prefix else corpus.image_root(src, image_root)
@@ -83,8 +83,8 @@ def pull(
 ) -> None:
     """Merge annotations (verdicts, moved/deleted/added/renumbered boxes, corrected answers) into the corpus as
     reviews: append-only, matched by record id, who and when kept; pulling twice changes nothing."""
-    from virl_data.storage import corpus
     from virl_data.integrations import labelstudio as ls
+    from virl_data.storage import corpus
 
     records = corpus.read_records(src)
     merged, merge_report = ls.pull(project, records, url=url, api_key=api_key)

@@ -25,8 +25,8 @@ def mine_shapes(
     image_size: Annotated[int, typer.Option(help="Side of the square images, pixels.", min=64)] = 224,
 ) -> None:
     """Generate the synthetic shapes world: coloured shapes, 1–3-look questions, exact box chains."""
-    from virl_data.storage import corpus
     from virl_data.miners.shapes import ShapesConfig, generate
+    from virl_data.storage import corpus
 
     config = ShapesConfig(image_size=(image_size, image_size))
     records = list(generate(n, seed=seed, image_dir=images, config=config, progress=True))

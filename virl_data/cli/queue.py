@@ -25,8 +25,8 @@ from virl_data.cli.boundary import user_errors
 from virl_data.core.errors import ConfigError
 
 if TYPE_CHECKING:
-    from virl_data.review.queue import QueueEntry, QueueResult
     from virl_data.core.types import RationaleRecord
+    from virl_data.review.queue import QueueEntry, QueueResult
 
 console = Console()
 TARGETS = ("fiftyone", "labelstudio")
@@ -103,8 +103,8 @@ def queue_command(
     """Rank records by how much a policy's logged episodes disagree with their chains (illusion, unlisted object,
     wrong answer with right crops, degenerate chain); each with its reason and score. Optionally push them for
     review with the policy's crops drawn beside the chain."""
-    from virl_data.storage import corpus
     from virl_data.review import queue as review_queue
+    from virl_data.storage import corpus
 
     if to is not None and to not in TARGETS:
         raise ConfigError(f"--to must be one of {', '.join(TARGETS)}, got {to!r}")
@@ -137,9 +137,9 @@ def diff_command(
 ) -> None:
     """Records whose effective chain, answer or status changed between two corpora, with counts by field, by review
     verdict and (with --queue) by queue reason."""
-    from virl_data.storage import corpus
     from virl_data.review import diff
     from virl_data.review import queue as review_queue
+    from virl_data.storage import corpus
 
     reasons = {e.record_id: e.reason for e in review_queue.read_queue(queue)} if queue else None
     result = diff.diff_records(corpus.read_records(before), corpus.read_records(after), reasons=reasons)

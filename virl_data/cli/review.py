@@ -11,7 +11,7 @@ from rich.table import Table
 
 
 def report_table(report: Any, out: Path) -> Table:
-    """A ``review.MergeReport`` as a table: applied, unchanged, unknown ids and invalid corrections (first three)."""
+    """A ``merge.MergeReport`` as a table: applied, unchanged, unknown ids and invalid corrections (first three)."""
     table = Table(title=f"pulled reviews → {out}")
     table.add_column("what")
     table.add_column("count", justify="right")

@@ -40,10 +40,10 @@ import numpy as np
 import polars as pl
 
 from virl_data.core.boxes import area_expr, union_list_expr
-from virl_data.curation.checks import rejection_reasons
-from virl_data.storage.corpus import atomic_path
 from virl_data.core.errors import ConfigError
 from virl_data.core.schema import COLUMNS, STATUSES, polars_schema, validate_schema
+from virl_data.curation.checks import rejection_reasons
+from virl_data.storage.corpus import atomic_path
 
 Frame = pl.DataFrame | pl.LazyFrame
 DEFAULT_RATIOS: dict[str, float] = {"train": 0.8, "val": 0.1, "test": 0.1}

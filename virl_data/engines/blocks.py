@@ -43,10 +43,10 @@ import orjson
 import polars as pl
 
 from virl_data.core.errors import ConfigError
-from virl_data.miners import coco, gqa, vg
-from virl_data.miners._common import check_limit
 from virl_data.core.schema import records_to_frame
 from virl_data.core.types import ImageRef, RationaleRecord
+from virl_data.miners import coco, gqa, vg
+from virl_data.miners._common import check_limit
 
 SEQ = "_seq"
 """The column holding a record's position in the whole-file miner's output (UInt64)."""

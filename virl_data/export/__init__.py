@@ -52,13 +52,12 @@ from typing import Any
 import orjson
 import polars as pl
 
-from virl_data.core import boxconv
-from virl_data.core import boxes
-from virl_data.storage import corpus
+from virl_data.core import boxconv, boxes
 from virl_data.core.boxanswer import BOX, parse_box
 from virl_data.core.errors import ConfigError, VirlError
 from virl_data.core.schema import COLUMNS, STATUSES, hf_features, validate_schema
 from virl_data.core.types import SCHEMA_VERSION
+from virl_data.storage import corpus
 
 FORMATS: tuple[str, ...] = ("hf", "parquet", "jsonl", "coco")
 DEFAULT_STATUSES: tuple[str, ...] = ("accepted", "reviewed")

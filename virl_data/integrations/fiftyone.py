@@ -20,13 +20,13 @@ tags               ``status:<status>``, ``source:<source>``, ``reason:<code>`` p
 ``virl_pushed``    JSON of the pushed chain and answer (what ``pull`` diffs against)
 =================  ===================================================================================================
 
-The chain and answer pushed are the record's *effective* ones (``review.effective``: its latest correction).
+The chain and answer pushed are the record's *effective* ones (``merge.effective``: its latest correction).
 
 Review in the App or the SDK, then ``pull``: per sample, the tag ``reject`` → verdict ``reject``; the tag ``ok`` (or
 ``accept``) → ``accept``; a changed chain (moved, deleted or added boxes, steps reordered through ``order``) or a
 changed ``answer`` field → ``fix`` carrying the corrected chain/answer; an optional ``review_note`` string field
 becomes the review's note. A sample nobody touched gives no review, so push → pull is the identity, and pulling
-twice changes nothing (``review.merge_reviews`` is idempotent). A sample tagged both ``reject`` and ``ok`` or with
+twice changes nothing (``merge.merge_reviews`` is idempotent). A sample tagged both ``reject`` and ``ok`` or with
 unreadable boxes is listed in ``report.invalid``; a sample whose ``virl_id`` is not in the corpus in
 ``report.unknown_ids``; deleting every box is an invalid correction (``empty_chain``). No record is ever dropped.
 

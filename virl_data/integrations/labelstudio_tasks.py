@@ -7,7 +7,7 @@ task field         value
 =================  ===================================================================================================
 ``image``          ``/data/local-files/?d=<path under the document root>`` (local-files storage) or
                    ``<image_url_prefix>/<record.image.path>``
-``question``       the question; ``answer`` the record's effective answer (``review.effective``)
+``question``       the question; ``answer`` the record's effective answer (``merge.effective``)
 ``chain_text``     the pushed chain in words: ``1. small square | 2. large circle (2 boxes)``
 ``virl_id``        the record id (how ``pull`` finds the record)
 ``virl_pushed``    JSON of the pushed chain and answer (what ``pull`` diffs against)
@@ -30,7 +30,8 @@ annotation's author (their email) at its ``updated_at`` time:
 - boxes moved, deleted, added or renumbered, or a corrected answer that differs → ``fix`` with the corrected chain
   and/or answer, whatever the verdict (``accept`` on an edited chain accepts the edit);
 - a box answer: an ``answer_box`` rectangle (moved, or drawn on a ``draw_chain`` task) is the corrected answer,
-  written as the canonical box string (``virl_data.core.boxanswer``) unless an answer was also typed (the typed one wins);
+  written as the canonical box string (``virl_data.core.boxanswer``) unless an answer was also typed (the typed one
+  wins);
 - verdict ``accept`` with nothing changed → ``accept`` (a person vouched for the record: status becomes reviewed);
 - no verdict and nothing changed → no review; verdict ``fix`` with nothing changed → listed in ``report.invalid``.
 

@@ -1,6 +1,6 @@
 """What a review changed: two corpora compared record by record (matched by id).
 
-A record *changed* when its effective chain (``review.effective``: the latest correction, else the mined chain), its
+A record *changed* when its effective chain (``merge.effective``: the latest correction, else the mined chain), its
 effective answer or its status differs between BEFORE and AFTER. Records only in one of them are counted as added /
 removed. With the queue the review worked from, the changes are also counted by the queue reason of each record
 (``not queued`` for changed records the queue did not list).
@@ -22,8 +22,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from virl_data.review.merge import effective
 from virl_data.core.types import RationaleRecord
+from virl_data.review.merge import effective
 
 FIELDS = ("chain", "answer", "status")
 NOT_QUEUED = "not queued"

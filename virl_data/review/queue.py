@@ -8,7 +8,7 @@ suspect on its own. ``rank`` turns an eval's (or a training run's) logged episod
 Criteria (each a named reason with a score in [0, 1]; ``E`` = the record's logged episodes, ``s`` = IoU, a crop
 *hits* a box when ``s ≥ hit`` and *misses* it when ``s < miss``; a crop's overlap with a chain step is its best IoU
 with the step's union box (as in ``virl_train.matching``) or any one box of the step (a counting step is also looked
-at one object at a time); the chain and answer are the record's *effective* ones, ``review.effective``):
+at one object at a time); the chain and answer are the record's *effective* ones, ``merge.effective``):
 
 =============================  =======================================================================================
 reason                         score

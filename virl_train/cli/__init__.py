@@ -76,8 +76,8 @@ def score(
 
     import yaml
 
-    from virl_data.storage.corpus import atomic_path
     from virl_data.core.errors import ConfigError
+    from virl_data.storage.corpus import atomic_path
     from virl_train.rewards import RewardConfig
     from virl_train.score import score_file
 
@@ -154,8 +154,8 @@ def sft(
                      callbacks=[progress], decoys=decoys, decoy_kind=decoy_kind)
     console.print(f"SFT done → {result / 'final'}; start RL from it with model.name_or_path={result / 'final'}")
     if sight_n and cfg.data.eval_split:
-        from virl_data.storage.corpus import write_json
         from virl_data.core.errors import VirlError
+        from virl_data.storage.corpus import write_json
         from virl_train.sight import sight_line, sight_of_checkpoint
 
         try:

@@ -12,8 +12,8 @@ import pytest
 from typer.testing import CliRunner
 
 from tests.conftest import make_record
-from virl_data.storage import corpus
 from virl_data.cli import app
+from virl_data.storage import corpus
 
 runner = CliRunner()
 

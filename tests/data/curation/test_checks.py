@@ -1,4 +1,5 @@
-"""Tests for virl_data.curation.checks: each check's pass/fail with exact reasons, clipping, images, and verify's contract."""
+"""Tests for virl_data.curation.checks: each check's pass/fail with exact reasons, clipping, images, and verify's
+contract."""
 
 from __future__ import annotations
 
@@ -9,11 +10,11 @@ import polars as pl
 import pytest
 from PIL import Image
 
-from virl_data.curation import checks
-from virl_data.curation.checks import CHECK_NAMES, CHECKS, CheckConfig, rejection_reasons, verify
 from virl_data.core.errors import ConfigError
 from virl_data.core.schema import frame_to_records, polars_schema, records_to_frame
 from virl_data.core.types import Box, CheckResult, ImageRef, Provenance, RationaleRecord, RationaleStep, Status
+from virl_data.curation import checks
+from virl_data.curation.checks import CHECK_NAMES, CHECKS, CheckConfig, rejection_reasons, verify
 
 XYXY = tuple[float, float, float, float]
 

@@ -1,4 +1,5 @@
-"""Tests for virl_data.curation.curate: stats (hand-computed), filter expressions, dedup and grouped/stratified splits."""
+"""Tests for virl_data.curation.curate: stats (hand-computed), filter expressions, dedup and grouped/stratified
+splits."""
 
 from __future__ import annotations
 
@@ -11,10 +12,10 @@ import pytest
 from PIL import Image
 from rich.console import Console
 
-from virl_data.curation import curate
 from virl_data.core.errors import ConfigError, SchemaMismatchError
 from virl_data.core.schema import COLUMNS, empty_frame, polars_schema, records_to_frame
 from virl_data.core.types import Box, CheckResult, ImageRef, Provenance, RationaleRecord, RationaleStep, Status
+from virl_data.curation import curate
 
 XYXY = tuple[float, float, float, float]
 A, R, M = Status.ACCEPTED, Status.REJECTED, Status.MINED

@@ -13,10 +13,10 @@ import polars as pl
 import pytest
 from polars.testing import assert_frame_equal
 
-from virl_data.engines import blocks
 from virl_data.core.errors import ConfigError
-from virl_data.miners import coco, gqa, vg
 from virl_data.core.schema import records_to_frame
+from virl_data.engines import blocks
+from virl_data.miners import coco, gqa, vg
 
 GQA_SAMPLE = "gqa/train_domiknows_sample"
 

@@ -14,10 +14,8 @@ import yaml
 from typer.testing import CliRunner
 
 from tests.conftest import REPO
-from virl_data.storage import corpus
 from virl_data.cli import app
 from virl_data.core.errors import ConfigError
-from virl_data.miners import MINERS, coco
 from virl_data.engines.pipeline import (
     PipelineConfig,
     SourceConfig,
@@ -28,6 +26,8 @@ from virl_data.engines.pipeline import (
     pipeline_from_dict,
     run_pipeline,
 )
+from virl_data.miners import MINERS, coco
+from virl_data.storage import corpus
 
 PIPELINES = REPO / "pipelines"
 YAMLS = sorted(PIPELINES.glob("*.yaml"))

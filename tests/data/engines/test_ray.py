@@ -18,10 +18,10 @@ from typer.testing import CliRunner
 
 from tests.conftest import REPO
 from tests.data.engines.test_blocks import GQA_SAMPLE, _gqa_with_duplicates
-from virl_data.engines import blocks
-from virl_data.storage import corpus
 from virl_data.cli import app
+from virl_data.engines import blocks
 from virl_data.engines.pipeline import RunReport, load_pipeline, pipeline_from_dict, run_pipeline
+from virl_data.storage import corpus
 
 ray = pytest.importorskip("ray", reason="the Ray engine needs the [ray] extra")
 from virl_data.engines.ray import local_runtime_env, run_pipeline_ray  # noqa: E402

@@ -15,10 +15,8 @@ from polars.testing import assert_frame_equal
 from pycocotools.coco import COCO
 from rich.console import Console
 
-from virl_data.core import boxconv
-from virl_data.storage import corpus
 from virl_data import export
-from virl_data.core import schema
+from virl_data.core import boxconv, schema
 from virl_data.core.errors import ConfigError, VirlError
 from virl_data.core.types import (
     Box,
@@ -30,6 +28,7 @@ from virl_data.core.types import (
     Review,
     Status,
 )
+from virl_data.storage import corpus
 
 SIZES = {"img/a.png": (64, 48), "img/b.png": (40, 30), "img/sub/c.png": (50, 70)}
 

@@ -17,10 +17,10 @@ from typer.testing import CliRunner
 
 from tests.conftest import make_record
 from virl_data.core import boxconv
-from virl_data.storage import corpus
-from virl_data.review import merge as review
-from virl_data.review.merge import effective
 from virl_data.core.types import Box, CheckResult, RationaleStep, Review, Status
+from virl_data.review import merge
+from virl_data.review.merge import effective
+from virl_data.storage import corpus
 
 pytestmark = pytest.mark.integration
 fo = pytest.importorskip("fiftyone")
@@ -261,8 +261,8 @@ def test_detections_to_chain_orders_steps_and_places_new_boxes():
 
 def test_review_of_a_sample_nobody_touched_is_none_and_json_round_trips():
     rec = make_record(0)
-    pushed = review.pushed_to_json(rec.chain, rec.answer)
-    assert review.pushed_from_json(pushed) == (rec.chain, rec.answer)
+    pushed = merge.pushed_to_json(rec.chain, rec.answer)
+    assert merge.pushed_from_json(pushed) == (rec.chain, rec.answer)
     dets = tuple(d.to_dict() for d in vf.chain_to_detections(rec.chain, W, H).detections)
     state = vf.SampleState(rec.id, ("status:mined",), dets, pushed, rec.answer, W, H)
     assert vf.review_of(state, reviewer="a", at="t") is None
@@ -274,13 +274,13 @@ def test_review_of_a_chain_with_boxless_steps_nobody_touched_is_none():
     """Steps without boxes (e.g. Flickr30k captions without their XML) push no detection; untouched, nothing comes
     back, and an ``ok`` tag is an accept, not an emptied chain."""
     rec = make_record(0, chain=[[], [(40, 20, 60, 50)], []])
-    pushed = review.pushed_to_json(rec.chain, rec.answer)
+    pushed = merge.pushed_to_json(rec.chain, rec.answer)
     dets = tuple(d.to_dict() for d in vf.chain_to_detections(rec.chain, W, H).detections)
     state = vf.SampleState(rec.id, ("status:rejected",), dets, pushed, rec.answer, W, H)
     assert vf.review_of(state, reviewer="a", at="t") is None
     ok = vf.review_of(dataclasses.replace(state, tags=("ok",)), reviewer="a", at="t")
     assert (ok.verdict, ok.chain) == ("accept", None)
-    none_drawn = vf.SampleState(rec.id, (), (), review.pushed_to_json(rec.chain[:1], rec.answer), rec.answer, W, H)
+    none_drawn = vf.SampleState(rec.id, (), (), merge.pushed_to_json(rec.chain[:1], rec.answer), rec.answer, W, H)
     assert vf.review_of(none_drawn, reviewer="a", at="t") is None
     moved = [{**dets[0], "bounding_box": [0.1, 0.1, 0.2, 0.2]}]
     fixed = vf.review_of(dataclasses.replace(state, detections=tuple(moved)), reviewer="a", at="t")

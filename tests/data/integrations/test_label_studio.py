@@ -1,7 +1,8 @@
 """Label Studio integration: templates, converters, and push → annotate through the API → pull against a real server.
 
-The server tests (marked ``integration``) share one session server (``tests/data/integrations/conftest_labelstudio.py``); each
-uses its own project title. Pure tests (templates, conversions, review rules, option errors) need no server.
+The server tests (marked ``integration``) share one session server
+(``tests/data/integrations/conftest_labelstudio.py``); each uses its own project title. Pure tests (templates,
+conversions, review rules, option errors) need no server.
 ``pytest -k label_studio`` selects every test here.
 """
 
@@ -20,10 +21,10 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from tests.conftest import make_record
-from virl_data.storage import corpus
 from virl_data.core.errors import BoxConventionError, ConfigError
-from virl_data.review.merge import effective
 from virl_data.core.types import Box, RationaleStep, Review, Status
+from virl_data.review.merge import effective
+from virl_data.storage import corpus
 
 ls = pytest.importorskip("virl_data.integrations.labelstudio")
 pytest.importorskip("label_studio_sdk")

@@ -24,9 +24,9 @@ from PIL import Image
 
 from virl_data.core.boxanswer import parse_box
 from virl_data.core.errors import ConfigError
-from virl_data.miners import coco, flickr30k, gqa, refcoco, treebench, vg, viscot
 from virl_data.core.schema import frame_to_records, records_to_frame
 from virl_data.core.types import Box, ImageRef, RationaleStep, Status
+from virl_data.miners import coco, flickr30k, gqa, refcoco, treebench, vg, viscot
 
 
 def _json(path, obj):

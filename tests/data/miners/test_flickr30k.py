@@ -7,9 +7,9 @@ import doctest
 import pytest
 
 from virl_data.core.errors import ConfigError, CorpusReadError
-from virl_data.miners import flickr30k
 from virl_data.core.schema import frame_to_records, records_to_frame
 from virl_data.core.types import Box, Status
+from virl_data.miners import flickr30k
 
 
 @pytest.fixture

@@ -10,9 +10,9 @@ import pytest
 from PIL import Image
 
 from virl_data.core.errors import ConfigError, CorpusReadError
-from virl_data.miners import gqa
 from virl_data.core.schema import frame_to_records, records_to_frame
 from virl_data.core.types import Box, Status, record_id
+from virl_data.miners import gqa
 
 TRAIN = Path("gqa/train_domiknows_sample")
 VAL = Path("gqa/val_airdsample")

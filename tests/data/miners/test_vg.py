@@ -9,9 +9,9 @@ import pytest
 from PIL import Image
 
 from virl_data.core.errors import ConfigError, CorpusReadError
-from virl_data.miners import vg
 from virl_data.core.schema import frame_to_records, records_to_frame
 from virl_data.core.types import Box, ImageRef, RationaleStep, Status, record_id
+from virl_data.miners import vg
 
 
 def _vg(shared_data: Path) -> Path:
@@ -278,8 +278,8 @@ def test_limit_and_schema_round_trip(shared_data):
 def test_cli_mine_vg_with_image_data(shared_data, tmp_path):
     from typer.testing import CliRunner
 
-    from virl_data.storage import corpus
     from virl_data.cli import app
+    from virl_data.storage import corpus
 
     d = _vg(shared_data)
     data = _image_data(tmp_path, [{"image_id": 2, "width": 640, "height": 480}])

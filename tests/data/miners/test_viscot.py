@@ -10,9 +10,9 @@ import pytest
 from PIL import Image
 
 from virl_data.core.errors import ConfigError, CorpusReadError
-from virl_data.miners import treebench, viscot
 from virl_data.core.schema import frame_to_records, records_to_frame
 from virl_data.core.types import Box, Status
+from virl_data.miners import treebench, viscot
 
 
 def _reasons(rec):

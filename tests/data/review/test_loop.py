@@ -17,14 +17,14 @@ import pytest
 from typer.testing import CliRunner
 
 from virl_data.core import boxconv
-from virl_data.storage import corpus
+from virl_data.core.types import Status
+from virl_data.miners.shapes import generate
 from virl_data.review import queue as review_queue
 from virl_data.review.corrupt import corrupt_chains
-from virl_data.miners.shapes import generate
 from virl_data.review.merge import effective
-from virl_data.core.types import Status
-from virl_train.scripted import ScriptedPolicy, scripted_rows
+from virl_data.storage import corpus
 from virl_data.storage.trajectories import write_trajectories
+from virl_train.scripted import ScriptedPolicy, scripted_rows
 
 pytestmark = pytest.mark.integration
 fo = pytest.importorskip("fiftyone")

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 
 from tests.conftest import make_record
-from virl_data.storage import corpus
-from virl_data.review.merge import MergeReport, ReviewEdit, ReviewError, chain_problem, effective, merge_reviews
 from virl_data.core.types import Box, RationaleStep, Review, Status
+from virl_data.review.merge import MergeReport, ReviewEdit, ReviewError, chain_problem, effective, merge_reviews
+from virl_data.storage import corpus
 from virl_train.data import load_split
 
 

@@ -9,10 +9,10 @@ import polars as pl
 import pytest
 
 from tests.conftest import make_record
-from virl_data.storage import corpus
 from virl_data.core import schema
 from virl_data.core.errors import CorpusReadError, SchemaMismatchError, SchemaVersionError
 from virl_data.core.types import SCHEMA_VERSION, CheckResult, Review, Status
+from virl_data.storage import corpus
 
 
 def _records(n=5):
