@@ -19,9 +19,10 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from virl_data import checks, corpus
+from virl_data.core.schema import records_to_frame
+from virl_data.curation import checks
 from virl_data.miners.shapes import generate
-from virl_data.schema import records_to_frame
+from virl_data.storage import corpus
 
 
 def peak_rss_mib() -> float:

@@ -55,7 +55,7 @@ def _write_images(sizes: list[tuple[str, int, int]], folder: Path) -> None:
 
 
 def _config(questions: Path, graphs: Path, images: Path) -> Any:
-    from virl_data.pipeline import pipeline_from_dict
+    from virl_data.engines.pipeline import pipeline_from_dict
 
     return pipeline_from_dict({
         "name": "bench", "source": {"miner": "gqa", "images": str(images),
@@ -71,7 +71,7 @@ def run_engine(engine: str, cpus: int | None, questions: Path, graphs: Path, ima
     cfg = _config(questions, graphs, images)
     start_secs = 0.0
     if engine == "local":
-        from virl_data.pipeline import run_pipeline
+        from virl_data.engines.pipeline import run_pipeline
 
         t0 = time.perf_counter()
         report = run_pipeline(cfg, out=out)
@@ -82,11 +82,11 @@ def run_engine(engine: str, cpus: int | None, questions: Path, graphs: Path, ima
         def warm_up() -> None:  # nested: pickled by value, the workers cannot import this script
             import time
 
-            import virl_data.engine_ray  # noqa: F401 - what every task of the run imports
+            import virl_data.engines.ray  # noqa: F401 - what every task of the run imports
             time.sleep(0.5)  # hold this worker so the next warm-up task starts another
 
         _warm = ray.remote(num_cpus=1)(warm_up)
-        from virl_data.engine_ray import local_runtime_env, run_pipeline_ray
+        from virl_data.engines.ray import local_runtime_env, run_pipeline_ray
 
         t0 = time.perf_counter()
         ray.init(num_cpus=cpus, include_dashboard=False, logging_level="ERROR", log_to_driver=False,

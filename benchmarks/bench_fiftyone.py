@@ -19,9 +19,9 @@ import uuid
 from rich.console import Console
 from rich.table import Table
 
-from virl_data import checks
+from virl_data.core.schema import frame_to_records, records_to_frame
+from virl_data.curation import checks
 from virl_data.miners.shapes import generate
-from virl_data.schema import frame_to_records, records_to_frame
 
 TARGET_S = 30.0
 

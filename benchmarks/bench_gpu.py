@@ -192,7 +192,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     warnings.filterwarnings("ignore")
     res = run(args)
-    from virl_data.corpus import write_json
+    from virl_data.storage.corpus import write_json
 
     write_json(res, args.json)
     args.md.write_text(markdown(res))

@@ -37,16 +37,16 @@ from PIL import Image
 from rich.console import Console
 from rich.table import Table
 
-from virl_data.corpus import write_json
+from virl_data.storage.corpus import write_json
 from virl_data.miners.shapes import ShapesConfig, generate, make_scene, render_scene, scene_objects
-from virl_data.schema import record_to_row
-from virl_data.types import RationaleRecord
+from virl_data.core.schema import record_to_row
+from virl_data.core.types import RationaleRecord
 from virl_train.actions import from_pixels
 from virl_train.interop.trl import CropToolEnv, reward_funcs
 from virl_train.rewards import RewardConfig, score_episode
 from virl_train.score import score_file
 from virl_train.scripted import ScriptedPolicy, scripted_rows
-from virl_train.trajectories import read_trajectories, write_trajectories
+from virl_data.storage.trajectories import read_trajectories, write_trajectories
 
 REPO = Path(__file__).resolve().parents[1]
 SHAPES = ShapesConfig(image_size=(224, 224))

@@ -61,8 +61,8 @@ import torch  # noqa: E402
 from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 
-from virl_data.corpus import atomic_path, write_json  # noqa: E402
-from virl_data.types import Box  # noqa: E402
+from virl_data.core.types import Box  # noqa: E402
+from virl_data.storage.corpus import atomic_path, write_json  # noqa: E402
 from virl_train import train as tr  # noqa: E402
 from virl_train.actions import parse_turn  # noqa: E402
 from virl_train.config import TrainConfig, load_config  # noqa: E402
@@ -112,7 +112,7 @@ def bench_config(data: Path, out: Path, args: argparse.Namespace, *more: str) ->
 
 def demo_data(tmp: Path) -> Path:
     """A small demo export (shapes world, 224 px images) to draw prompts from."""
-    from virl_data.pipeline import run_demo
+    from virl_data.engines.pipeline import run_demo
 
     return run_demo(tmp / "demo", n=24, image_size=224, console=Console(quiet=True))["HF export"]
 

@@ -51,9 +51,9 @@ os.environ.setdefault("MPLBACKEND", "Agg")
 from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 
-from virl_data.corpus import atomic_path, write_json  # noqa: E402
+from virl_data.engines.pipeline import run_demo  # noqa: E402
 from virl_data.miners.shapes import ShapesConfig  # noqa: E402
-from virl_data.pipeline import run_demo  # noqa: E402
+from virl_data.storage.corpus import atomic_path, write_json  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIG = REPO / "configs" / "ablation.yaml"

@@ -74,7 +74,8 @@ def _code(reason: str | None) -> str:
 
 def outcome(mine: Callable[[], Iterator], image_root: Path | None, tmp: Path) -> dict:
     """Mine, write, verify; count mined / accepted / rejected and the rejection reason codes."""
-    from virl_data import checks, corpus
+    from virl_data.curation import checks
+    from virl_data.storage import corpus
 
     records = list(mine())
     if not records:

@@ -1,7 +1,7 @@
 """How well the review queue finds deliberately corrupted chains on the demo world (prints a table, writes JSON).
 
-For each seed: ``--n`` shapes records, ``--fraction`` of them corrupted (``virl_data.corrupt``: a shifted box or a
-missing step), ``--samples`` scripted-policy episodes per record (``virl_train.scripted``: built from the TRUE chains
+For each seed: ``--n`` shapes records, ``--fraction`` of them corrupted (``virl_data.review.corrupt``: a shifted box or
+a missing step), ``--samples`` scripted-policy episodes per record (``virl_train.scripted``: built from the TRUE chains
 with seeded mistakes; no trained model), then ``review_queue.rank``; reported: top-k precision (k = number of
 corrupted records), recall in the top 2k, and where the corrupted records that were missed came in.
 
@@ -23,11 +23,12 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from virl_data import corpus, review_queue
-from virl_data.corrupt import corrupt_chains
 from virl_data.miners.shapes import generate
+from virl_data.review import queue as review_queue
+from virl_data.review.corrupt import corrupt_chains
+from virl_data.storage import corpus
+from virl_data.storage.trajectories import write_trajectories
 from virl_train.scripted import ScriptedPolicy, scripted_rows
-from virl_train.trajectories import write_trajectories
 
 
 def run_seed(seed: int, n: int, fraction: float, samples: int, out: Path | None) -> dict:

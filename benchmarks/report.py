@@ -44,7 +44,7 @@ from report_sections import (  # noqa: E402
     starts_section,
 )
 
-from virl_data.corpus import atomic_path  # noqa: E402
+from virl_data.storage.corpus import atomic_path  # noqa: E402
 
 
 @dataclass(frozen=True)

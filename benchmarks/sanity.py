@@ -31,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from rich.console import Console  # noqa: E402
 
 import learning  # noqa: E402
-from virl_data.corpus import write_json  # noqa: E402
+from virl_data.storage.corpus import write_json  # noqa: E402
 
 KEYS = ("diag/crop_iou", "diag/hit_rate@0.5", "reward/rationale", "reward/total", "diag/zero_spread_frac",
         "diag/kl_start", "diag/entropy", "diag/distinct_crops", "grad_norm", "loss/clip_frac",

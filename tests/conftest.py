@@ -12,10 +12,19 @@ from pathlib import Path
 
 import pytest
 
-from virl_data.types import Box, CheckResult, ImageRef, Provenance, RationaleRecord, RationaleStep, Status, record_id
+from virl_data.core.types import (
+    Box,
+    CheckResult,
+    ImageRef,
+    Provenance,
+    RationaleRecord,
+    RationaleStep,
+    Status,
+    record_id,
+)
 
 # the Label Studio server fixture, shared by every test module that names it (one server per session)
-pytest_plugins = ["tests.data.conftest_labelstudio"]
+pytest_plugins = ["tests.data.integrations.conftest_labelstudio"]
 
 # tests/verl needs verl, which lives in its own venv (.venv-verl): tests/train/test_interop_verl.py runs it there
 collect_ignore = [] if importlib.util.find_spec("verl") else ["verl"]

@@ -2,8 +2,9 @@
 
 Each notebook writes into ``$VIRL_NOTEBOOK_OUT`` (a temporary folder here) and is checked on what it leaves there, so
 a notebook that stops short or skips its own asserts fails. 02 needs the real samples in ``../shared/data`` and
-FiftyOne's database, 03 a Label Studio server (the session fixture of ``tests/data/conftest_labelstudio.py``), 04
-the trainer's dependencies; each skips with the reason when its requirement is absent.
+FiftyOne's database, 03 a Label Studio server (the session fixture of
+``tests/data/integrations/conftest_labelstudio.py``), 04 the trainer's dependencies; each skips with the reason
+when its requirement is absent.
 """
 
 from __future__ import annotations
@@ -22,8 +23,8 @@ import pytest
 from jupyter_client import KernelManager
 from jupyter_client.kernelspec import KernelSpecManager
 
-from virl_data import corpus
-from virl_data.types import Status
+from virl_data.core.types import Status
+from virl_data.storage import corpus
 
 NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
 TESTED = ("01_data_flow", "02_look_in_fiftyone", "03_review_in_label_studio", "04_train_and_evaluate")

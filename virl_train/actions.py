@@ -17,12 +17,12 @@ Rules (deterministic, tested in ``tests/train/test_actions.py``):
 2. Malformed text never raises: it gives ``Action(kind=INVALID, error=<code>)`` with a code from ``ERRORS``.
    (A wrong *convention name* or parameters is a configuration bug and raises ``ConfigError``.)
 3. The box is checked in the model's convention (``x1 < x2``, ``y1 < y2``: every convention is increasing), then
-   converted by ``virl_data.boxconv.to_canonical`` (``qwen25_abs_resized`` needs ``resized``, the ``(w, h)`` the
+   converted by ``virl_data.core.boxconv.to_canonical`` (``qwen25_abs_resized`` needs ``resized``, the ``(w, h)`` the
    model saw). A box sticking out of the image by more than ``oob_tol × max(W, H)`` pixels is ``out_of_image``;
    within that it is clipped (and a box clipped to nothing is ``out_of_image`` too).
 4. **Box answers**: an answer whose text is a box (``<answer>[x1, y1, x2, y2]</answer>``, the crop syntax) is
    converted exactly like a crop (same convention, checks and clipping) into ``Action.box``; a record whose
-   ``answer_type`` is ``"box"`` is scored on that box (``virl_train.answers``). An answer that is not a valid box
+   ``answer_type`` is ``"box"`` is scored on that box (``virl_data.core.answers``). An answer that is not a valid box
    keeps ``box=None`` (still a valid ANSWER: its text is scored for other answer types).
 5. With ``frame=<Box>`` the model speaks in the coordinates of that crop (the crop is its "image": size
    ``frame.w × frame.h``, seen at ``resized``); the box is checked against the frame and mapped back with
@@ -45,9 +45,9 @@ from typing import Any
 
 import numpy as np
 
-from virl_data import boxconv, boxes
-from virl_data.errors import BoxConventionError, ConfigError
-from virl_data.types import Box
+from virl_data.core import boxconv, boxes
+from virl_data.core.errors import BoxConventionError, ConfigError
+from virl_data.core.types import Box
 from virl_train.types import Action, ActionKind
 
 ABSOLUTE = "abs"

@@ -23,7 +23,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from virl_data.errors import ConfigError
+from virl_data.core.errors import ConfigError
 
 SCALES = ("group", "batch", "none")
 EPS = 1e-4

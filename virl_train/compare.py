@@ -34,7 +34,7 @@ from typing import Any
 
 import orjson
 
-from virl_data.errors import CorpusReadError, VirlError
+from virl_data.core.errors import CorpusReadError, VirlError
 
 METRICS = ("accuracy", "rationale", "rationale_recall", "rationale_precision", "hit_rate@0.5")
 IGNORED = ("train.data.path", "train.run.out_dir", "train.model.name_or_path")

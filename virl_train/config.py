@@ -42,8 +42,8 @@ from typing import Any
 
 import yaml
 
-from virl_data.corpus import atomic_path
-from virl_data.errors import ConfigError
+from virl_data.storage.corpus import atomic_path
+from virl_data.core.errors import ConfigError
 from virl_train.actions import MODEL_CONVENTIONS
 
 
@@ -80,7 +80,7 @@ class ModelConfig:
 
     ``family`` (``virl_train.models``): ``auto`` detects it from ``name_or_path`` (a tiny name or the checkpoint's
     ``config.json``). ``box_convention`` is the one place the model's coordinate language is named (``virl_train.actions`` converts
-    through ``virl_data.boxconv``); ``box_scale`` is the 0–scale range of ``qwen3_norm1000`` (1000, or 999 in some
+    through ``virl_data.core.boxconv``); ``box_scale`` is the 0–scale range of ``qwen3_norm1000`` (1000, or 999 in some
     vendor docs). ``min_pixels`` / ``max_pixels`` are the processor's and also bound the crops the environment returns.
     ``freeze_vision``: ``none`` trains everything (or the LoRA adapters), ``tower`` keeps the vision encoder's blocks
     fixed and trains the patch merger and the language model, ``all`` freezes the merger too.
@@ -296,7 +296,7 @@ def check_field(cls: type, name: str, value: Any, key: str | None = None) -> Any
     >>> check_field(GRPOConfig, "batch_size", 0, "--batch-size")
     Traceback (most recent call last):
     ...
-    virl_data.errors.ConfigError: --batch-size: must be >= 1, got 0
+    virl_data.core.errors.ConfigError: --batch-size: must be >= 1, got 0
     """
     f = next(f for f in dataclasses.fields(cls) if f.name == name)
     converted = _convert(value, typing.get_type_hints(cls)[name], key or name)
@@ -382,7 +382,7 @@ def load_config(
     >>> load_config(None, ["env.max_actons=2"])
     Traceback (most recent call last):
     ...
-    virl_data.errors.ConfigError: unknown config key 'env.max_actons'; did you mean 'env.max_actions'?
+    virl_data.core.errors.ConfigError: unknown config key 'env.max_actons'; did you mean 'env.max_actions'?
     """
     data = _read_yaml(Path(path)) if path is not None else {}
     for override in overrides:

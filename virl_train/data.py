@@ -17,11 +17,11 @@ from pathlib import Path
 
 from PIL import Image
 
-from virl_data import corpus
-from virl_data.review import effective
-from virl_data.errors import CorpusReadError, VirlError
-from virl_data.schema import COLUMNS, record_from_row
-from virl_data.types import RationaleRecord
+from virl_data.storage import corpus
+from virl_data.review.merge import effective
+from virl_data.core.errors import CorpusReadError, VirlError
+from virl_data.core.schema import COLUMNS, record_from_row
+from virl_data.core.types import RationaleRecord
 
 
 def is_hf_dataset_dir(path: Path) -> bool:
@@ -65,7 +65,7 @@ def _load_hf(path: Path, split: str | None) -> list[RationaleRecord]:
 def load_split(path: str | Path, split: str | None = None) -> list[RationaleRecord]:
     """Records of one split of an export (or all records when ``split`` is None and the export is not split).
 
-    Reviewed records come back as a person last corrected them (``virl_data.review.effective``): the trainer sees
+    Reviewed records come back as a person last corrected them (``virl_data.review.merge.effective``): the trainer sees
     the fixed chain and answer while the corpus keeps the mined original.
     """
     return [effective(r) for r in _load(Path(path), split)]

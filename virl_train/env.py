@@ -43,10 +43,10 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
-from virl_data import boxconv
-from virl_data.boxanswer import BOX
-from virl_data.errors import BoxConventionError, ConfigError
-from virl_data.types import Box
+from virl_data.core import boxconv
+from virl_data.core.boxanswer import BOX
+from virl_data.core.errors import BoxConventionError, ConfigError
+from virl_data.core.types import Box
 from virl_train.actions import ABSOLUTE, ERRORS, MODEL_CONVENTIONS, parse_turn
 from virl_train.types import Action, ActionKind
 

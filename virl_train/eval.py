@@ -39,7 +39,7 @@ accuracy − probe accuracy. A model that uses what it sees in its crops drops; 
 
 Example:
     >>> from virl_train.types import Episode
-    >>> from virl_data.types import Box, ImageRef, Provenance, RationaleRecord, RationaleStep
+    >>> from virl_data.core.types import Box, ImageRef, Provenance, RationaleRecord, RationaleStep
     >>> rec = RationaleRecord(id="r", image=ImageRef("a.png", 100, 100), question="q", answer="red",
     ...     chain=(RationaleStep((Box(0, 0, 10, 10),), "x"),), provenance=Provenance("t", "val", (), "t@1"))
     >>> m = grounding_metrics([Episode("r", answer="red")], [rec])
@@ -59,10 +59,10 @@ from typing import Any
 
 import numpy as np
 
-from virl_data.boxes import as_array, iou_matrix, to_boxes
-from virl_data.corpus import atomic_path, write_json
-from virl_data.errors import ConfigError, VirlError
-from virl_data.types import Box, RationaleRecord
+from virl_data.core.boxes import as_array, iou_matrix, to_boxes
+from virl_data.core.errors import ConfigError, VirlError
+from virl_data.core.types import Box, RationaleRecord
+from virl_data.storage.corpus import atomic_path, write_json
 from virl_train.matching import chain_array, overlaps
 from virl_train.metrics import action_metrics, rate
 from virl_train.rewards import FULL, RewardConfig, action_boxes, score_record

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from virl_data.errors import ConfigError
+from virl_data.core.errors import ConfigError
 
 AGGS = ("token_mean", "seq_mean")
 

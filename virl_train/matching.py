@@ -2,7 +2,8 @@
 
 Used by the rewards AND by evaluation, so the two cannot drift apart. Notation (VIRL_METHOD.md): actions
 ``b_1..b_K`` (boxes in ORIGINAL-image pixels, ``None`` = malformed), chain ``g_1..g_M``, overlap ``s(b, g)`` one of
-``iou`` (default), ``coverage`` = |b∩g|/|g|, ``precision`` = |b∩g|/|b| (all via ``virl_data.boxes.overlap_matrix``).
+``iou`` (default), ``coverage`` = |b∩g|/|g|, ``precision`` = |b∩g|/|b|
+(all via ``virl_data.core.boxes.overlap_matrix``).
 
 - A chain step with several boxes is represented by the **union box of the step** (the smallest box enclosing them):
   a crop showing all objects of the step is the right look for it.
@@ -17,7 +18,7 @@ Used by the rewards AND by evaluation, so the two cannot drift apart. Notation (
   No action → 0.
 
 Example (chain of two steps on a 100 × 100 image, one crop exactly on step 0):
-    >>> from virl_data.types import Box
+    >>> from virl_data.core.types import Box
     >>> chain = [[Box(0, 0, 10, 10)], [Box(50, 50, 60, 60)]]
     >>> [lab.kind.value for lab in label_actions([Box(0, 0, 10, 10), Box(0, 0, 10, 10)], chain, (100, 100))]
     ['correct', 'redundant']
@@ -34,9 +35,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from virl_data.boxes import as_array, is_valid, overlap_matrix, union
-from virl_data.errors import ConfigError
-from virl_data.types import Box
+from virl_data.core.boxes import as_array, is_valid, overlap_matrix, union
+from virl_data.core.errors import ConfigError
+from virl_data.core.types import Box
 from virl_train.types import ActionLabel, LabelKind
 
 OVERLAPS = ("iou", "coverage", "precision")

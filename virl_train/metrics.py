@@ -14,7 +14,7 @@ Every rate over zero items is 0. Training logs these as ``actions/<name>`` (``tr
 Example: a random tiny model writes text with no action tag, so each of its turns is an INVALID ``no_action``:
 ``tool_use_rate`` 0 and ``invalid_rate`` 1.
 
-    >>> from virl_data.types import Box
+    >>> from virl_data.core.types import Box
     >>> from virl_train.types import Action, ActionKind, ActionLabel, Episode, LabelKind, RewardBreakdown
     >>> crop = Action(0, ActionKind.CROP, box=Box(0, 0, 5, 5))
     >>> bad = Action(0, ActionKind.INVALID, error="no_action")

@@ -36,7 +36,7 @@ from typing import Any
 import torch
 from PIL import Image
 
-from virl_data.errors import ConfigError
+from virl_data.core.errors import ConfigError
 from virl_train.config import LoraConfig, ModelConfig
 from virl_train.models import FAMILIES, TINY_NAMES, Family, family_for
 from virl_train.models.base import DTYPES, EncodedImage, TokenIds, tiny_tokenizer_json

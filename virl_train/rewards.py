@@ -30,10 +30,10 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from virl_data.boxanswer import BOX
-from virl_data.errors import ConfigError
-from virl_data.types import Box, RationaleRecord
-from virl_train.answers import box_iou, score_answer
+from virl_data.core.answers import box_iou, score_answer
+from virl_data.core.boxanswer import BOX
+from virl_data.core.errors import ConfigError
+from virl_data.core.types import Box, RationaleRecord
 from virl_train.matching import MatchConfig, coverage_potentials, label_actions, rationale_detail
 from virl_train.types import Action, ActionKind, ActionLabel, Episode, LabelKind, RewardBreakdown
 

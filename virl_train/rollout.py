@@ -4,7 +4,7 @@ One episode::
 
     prompt     = system prompt (the env's rules and box convention) + original image + question
     repeat:    the model samples one turn (mask 1) until a stop: </crop>, </answer>, <|im_end|>, eos, or the budget
-               env.step(turn text) → Action (box in ORIGINAL pixels, via virl_train.actions / virl_data.boxconv)
+               env.step(turn text) → Action (box in ORIGINAL pixels, via virl_train.actions / virl_data.core.boxconv)
                done? stop. Else the env's reply is appended (mask 0): tool text (+ the crop as a new image)
 
 Token budget: ``max_new_tokens`` is PER TURN; the whole episode samples at most ``max_episode_tokens`` tokens
@@ -62,8 +62,8 @@ from dataclasses import dataclass
 import torch
 from PIL import Image
 
-from virl_data.errors import ConfigError
-from virl_data.types import Box, RationaleRecord
+from virl_data.core.errors import ConfigError
+from virl_data.core.types import Box, RationaleRecord
 from virl_train.env import CropEnv, Observation, question_text, system_prompt
 from virl_train.loss import token_logprobs
 from virl_train.policy import EncodedImage, Policy

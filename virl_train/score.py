@@ -29,7 +29,7 @@ from typing import IO, Any
 
 import orjson
 
-from virl_data.errors import EmptyInputError
+from virl_data.core.errors import EmptyInputError
 from virl_train.rewards import RewardConfig, score_episode
 from virl_train.trajectories import Trajectory, TrajectoryError, parse_line, read_trajectories, reward_detail
 

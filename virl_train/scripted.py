@@ -32,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-from virl_data.types import Box, RationaleRecord
+from virl_data.core.types import Box, RationaleRecord
 from virl_train.rewards import RewardConfig, score_record
 from virl_train.trajectories import trajectory_row
 from virl_train.types import Action, ActionKind, Episode

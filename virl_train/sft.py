@@ -34,12 +34,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from virl_data import boxes
-from virl_data.boxanswer import answer_box
-from virl_data.corpus import write_json
-from virl_data.errors import ConfigError
-from virl_data.locks import folder_lock
-from virl_data.types import RationaleRecord
+from virl_data.core import boxes
+from virl_data.core.boxanswer import answer_box
+from virl_data.storage.corpus import write_json
+from virl_data.core.errors import ConfigError
+from virl_data.storage.locks import folder_lock
+from virl_data.core.types import RationaleRecord
 from virl_train.actions import from_pixels
 from virl_train.config import GRPOConfig, OptimConfig, TrainConfig, check_field, save_config
 from virl_train.data import ExampleSet
@@ -55,7 +55,6 @@ from virl_train.train import (
     save_checkpoint,
     trainable_parameters,
 )
-from virl_train.trajectories import truncate_steps
 
 FRACTIONAL = ("rel_xyxy", "padded_square_rel")
 """Conventions whose values are fractions (written with 3 decimals); the others are written as integers."""
@@ -172,7 +171,7 @@ def answer_text(record: RationaleRecord, env: CropEnv) -> str:
     """The gold answer as the model writes it: the text, or for a box answer (``answer_type="box"``) the gold box
     in the model's convention, written like a crop's box (``[x1, y1, x2, y2]``, what the env parses back).
 
-    >>> from virl_data.types import Box, ImageRef, Provenance, RationaleStep
+    >>> from virl_data.core.types import Box, ImageRef, Provenance, RationaleStep
     >>> rec = RationaleRecord(id="r", image=ImageRef("a.png", 100, 200), question='Where is "x"?',
     ...     answer="[10, 20, 30, 40]", answer_type="box", chain=(RationaleStep((Box(10, 20, 30, 40),)),),
     ...     provenance=Provenance("t"))
@@ -239,7 +238,7 @@ def sft(
     schedule, every RNG), the newest two kept. With ``resume`` a rerun loads the newest one and continues at the
     next step, to the same parameters an uninterrupted run reaches; ``log.jsonl`` is cut back to that step first.
     One writer per ``OUT``: while this runs, another ``sft`` or ``train`` into it fails at once with
-    ``virl_data.locks.FolderBusyError`` naming this process.
+    ``virl_data.storage.locks.FolderBusyError`` naming this process.
 
     ``decoys``: the share of records whose reference crops are decorative (``reference_turns``: moved off every
     rationale box, answer kept; with ``decoy_kind="whole"`` the whole image, with ``"centre"`` the image centre), drawn

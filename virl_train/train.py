@@ -35,9 +35,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from virl_data.corpus import atomic_path
-from virl_data.errors import ConfigError
-from virl_data.locks import folder_lock
+from virl_data.storage.corpus import atomic_path
+from virl_data.core.errors import ConfigError
+from virl_data.storage.locks import folder_lock
 from virl_train.advantages import group_advantages, normalized_credits, token_advantages
 from virl_train.config import TrainConfig, save_config
 from virl_train.data import ExampleSet
@@ -298,7 +298,7 @@ def train(cfg: TrainConfig, *, callbacks: Sequence[StepCallback] = (), resume: b
     """Run GRPO with the ViRL reward for ``cfg.run.max_steps`` steps; resume from the newest checkpoint of
     ``cfg.run.out_dir`` when ``resume``. ``callbacks`` get ``(step, metrics)`` after each step (an exception raised
     there stops the run, e.g. to simulate an interruption in tests). The run holds ``out_dir``'s lock
-    (``virl_data.locks.folder_lock``): a second run into it fails at once with ``FolderBusyError`` naming this one."""
+    (``virl_data.storage.locks.folder_lock``): a second run into it fails at once with ``FolderBusyError`` naming this one."""
     from accelerate import Accelerator
 
     out_dir = Path(cfg.run.out_dir)

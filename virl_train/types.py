@@ -1,7 +1,7 @@
 """Trainer types: what a rollout produces and what the rewards return. Stdlib only (no torch), frozen dataclasses.
 
-Boxes are ``virl_data.types.Box`` in ORIGINAL-image pixels: the action parser converts the model's own convention
-through ``virl_data.boxconv`` before an ``Action`` is built.
+Boxes are ``virl_data.core.types.Box`` in ORIGINAL-image pixels: the action parser converts the model's own convention
+through ``virl_data.core.boxconv`` before an ``Action`` is built.
 """
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass, field
 
-from virl_data.types import Box
+from virl_data.core.types import Box
 
 
 class ActionKind(str, enum.Enum):

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from virl_data.errors import ConfigError
-from virl_data.types import Box
+from virl_data.core.errors import ConfigError
+from virl_data.core.types import Box
 from virl_train.actions import ERRORS, crop_of_crop, parse_numbers, parse_turn
 from virl_train.types import ActionKind
 

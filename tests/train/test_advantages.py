@@ -8,8 +8,8 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from virl_data.errors import ConfigError  # noqa: E402
-from virl_data.types import Box  # noqa: E402
+from virl_data.core.errors import ConfigError  # noqa: E402
+from virl_data.core.types import Box  # noqa: E402
 from virl_train.advantages import group_advantages, normalized_credits, token_advantages  # noqa: E402
 from virl_train.rewards import RewardConfig, score_episode  # noqa: E402
 

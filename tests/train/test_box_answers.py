@@ -11,12 +11,12 @@ import orjson
 import pytest
 from PIL import Image
 
-from virl_data.boxanswer import format_box, parse_box
-from virl_data.errors import ConfigError
-from virl_data.types import Box
+from virl_data.core.boxanswer import format_box, parse_box
+from virl_data.core.errors import ConfigError
+from virl_data.core.types import Box
 from tests.conftest import make_record
 from virl_train.actions import parse_turn
-from virl_train.answers import box_iou, score_answer
+from virl_data.core.answers import box_iou, score_answer
 from virl_train.env import BOX_ANSWER_TEXT, CropEnv, question_text
 from virl_train.eval import grounding_metrics
 from virl_train.rewards import RewardConfig, accuracy_reward, score_record

@@ -45,11 +45,12 @@ def test_retrain_on_the_reviewed_split_beside_the_first_one(tmp_path):
     pytest.importorskip("torch")
     from typer.testing import CliRunner
 
-    from virl_data import corpus, export
-    from virl_data.corrupt import corrupt_chains
-    from virl_data.pipeline import run_demo
-    from virl_data.review import merge_reviews, ReviewEdit
-    from virl_data.types import Review
+    from virl_data.storage import corpus
+    from virl_data import export
+    from virl_data.review.corrupt import corrupt_chains
+    from virl_data.engines.pipeline import run_demo
+    from virl_data.review.merge import merge_reviews, ReviewEdit
+    from virl_data.core.types import Review
     from virl_train.cli import app
 
     paths = run_demo(tmp_path / "demo", n=24, image_size=64, console=Console(quiet=True))
@@ -72,7 +73,7 @@ def test_retrain_on_the_reviewed_split_beside_the_first_one(tmp_path):
         assert res.exit_code == 0, res.output
     # the real eval's trajectory log is what virl-data queue reads (torch-free reader, same format)
     from virl_data.cli import app as data_app
-    from virl_data.review_queue import read_queue
+    from virl_data.review.queue import read_queue
 
     traj = tmp_path / "before" / "run" / "eval" / "trajectories.jsonl"
     res = runner.invoke(data_app, ["queue", str(traj), "--corpus", str(tmp_path / "before.parquet"),

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from virl_data.errors import ConfigError
+from virl_data.core.errors import ConfigError
 from virl_train.config import (
     TrainConfig,
     all_keys,

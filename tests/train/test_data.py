@@ -7,9 +7,11 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from tests.conftest import make_record
-from virl_data import corpus, export, schema
-from virl_data.errors import CorpusReadError
-from virl_data.types import Status
+from virl_data import export
+from virl_data.core import schema
+from virl_data.core.errors import CorpusReadError
+from virl_data.core.types import Status
+from virl_data.storage import corpus
 from virl_train.cli import app
 from virl_train.data import available_splits, load_split
 

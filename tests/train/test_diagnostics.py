@@ -10,7 +10,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from virl_data.types import Box
+from virl_data.core.types import Box
 from virl_train.diagnostics import (
     crop_iou,
     distinct_crops,
@@ -72,7 +72,7 @@ def test_kl_estimates_zero_at_the_start_and_positive_after_a_move():
 def test_every_step_logs_the_diagnostics(tmp_path):
     from rich.console import Console
 
-    from virl_data.pipeline import run_demo
+    from virl_data.engines.pipeline import run_demo
     from virl_train.config import load_config
     from virl_train.train import train
 

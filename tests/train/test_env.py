@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from virl_data.errors import ConfigError
-from virl_data.types import Box
+from virl_data.core.errors import ConfigError
+from virl_data.core.types import Box
 from virl_train.actions import ERRORS
 from virl_train.env import CROP_TEXT, LAST_TEXT, CropEnv, crop_region, system_prompt
 from virl_train.types import ActionKind

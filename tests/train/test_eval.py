@@ -14,8 +14,8 @@ from PIL import Image
 from rich.console import Console
 
 from tests.conftest import make_record
-from virl_data.errors import ConfigError
-from virl_data.types import Box
+from virl_data.core.errors import ConfigError
+from virl_data.core.types import Box
 from virl_train.env import CropEnv
 from virl_train.eval import (
     EvalError,
@@ -270,7 +270,7 @@ def tiny_eval(tmp_path_factory):
     pytest.importorskip("virl_train.rollout", reason="virl_train/rollout.py is not written yet")
     policy_mod = pytest.importorskip("virl_train.policy", reason="virl_train/policy.py is not written yet")
     pytest.importorskip("virl_train.train", reason="virl_train.train (make_env) does not import yet")
-    from virl_data.pipeline import run_demo
+    from virl_data.engines.pipeline import run_demo
     from virl_train.config import load_config
     from virl_train.data import ExampleSet
 

@@ -16,7 +16,7 @@ pytest.importorskip("transformers")
 from PIL import Image
 
 from tests.train.kv_cache import cached_logprobs
-from virl_data.errors import ConfigError
+from virl_data.core.errors import ConfigError
 from virl_train.config import MODEL_FAMILIES, LoraConfig, ModelConfig, load_config
 from virl_train.env import CropEnv
 from virl_train.models import FAMILIES, family_for, family_from_model_type

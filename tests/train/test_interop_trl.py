@@ -21,8 +21,8 @@ import pytest
 from PIL import Image
 
 from virl_data.miners.shapes import ShapesConfig, generate, make_scene, render_scene
-from virl_data.schema import record_to_row
-from virl_data.types import Box
+from virl_data.core.schema import record_to_row
+from virl_data.core.types import Box
 from virl_train.actions import from_pixels
 from virl_train.interop.trl import (
     COMPONENTS,
@@ -106,7 +106,7 @@ def test_reset_refuses_rows_without_a_record_or_image():
 
 
 def test_idefics3_is_refused_because_trl_drops_its_tool_images():
-    from virl_data.errors import ConfigError
+    from virl_data.core.errors import ConfigError
 
     with pytest.raises(ConfigError, match="<image>"):
         crop_environment(family="idefics3")
@@ -194,7 +194,8 @@ def _example():
 @pytest.fixture(scope="module")
 def trl_export(tmp_path_factory):
     """Two records on one image and chain with golds "red" and "blue", exported with ``--format trl``."""
-    from virl_data import export, schema
+    from virl_data import export
+    from virl_data.core import schema
 
     root = tmp_path_factory.mktemp("images")
     rec = next(generate(1, seed=0, image_dir=root, config=SHAPES))
@@ -312,7 +313,7 @@ def _components(scored: dict, cfg: RewardConfig) -> dict[str, float]:
 
 
 def test_component_value_names_unknown_components():
-    from virl_data.errors import ConfigError
+    from virl_data.core.errors import ConfigError
 
     with pytest.raises(ConfigError, match="unknown reward component"):
         component_value(RewardBreakdown(total=0.0), "bogus")
@@ -323,7 +324,7 @@ def test_component_value_names_unknown_components():
 def test_trajectory_log_is_what_score_reads_and_resumes_like_virl_train(tmp_path):
     from types import SimpleNamespace
 
-    from virl_train.trajectories import read_trajectories
+    from virl_data.storage.trajectories import read_trajectories
 
     row, rec = _row()
     path = tmp_path / "traj.rank{rank}.jsonl"

@@ -20,11 +20,12 @@ import pyarrow.parquet as pq
 import pytest
 from typer.testing import CliRunner
 
-from virl_data import corpus, schema
+from virl_data.storage import corpus
+from virl_data.core import schema
 from virl_data.cli import app
-from virl_data.export_verl import FAMILIES as EXPORT_FAMILIES
+from virl_data.export.verl import FAMILIES as EXPORT_FAMILIES
 from virl_data.miners.shapes import generate
-from virl_data.types import Status
+from virl_data.core.types import Status
 
 REPO = Path(__file__).resolve().parents[2]
 VERL_TESTS_TIMEOUT_S = 900

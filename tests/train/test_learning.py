@@ -13,7 +13,7 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("accelerate")
 
-from virl_data.types import Box  # noqa: E402
+from virl_data.core.types import Box  # noqa: E402
 from virl_train.config import load_config  # noqa: E402
 from virl_train.rewards import RewardConfig, score_record  # noqa: E402
 from virl_train.train import reward_config  # noqa: E402

@@ -8,7 +8,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from virl_data.errors import ConfigError  # noqa: E402
+from virl_data.core.errors import ConfigError  # noqa: E402
 from virl_train.loss import k3_kl, policy_loss, token_logprobs  # noqa: E402
 
 # Two sequences of 3 tokens. Ratios ρ = exp(logp − old): seq 0 [1.5, 0.5, 1.1] with A = +1,

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from virl_data.errors import ConfigError
-from virl_data.types import Box, RationaleStep
+from virl_data.core.errors import ConfigError
+from virl_data.core.types import Box, RationaleStep
 from virl_train.matching import (
     MatchConfig,
     _assignment,

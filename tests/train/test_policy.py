@@ -14,7 +14,7 @@ pytest.importorskip("transformers")
 
 from PIL import Image
 
-from virl_data.errors import ConfigError
+from virl_data.core.errors import ConfigError
 from virl_train.config import LoraConfig, ModelConfig
 from virl_train.policy import (
     TINY_NAME,

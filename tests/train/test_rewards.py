@@ -8,8 +8,8 @@ import pickle
 import pytest
 
 from tests.conftest import make_record
-from virl_data.errors import ConfigError
-from virl_data.types import Box
+from virl_data.core.errors import ConfigError
+from virl_data.core.types import Box
 from virl_train.matching import MatchConfig
 from virl_train.rewards import (
     REWARDS,
@@ -195,7 +195,7 @@ def test_rewards_pickle_round_trip():
 
 def test_the_rationale_preset_is_the_rationale_score_alone():
     """The sanity check's reward: λ_rat·R_rat whatever the answer and the format (no ViRL variant)."""
-    from virl_data.types import Box as B
+    from virl_data.core.types import Box as B
     from virl_train.rewards import RewardConfig, accuracy_reward, score_episode
 
     cfg = RewardConfig.preset("rationale")

@@ -12,8 +12,8 @@ pytest.importorskip("transformers")
 from PIL import Image
 
 from tests.train.kv_cache import cached_logprobs
-from virl_data.errors import ConfigError
-from virl_data.types import Box
+from virl_data.core.errors import ConfigError
+from virl_data.core.types import Box
 from virl_train.config import LoraConfig, ModelConfig
 from virl_train.env import CROP_TEXT, CropEnv
 from virl_train.policy import TINY_NAME, load_policy

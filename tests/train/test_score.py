@@ -7,7 +7,7 @@ import json
 import pytest
 from typer.testing import CliRunner
 
-from virl_data.types import Box
+from virl_data.core.types import Box
 from virl_train.cli import app
 from virl_train.rewards import RewardConfig, score_episode
 from virl_train.score import TrajectoryError, read_trajectories, score_line

@@ -16,9 +16,9 @@ from rich.console import Console  # noqa: E402
 from typer.testing import CliRunner  # noqa: E402
 
 from tests.train.resume import Interrupt, assert_same_final_weights, interrupt_at  # noqa: E402
-from virl_data import boxes  # noqa: E402
-from virl_data.errors import ConfigError  # noqa: E402
-from virl_data.pipeline import run_demo  # noqa: E402
+from virl_data.core import boxes  # noqa: E402
+from virl_data.core.errors import ConfigError  # noqa: E402
+from virl_data.engines.pipeline import run_demo  # noqa: E402
 from virl_train.cli import app  # noqa: E402
 from virl_train.config import load_config  # noqa: E402
 from virl_train.data import ExampleSet  # noqa: E402

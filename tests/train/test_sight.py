@@ -38,7 +38,7 @@ def test_sft_and_eval_report_the_probe(tmp_path):
     pytest.importorskip("torch")
     from typer.testing import CliRunner
 
-    from virl_data.pipeline import run_demo
+    from virl_data.engines.pipeline import run_demo
     from virl_train.cli import app
 
     export = run_demo(tmp_path / "demo", n=8, image_size=64, console=Console(quiet=True))["HF export"]

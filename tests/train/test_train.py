@@ -16,9 +16,9 @@ from typer.testing import CliRunner  # noqa: E402
 
 from tests.conftest import kill9, spawn_python  # noqa: E402
 from tests.train.resume import Interrupt, assert_same_final_weights, final_weights, interrupt_at  # noqa: E402
-from virl_data.errors import ConfigError  # noqa: E402
-from virl_data.locks import is_lock_file  # noqa: E402
-from virl_data.pipeline import run_demo  # noqa: E402
+from virl_data.core.errors import ConfigError  # noqa: E402
+from virl_data.storage.locks import is_lock_file  # noqa: E402
+from virl_data.engines.pipeline import run_demo  # noqa: E402
 from virl_train.cli import app  # noqa: E402
 from virl_train.config import load_config  # noqa: E402
 from virl_train.train import batch_indices, latest_checkpoint, train  # noqa: E402
@@ -160,7 +160,7 @@ def test_a_second_run_into_a_run_folder_fails_naming_the_first_and_touches_nothi
     first = spawn_python(f"""
         import time
         from pathlib import Path
-        from virl_data.locks import folder_lock
+        from virl_data.storage.locks import folder_lock
         with folder_lock({str(run)!r}):
             Path({str(run / "log.jsonl")!r}).write_text('{{"step": 1, "loss": 0.5}}\\n')
             print("ready", flush=True)

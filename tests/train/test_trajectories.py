@@ -1,28 +1,21 @@
 """virl_train.trajectories and virl_train.metrics, without a model: the logged line scores back to its own reward,
-resume truncation, one meaning per action metric in the training log and the eval report."""
+one meaning per action metric in the training log and the eval report (the log format itself:
+tests/data/storage/test_trajectories.py)."""
 
 from __future__ import annotations
 
 import doctest
-import json
 
 import pytest
 
 from tests.conftest import make_record
-from virl_data.types import Box
+from virl_data.core.types import Box
 from virl_train import metrics as metrics_mod
 from virl_train import trajectories as traj_mod
 from virl_train.eval import grounding_metrics
 from virl_train.rewards import RewardConfig, score_record
 from virl_train.score import score_file, score_line
-from virl_train.trajectories import (
-    TrajectoryError,
-    TrajectoryLog,
-    parse_line,
-    read_trajectories,
-    trajectory_row,
-    truncate_steps,
-)
+from virl_train.trajectories import TrajectoryError, TrajectoryLog, parse_line, read_trajectories, trajectory_row
 from virl_train.types import Action, ActionKind, Episode
 
 SIZE = (100, 80)
@@ -80,32 +73,6 @@ def test_rescoring_under_another_preset_reports_what_changed(tmp_path):
     # ep0 right with a hit: 1 + ½·R_rat under full, 1.0 under outcome; the wrong / unanswered ones do not change
     assert other.n_changed == 1 and other.mean_total < other.mean_logged
     assert "1 of 3 totals changed" in other.describe()
-
-
-def test_truncate_keeps_steps_up_to_the_checkpoint_and_drops_a_torn_line(tmp_path):
-    path = tmp_path / "log.jsonl"
-    lines = [json.dumps({"step": s, "k": i}) for s, i in [(1, 0), (1, 1), (2, 0), (3, 0)]]
-    path.write_text("\n".join(lines) + "\n" + '{"step": 4, "k"')  # killed mid-line
-    assert truncate_steps(path, 2) == 3
-    assert [json.loads(x)["step"] for x in path.read_text().splitlines()] == [1, 1, 2]
-    assert truncate_steps(tmp_path / "missing.jsonl", 2) == 0 and not (tmp_path / "missing.jsonl").exists()
-    log = TrajectoryLog(path, resume_step=1)  # resume from step 1, then log step 2 again
-    log.write([{"step": 2, "k": 9}])
-    log.close()
-    kept = [json.loads(x) for x in path.read_text().splitlines()]
-    assert [(x["step"], x["k"]) for x in kept] == [(1, 0), (1, 1), (2, 9)]
-    TrajectoryLog(path, resume_step=0).close()  # a fresh run starts an empty file
-    assert path.read_text() == ""
-    path.write_text('{"step": 1}\nnot json\n{"step": 2}\n')
-    with pytest.raises(TrajectoryError, match="log.jsonl:2"):
-        truncate_steps(path, 1)
-
-
-def test_a_disabled_log_writes_nothing(tmp_path):
-    log = TrajectoryLog(tmp_path / "t.jsonl", enabled=False)
-    log.write([{"step": 1}])
-    log.close()
-    assert not (tmp_path / "t.jsonl").exists()
 
 
 def test_version_and_origin_fields_are_checked():

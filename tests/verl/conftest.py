@@ -17,10 +17,10 @@ from typing import NamedTuple
 import pyarrow.parquet as pq
 import pytest
 
-from virl_data import schema
+from virl_data.core import schema
 from virl_data.export import export
 from virl_data.miners.shapes import ShapesConfig, generate
-from virl_data.types import RationaleRecord, Status
+from virl_data.core.types import RationaleRecord, Status
 
 N_RECORDS = 6
 FAMILIES = ("qwen2_5_vl", "qwen3_vl")

@@ -8,6 +8,6 @@ Each integration is one module and the only one importing its tool's library, im
 - ``virl_data.integrations.labelstudio``: a corpus as Label Studio tasks with the chain as predictions; the task
   layout and the rules turning annotations into reviews (no server needed) are in ``labelstudio_tasks``.
 
-Both turn what a person did into ``virl_data.review.ReviewEdit`` s and merge them with ``review.merge_reviews``:
+Both turn what a person did into ``virl_data.review.merge.ReviewEdit`` s and merge them with ``merge.merge_reviews``:
 append-only, matched by record id, idempotent, every corpus record kept.
 """

@@ -11,7 +11,7 @@ sample field       value
                    step), ``phrase``, ``role``, ``source_ref``; ``bounding_box`` = ``boxconv`` FiftyOne relative xywh
 ``chain_order``    ``Polylines``: one open line through the step centres (a step's union box), for ≥ 2 steps
 ``answer_box``     ``Detections`` with one box labelled ``answer`` for a box answer (``answer_type="box"``: the
-                   answer string's canonical box, ``virl_data.boxanswer``), None otherwise. Shown, not pulled: a
+                   answer string's canonical box, ``virl_data.core.boxanswer``), None otherwise. Shown, not pulled: a
                    corrected box answer is typed into ``answer`` as ``[x1, y1, x2, y2]`` pixels
 fields             ``virl_id``, ``question``, ``answer``, ``answer_type``, ``question_type``, ``source``, ``status``,
                    ``split``, ``n_steps``, ``n_boxes``, ``zoom_need``, ``failed_checks``, ``reasons``,
@@ -20,13 +20,13 @@ tags               ``status:<status>``, ``source:<source>``, ``reason:<code>`` p
 ``virl_pushed``    JSON of the pushed chain and answer (what ``pull`` diffs against)
 =================  ===================================================================================================
 
-The chain and answer pushed are the record's *effective* ones (``review.effective``: its latest correction).
+The chain and answer pushed are the record's *effective* ones (``merge.effective``: its latest correction).
 
 Review in the App or the SDK, then ``pull``: per sample, the tag ``reject`` → verdict ``reject``; the tag ``ok`` (or
 ``accept``) → ``accept``; a changed chain (moved, deleted or added boxes, steps reordered through ``order``) or a
 changed ``answer`` field → ``fix`` carrying the corrected chain/answer; an optional ``review_note`` string field
 becomes the review's note. A sample nobody touched gives no review, so push → pull is the identity, and pulling
-twice changes nothing (``review.merge_reviews`` is idempotent). A sample tagged both ``reject`` and ``ok`` or with
+twice changes nothing (``merge.merge_reviews`` is idempotent). A sample tagged both ``reject`` and ``ok`` or with
 unreadable boxes is listed in ``report.invalid``; a sample whose ``virl_id`` is not in the corpus in
 ``report.unknown_ids``; deleting every box is an invalid correction (``empty_chain``). Deleting a sample is a
 reviewer's decision: its record gets a ``reject`` review noted ``deleted_in_review`` and is listed in
@@ -56,10 +56,11 @@ from pathlib import Path
 from typing import Any
 
 
-from virl_data import boxconv, boxes
-from virl_data.boxanswer import BOX, parse_box
-from virl_data.errors import VirlError
-from virl_data.review import (
+from virl_data.core import boxconv
+from virl_data.core import boxes
+from virl_data.core.boxanswer import BOX, parse_box
+from virl_data.core.errors import VirlError
+from virl_data.review.merge import (
     MergeReport,
     ReviewEdit,
     deletion_review,
@@ -69,7 +70,7 @@ from virl_data.review import (
     pushed_id,
     pushed_to_json,
 )
-from virl_data.types import Box, RationaleRecord, RationaleStep, Review
+from virl_data.core.types import Box, RationaleRecord, RationaleStep, Review
 
 TOOL = "fiftyone"
 CHAIN_FIELD = "chain"
@@ -200,7 +201,7 @@ def crops_to_detections(crops: Sequence[Box], width: float, height: float) -> An
 
 
 def queue_fields(entry: Any, width: float, height: float) -> dict[str, Any]:
-    """The sample fields of a queued record (a ``virl_data.review_queue.QueueEntry``): the policy's crops and their
+    """The sample fields of a queued record (a ``virl_data.review.queue.QueueEntry``): the policy's crops and their
     order line, ``queue_rank``, ``queue_reason``, ``queue_score``, ``queue_<reason>`` per reason score and
     ``policy_answer``."""
     dets, line = crops_to_detections(entry.crops, width, height) if width > 0 and height > 0 else (None, None)
@@ -342,8 +343,8 @@ def _failed(record: RationaleRecord) -> list[tuple[str, str]]:
 
 def _helpers(records: Sequence[RationaleRecord]) -> list[dict[str, Any]]:
     """``n_steps``, ``n_boxes``, ``zoom_need`` per record, computed column-wise by ``curate.with_helpers``."""
-    from virl_data import curate
-    from virl_data.schema import records_to_frame
+    from virl_data.curation import curate
+    from virl_data.core.schema import records_to_frame
 
     frame = curate.with_helpers(records_to_frame(records)).select("n_steps", "n_boxes", "zoom_need").collect()
     return frame.to_dicts()
@@ -438,7 +439,7 @@ def push(
 ) -> PushResult:
     """Write ``records`` to a new FiftyOne dataset ``name`` in batches, with the saved views of ``save_views``.
 
-    ``queue`` (``virl_data.review_queue.QueueEntry`` s) marks the records it lists as queued: the policy's crops as
+    ``queue`` (``virl_data.review.queue.QueueEntry`` s) marks the records it lists as queued: the policy's crops as
     a second set of ordered boxes (``policy``, one colour) beside the chain, the reason as a tag and fields, and the
     saved views ``queue`` (by rank) and ``queue: <reason>``. Pull ignores the policy layer.
 

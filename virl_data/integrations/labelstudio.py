@@ -9,7 +9,7 @@ are only its client. The task layout, the templates and the rules that turn an a
   the project, the chain as predictions in percent coordinates (``boxconv``). Records with an unknown image size or
   a chain longer than the template numbers are skipped with the reason.
 - ``pull``: export every task with its annotations, turn each submitted annotation into a ``Review`` (who: the
-  annotator's email, when: the annotation's ``updated_at``), merge with ``review.merge_reviews`` (append-only,
+  annotator's email, when: the annotation's ``updated_at``), merge with ``merge.merge_reviews`` (append-only,
   idempotent: the mined chain and answer are never overwritten). Unknown ``virl_id`` s and unreadable annotations
   go to the report; no corpus record is ever dropped. A project whose config is not a virl template is refused.
 
@@ -40,7 +40,8 @@ from typing import Any
 
 import orjson
 
-from virl_data.errors import ConfigError
+from virl_data.core.errors import ConfigError
+from virl_data.core.types import RationaleRecord
 from virl_data.integrations import labelstudio_tasks
 from virl_data.integrations.labelstudio_tasks import *  # noqa: F403  (re-exported: see __all__)
 from virl_data.integrations.labelstudio_tasks import (
@@ -56,8 +57,7 @@ from virl_data.integrations.labelstudio_tasks import (
     template_name,
     template_steps,
 )
-from virl_data.review import MergeReport, ReviewEdit, effective, merge_reviews
-from virl_data.types import RationaleRecord
+from virl_data.review.merge import MergeReport, ReviewEdit, effective, merge_reviews
 
 BATCH = 500  # tasks per import request
 URL_SOURCE, KEY_SOURCE = "--url / LABEL_STUDIO_URL", "--api-key / LABEL_STUDIO_API_KEY"
@@ -312,7 +312,7 @@ def push(
     """Import ``records`` as tasks of project ``project`` (created with ``template`` when missing), skipping records
     whose id the project already holds. Images by ``image_url_prefix``, else through a local-files storage on
     ``image_root`` (inside ``document_root``). Except for ``draw_chain``, tasks carry the chain as predictions.
-    ``queue`` (``virl_data.review_queue.QueueEntry`` s, template ``review_queue``) adds to each listed record's task
+    ``queue`` (``virl_data.review.queue.QueueEntry`` s, template ``review_queue``) adds to each listed record's task
     why it is queued and the policy's crops as a read-only layer; pull reads only the chain layer, as always."""
     started = time.perf_counter()
     max_steps = template_steps(load_template(template))

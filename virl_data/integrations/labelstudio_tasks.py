@@ -7,7 +7,7 @@ task field         value
 =================  ===================================================================================================
 ``image``          ``/data/local-files/?d=<path under the document root>`` (local-files storage) or
                    ``<image_url_prefix>/<record.image.path>``
-``question``       the question; ``answer`` the record's effective answer (``review.effective``)
+``question``       the question; ``answer`` the record's effective answer (``merge.effective``)
 ``chain_text``     the pushed chain in words: ``1. small square | 2. large circle (2 boxes)``
 ``virl_id``        the record id (how ``pull`` finds the record)
 ``virl_pushed``    JSON of the pushed chain and answer (what ``pull`` diffs against)
@@ -30,7 +30,8 @@ annotation's author (their email) at its ``updated_at`` time:
 - boxes moved, deleted, added or renumbered, or a corrected answer that differs → ``fix`` with the corrected chain
   and/or answer, whatever the verdict (``accept`` on an edited chain accepts the edit);
 - a box answer: an ``answer_box`` rectangle (moved, or drawn on a ``draw_chain`` task) is the corrected answer,
-  written as the canonical box string (``virl_data.boxanswer``) unless an answer was also typed (the typed one wins);
+  written as the canonical box string (``virl_data.core.boxanswer``) unless an answer was also typed (the typed one
+  wins);
 - verdict ``accept`` with nothing changed → ``accept`` (a person vouched for the record: status becomes reviewed);
 - no verdict and nothing changed → no review; verdict ``fix`` with nothing changed → listed in ``report.invalid``.
 
@@ -57,11 +58,11 @@ from pathlib import Path
 from typing import Any
 
 
-from virl_data import boxconv
-from virl_data.boxanswer import BOX, format_box, parse_box
-from virl_data.errors import BoxConventionError, ConfigError, VirlError
-from virl_data.review import VERDICTS, ReviewEdit, effective, pushed_from_json, pushed_to_json
-from virl_data.types import Box, RationaleRecord, RationaleStep, Review
+from virl_data.core import boxconv
+from virl_data.core.boxanswer import BOX, format_box, parse_box
+from virl_data.core.errors import BoxConventionError, ConfigError, VirlError
+from virl_data.review.merge import VERDICTS, ReviewEdit, effective, pushed_from_json, pushed_to_json
+from virl_data.core.types import Box, RationaleRecord, RationaleStep, Review
 
 TOOL = "labelstudio"
 TEMPLATES = ("review_chain", "draw_chain", "review_queue")
@@ -312,7 +313,7 @@ def record_to_task(
     record: RationaleRecord, image_url: str, *, predictions: bool, entry: Any | None = None
 ) -> dict[str, Any]:
     """One record → a Label Studio task (fields in the module docstring); ``predictions`` pre-draws its chain. A
-    queue ``entry`` (``virl_data.review_queue.QueueEntry``) adds ``queue_text`` and the policy's crops as read-only
+    queue ``entry`` (``virl_data.review.queue.QueueEntry``) adds ``queue_text`` and the policy's crops as read-only
     ``policy`` regions to the same prediction."""
     eff = effective(record)
     data = {"image": image_url, "question": record.question, "answer": eff.answer, "chain_text": chain_text(eff.chain),

@@ -5,8 +5,8 @@ Every miner is a generator function ``mine(*, <the source's files as keyword pat
 
 - records come out with ``status=MINED``, or ``REJECTED`` with a ``mining`` check naming the reason (unknown object
   ids, ambiguous referents, unknown image size...), so counts in = counts out;
-- boxes are canonical (absolute-pixel ``x1, y1, x2, y2`` on the original image, converted by ``virl_data.boxconv``),
-  image paths are relative to the image root, ids come from ``types.record_id(source, *native_ids)``,
+- boxes are canonical (absolute-pixel ``x1, y1, x2, y2`` on the original image, converted by
+  ``virl_data.core.boxconv``), image paths are relative to the image root, ids come from ``types.record_id(source, *native_ids)``,
   ``provenance.miner`` is ``"<name>@<version>"``;
 - a miner streams and never writes the corpus itself: ``corpus.write`` does. Unreadable files raise
   ``CorpusReadError`` naming the file.

@@ -9,8 +9,8 @@ from typing import Any
 
 from PIL import Image
 
-from virl_data.errors import ConfigError
-from virl_data.types import CheckResult, ImageRef, Status
+from virl_data.core.errors import ConfigError
+from virl_data.core.types import CheckResult, ImageRef, Status
 
 
 def mining_outcome(reasons: Iterable[str]) -> dict[str, Any]:

@@ -15,7 +15,7 @@ Example:
     >>> expect([{"width": 5, "height": 5, "objects": {}}], "x.json", role="questions", expected=["GQA questions"])
     Traceback (most recent call last):
     ...
-    virl_data.errors.WrongFileKind: the questions file x.json looks like GQA scene graphs, not GQA questions
+    virl_data.core.errors.WrongFileKind: the questions file x.json looks like GQA scene graphs, not GQA questions
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from itertools import islice
 from pathlib import Path
 from typing import Any, TypeVar
 
-from virl_data.errors import WrongFileKind
+from virl_data.core.errors import WrongFileKind
 
 SAMPLE = 20
 """How many leading entries of an input are looked at."""

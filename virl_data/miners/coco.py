@@ -54,11 +54,12 @@ from typing import Any
 import numpy as np
 import orjson
 
-from virl_data import boxconv, boxes
-from virl_data.errors import ConfigError, CorpusReadError, VirlError
+from virl_data.core import boxconv
+from virl_data.core import boxes
+from virl_data.core.errors import ConfigError, CorpusReadError, VirlError
 from virl_data.miners._common import check_limit, image_side, mining_outcome, size_from_files
 from virl_data.miners._kinds import expect, identify
-from virl_data.types import (
+from virl_data.core.types import (
     Box,
     ImageRef,
     Provenance,
@@ -66,6 +67,8 @@ from virl_data.types import (
     RationaleStep,
     record_id,
 )
+from virl_data.miners._common import check_limit, mining_outcome, size_from_files
+from virl_data.miners._kinds import expect, identify
 
 SOURCE = "coco"
 MINER = "coco@1"

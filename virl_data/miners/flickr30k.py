@@ -53,9 +53,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from virl_data.errors import CorpusReadError, WrongFileKind
+from virl_data.core.errors import CorpusReadError, WrongFileKind
 from virl_data.miners._common import check_limit, image_side, mining_outcome, size_from_files
-from virl_data.types import (
+from virl_data.core.types import (
     Box,
     ImageRef,
     Provenance,
@@ -63,6 +63,7 @@ from virl_data.types import (
     RationaleStep,
     record_id,
 )
+from virl_data.miners._common import check_limit, mining_outcome, size_from_files
 
 SOURCE = "flickr30k"
 MINER = "flickr30k@1"

@@ -66,11 +66,11 @@ import numpy as np
 import orjson
 from PIL import Image
 
-from virl_data import boxconv
-from virl_data.errors import BoxConventionError, CorpusReadError
+from virl_data.core import boxconv
+from virl_data.core.errors import BoxConventionError, CorpusReadError
 from virl_data.miners._common import check_limit, image_side, mining_outcome, size_out_of_range
 from virl_data.miners._kinds import expect
-from virl_data.types import (
+from virl_data.core.types import (
     Box,
     ImageRef,
     Provenance,
@@ -78,6 +78,8 @@ from virl_data.types import (
     RationaleStep,
     record_id,
 )
+from virl_data.miners._common import check_limit, mining_outcome
+from virl_data.miners._kinds import expect
 
 SOURCE = "gqa"
 MINER = "gqa@1"

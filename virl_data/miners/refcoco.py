@@ -16,7 +16,7 @@ One record per expression (a Ground-R1 line lists all expressions of one ref and
   the left of the stack.", "on the under one ...") and no template reads well for all of them;
 - ``answer`` (``answer="box"``, the default): the referent's box, the grounding being the point of these records:
   ``answer_type="box"`` and the answer string is the box in the canonical convention (``boxanswer.format_box``:
-  ``"[10, 20, 110, 70]"``), scored by IoU (``virl_train.answers.score_answer``). The expression stays in the
+  ``"[10, 20, 110, 70]"``), scored by IoU (``virl_data.core.answers.score_answer``). The expression stays in the
   question only, so the answer cannot be read off the question. With ``answer="phrase"`` the answer is the
   expression's target phrase instead (``parse_expression``, ``answer_type="object"``): the words before the first
   relation word ("next to", "on", "of", "holding" ...), without determiners and position words, lower-cased:
@@ -66,12 +66,12 @@ from typing import Any
 
 import orjson
 
-from virl_data import boxconv
-from virl_data.boxanswer import BOX, format_box
-from virl_data.errors import ConfigError, CorpusReadError
+from virl_data.core import boxconv
+from virl_data.core.boxanswer import BOX, format_box
+from virl_data.core.errors import ConfigError, CorpusReadError
 from virl_data.miners._common import check_limit, image_side, mining_outcome, size_from_files, size_out_of_range
 from virl_data.miners._kinds import expect_stream
-from virl_data.types import (
+from virl_data.core.types import (
     Box,
     ImageRef,
     Provenance,
@@ -79,6 +79,8 @@ from virl_data.types import (
     RationaleStep,
     record_id,
 )
+from virl_data.miners._common import check_limit, mining_outcome, size_from_files
+from virl_data.miners._kinds import expect_stream
 
 SOURCE = "refcoco"
 MINER = "refcoco@2"

@@ -56,8 +56,8 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw
 
-from virl_data.errors import ConfigError
-from virl_data.types import (
+from virl_data.core.errors import ConfigError
+from virl_data.core.types import (
     Box,
     ImageRef,
     Provenance,

@@ -57,11 +57,11 @@ from typing import Any
 
 import orjson
 
-from virl_data import boxconv
-from virl_data.errors import CorpusReadError
+from virl_data.core import boxconv
+from virl_data.core.errors import CorpusReadError
 from virl_data.miners._common import check_limit, image_side, mining_outcome, size_from_files, size_out_of_range
 from virl_data.miners._kinds import expect
-from virl_data.types import (
+from virl_data.core.types import (
     Box,
     ImageRef,
     Provenance,
@@ -69,6 +69,8 @@ from virl_data.types import (
     RationaleStep,
     record_id,
 )
+from virl_data.miners._common import check_limit, mining_outcome, size_from_files
+from virl_data.miners._kinds import expect
 
 MINER = "treebench@1"
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".JPG", ".JPEG", ".PNG")

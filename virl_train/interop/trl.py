@@ -14,7 +14,7 @@ What TRL gets::
   and the box convention spelled out for this image as the model sees it (``virl_train.env.system_prompt``). Its
   one tool, ``crop(bbox_2d)``, takes
   the box in the model family's own convention and runs it through the SAME ``CropEnv.step`` as ``virl-train``
-  (the JSON tool-call parser of ``virl_train.actions``, ``virl_data.boxconv``, the crop rules and the action budget):
+  (the JSON tool-call parser of ``virl_train.actions``, ``virl_data.core.boxconv``, the crop rules and the action budget):
   a valid box returns ``[text, image]`` content blocks (the crop reaches the model as an image), an invalid one
   returns the env's ``<crop_error>`` text, never an exception. Each call is recorded.
 - **Episode**: after generation, ``episode_of(env, completion)`` turns TRL's message list into the ``Episode``
@@ -48,7 +48,7 @@ TRL passes images of tool responses to the model only for families whose image t
 
 Example (no TRL needed; a row of the ``trl`` export, here built from a shapes-world record):
     >>> from virl_data.miners.shapes import ShapesConfig, generate, make_scene, render_scene
-    >>> from virl_data.schema import record_to_row
+    >>> from virl_data.core.schema import record_to_row
     >>> cfg = ShapesConfig(image_size=(224, 224))
     >>> rec = next(generate(1, seed=0, config=cfg))
     >>> row = {**record_to_row(rec), "image_ref": record_to_row(rec)["image"],
@@ -72,12 +72,12 @@ from typing import Any
 import orjson
 from PIL import Image
 
-from virl_data import boxconv
-from virl_data.boxanswer import BOX
-from virl_data.errors import ConfigError, VirlError
-from virl_data.review import effective
-from virl_data.schema import record_from_row
-from virl_data.types import RationaleRecord
+from virl_data.core import boxconv
+from virl_data.core.boxanswer import BOX
+from virl_data.core.errors import ConfigError, VirlError
+from virl_data.review.merge import effective
+from virl_data.core.schema import record_from_row
+from virl_data.core.types import RationaleRecord
 from virl_train.actions import ERRORS, parse_turn
 from virl_train.env import ERROR_TEXT, LAST_TEXT, CropEnv, question_text, system_prompt
 from virl_train.rewards import FULL, RewardConfig, label_credit, score_record
@@ -174,7 +174,7 @@ def _limit_text(max_actions: int) -> str:
 
 
 def _row_record(row: Mapping[str, Any]) -> tuple[RationaleRecord, Image.Image]:
-    """The record (``virl_data.schema.record_from_row`` + reviewed corrections) and the RGB image of a row."""
+    """The record (``virl_data.core.schema.record_from_row`` + reviewed corrections) and the RGB image of a row."""
     try:
         record = effective(record_from_row(row))
     except (KeyError, TypeError, ValueError) as exc:

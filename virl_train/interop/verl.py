@@ -4,7 +4,7 @@ verl's reward loop calls ``compute_score(data_source=..., solution_str=..., grou
 per rollout, with ``solution_str`` the decoded response of its tool agent loop (special tokens skipped) and
 ``ground_truth`` the row's ``reward_model.ground_truth`` as ``virl-data export --format verl`` wrote it (JSON: gold
 answer, chain in ORIGINAL pixels, image size, the family's box convention and crop settings;
-``virl_data.export_verl``). Point the trainer at it with::
+``virl_data.export.verl``). Point the trainer at it with::
 
     reward.custom_reward_function.path=pkg://virl_train.interop.verl
     reward.custom_reward_function.name=compute_score
@@ -15,7 +15,7 @@ From the response to the episode ``score_episode`` judges (the rollout's rules, 
 1. every ``<tool_call>…</tool_call>`` block, in order, is one visual action (verl's Hermes parser executes each
    block it decodes); its text goes through ``actions.parse_turn(fmt="json")`` in the family's convention
    (``qwen25_abs_resized`` against the ``resized`` view, ``qwen3_norm1000``…), so a crop's box arrives in original
-   pixels via ``virl_data.boxconv``, and a malformed call is INVALID (its error code);
+   pixels via ``virl_data.core.boxconv``, and a malformed call is INVALID (its error code);
 2. as ``CropEnv.step`` judges it: a crop whose region the env would refuse (``CropEnv.crop_view``) is INVALID
    ``aspect_ratio``; the first action beyond ``max_actions`` (a crop there is INVALID ``action_limit``) ends the
    episode without an answer, as the env ends it (the crop tool answers it with the env's ``action_limit`` error);
@@ -52,9 +52,9 @@ from typing import Any
 
 import orjson
 
-from virl_data.boxanswer import BOX
-from virl_data.errors import ConfigError
-from virl_data.types import Box
+from virl_data.core.boxanswer import BOX
+from virl_data.core.errors import ConfigError
+from virl_data.core.types import Box
 from virl_train.actions import parse_turn
 from virl_train.env import CropEnv
 from virl_train.rewards import RewardConfig, score_episode

@@ -11,14 +11,14 @@ Imports verl (and so torch): only the verl venv and verl's rollout workers load 
 One call ``crop(bbox_2d=[x1, y1, x2, y2])`` is one ``CropEnv.step`` of the tool-call text ``{"name": "crop",
 "arguments": {...}}``: the box is read in the family's convention (``qwen25_abs_resized``: absolute pixels of the
 smart-resized view the model saw; ``qwen3_norm1000``: 0-``scale`` relative), converted to original pixels by
-``virl_data.boxconv``, grown to ``min_crop``, cut from the ORIGINAL image and resized as the env does. The response
+``virl_data.core.boxconv``, grown to ``min_crop``, cut from the ORIGINAL image and resized as the env does. The response
 is ``ToolResponse(image=[crop], text=<crop_result>…)``, or the env's ``<crop_error>…`` text alone for an invalid
 box. So the tool shows exactly what ``virl-train``'s own rollout shows, and ``compute_score``
 (``virl_train.interop.verl``) judges the same actions.
 
 Settings: the tool YAML's ``config`` (defaults), overridden per row by ``create_kwargs``
 (``extra_info.tools_kwargs.crop.create_kwargs`` of ``virl-data export --format verl``): the fields of
-``virl_data.export_verl.CropSettings``. The original image: ``create_kwargs["image"]`` (bytes, path or PIL image)
+``virl_data.export.verl.CropSettings``. The original image: ``create_kwargs["image"]`` (bytes, path or PIL image)
 when given, else the first image of the trajectory's prompt (``agent_data.messages``, as ``RLHFDataset`` decoded it).
 
 State: verl 0.9.1 runs create → execute → release for every call, so the episode's env (its action budget) is kept
@@ -39,8 +39,8 @@ from PIL import Image
 from verl.tools.base_tool import BaseTool
 from verl.tools.schemas import OpenAIFunctionToolSchema, ToolResponse
 
-from virl_data.errors import ConfigError
-from virl_data.export_verl import TOOL_NAME, CropSettings
+from virl_data.core.errors import ConfigError
+from virl_data.export.verl import TOOL_NAME, CropSettings
 from virl_train.actions import ERRORS
 from virl_train.env import ERROR_TEXT, CropEnv
 

@@ -20,7 +20,7 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from virl_data.errors import ConfigError
+from virl_data.core.errors import ConfigError
 from virl_train.models.base import EncodedImage, Family, TokenIds
 from virl_train.models.idefics3 import Idefics3
 from virl_train.models.qwen2_vl import Qwen2VL, Qwen25VL

@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from PIL import Image
 
-from virl_data.errors import ConfigError
+from virl_data.core.errors import ConfigError
 
 if TYPE_CHECKING:
     from virl_train.config import ModelConfig

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from PIL import Image
 
-from virl_data.errors import ConfigError
+from virl_data.core.errors import ConfigError
 from virl_train.models.base import EncodedImage, Family, TokenIds, finish_tiny, seeded, tiny_dims, tiny_tokenizer
 
 if TYPE_CHECKING:

@@ -1,0 +1,103 @@
+"""Block planning (virl_data/engines/blocks.py), without any engine: the blocks of a source, mined one by one and put in
+``_seq`` order, are exactly the whole-file miner's frame; each GQA block holds whole images and only their scene
+graphs; VG blocks carry their images' sizes from image_data.json."""
+
+from __future__ import annotations
+
+import doctest
+import random
+from pathlib import Path
+
+import orjson
+import polars as pl
+import pytest
+from polars.testing import assert_frame_equal
+
+from virl_data.core.errors import ConfigError
+from virl_data.core.schema import records_to_frame
+from virl_data.engines import blocks
+from virl_data.miners import coco, gqa, vg
+
+GQA_SAMPLE = "gqa/train_domiknows_sample"
+
+
+def _gqa_with_duplicates(shared_data: Path, folder: Path, seed: int = 0) -> Path:
+    """The GQA sample's questions plus re-asked copies of five, shuffled (an image's questions spread out)."""
+    questions = orjson.loads((shared_data / GQA_SAMPLE / "train_balanced_questions_sample.json").read_bytes())
+    items = list(questions.items())
+    items += [(f"dup{qid}", {**q, "question": q["question"].upper() + "  "}) for qid, q in items[:5]]
+    random.Random(seed).shuffle(items)
+    path = folder / "train_questions.json"
+    path.write_bytes(orjson.dumps(dict(items)))
+    return path
+
+
+def test_docstring_examples():
+    assert doctest.testmod(blocks).failed == 0
+
+
+def _from_blocks(miner: str, options: dict, block_size: int, limit: int | None = None):
+    planned = list(blocks.plan_blocks(miner, options, block_size=block_size, limit=limit))
+    mined = pl.concat([blocks.mine_block(b.payload) for b in planned]).sort(blocks.SEQ)
+    return planned, mined.drop(blocks.SEQ)
+
+
+def test_gqa_blocks_hold_whole_images_and_only_their_scene_graphs(shared_data, tmp_path):
+    questions = _gqa_with_duplicates(shared_data, tmp_path, seed=1)
+    graphs = shared_data / GQA_SAMPLE / "train_sceneGraphs_sample.json"
+    options = {"questions": questions, "scene_graphs": graphs}
+    planned, mined = _from_blocks("gqa", options, block_size=3)
+    whole = records_to_frame(gqa.mine(questions=questions, scene_graphs=graphs))
+    assert_frame_equal(mined, whole)
+    seen: set[str] = set()
+    for b in planned:
+        payload = orjson.loads(b.payload)
+        ids = {q["imageId"] for _, _, q in payload["questions"]}
+        assert set(payload["graphs"]) == ids and not ids & seen  # its images' graphs only; no image in two blocks
+        seen |= ids
+    _, limited = _from_blocks("gqa", options, block_size=3, limit=7)
+    assert_frame_equal(limited, whole.head(7))
+
+
+def test_vg_blocks_mine_what_the_whole_file_miner_mines(shared_data, tmp_path):
+    data = shared_data / "visual_genome"
+    sizes = tmp_path / "image_data.json"  # VG's own sizes file: image 1 sized, image 2 not
+    sizes.write_bytes(orjson.dumps([{"image_id": 1, "width": 800, "height": 600, "url": "x/VG_100K/1.jpg"}]))
+    for image in ("image1", "image2"):
+        for extra in ({}, {"image_data": sizes}):
+            options = {"relationships": data / f"relationships_{image}.json",
+                       "attributes": data / f"attributes_{image}.json", **extra}
+            _, mined = _from_blocks("vg", options, block_size=1)
+            assert_frame_equal(mined, records_to_frame(vg.mine(**options)))
+            if extra and image == "image1":
+                assert (mined["status"] == "mined").any()  # sized by image_data: not all rejected
+
+
+def test_frame_blocks_and_planner_errors():
+    frame = pl.DataFrame({"id": list("abcde")})
+    assert [b[blocks.SEQ].to_list() for b in blocks.frame_blocks(frame, 2)] == [[0, 1], [2, 3], [4]]
+    assert blocks.frame_blocks(frame.head(0), 2)[0].height == 0
+    assert not blocks.plannable("refcoco") and blocks.plannable("gqa")
+    with pytest.raises(ConfigError, match="no block planner"):
+        blocks.plan_blocks("refcoco", {})
+    with pytest.raises(ConfigError, match="block_size"):
+        blocks.plan_blocks("gqa", {}, block_size=0)
+
+
+@pytest.mark.parametrize("instances", [
+    "mmpose_person_keypoints_val2017/test_coco.json",      # COCO json with images block and categories
+    "llava_caps_boxes_val2014/caps_boxes_coco2014_val_80.jsonl",  # LLaVA caps_boxes lines
+])
+def test_coco_blocks_mine_what_the_whole_file_miner_mines(shared_data, instances):
+    path = shared_data / "coco" / instances
+    images = path.parent / "images"
+    options = {"instances": path, "small_frac": 0.02}
+    kwargs = {"images": images} if images.is_dir() else {}
+    planned = list(blocks.plan_blocks("coco", options, block_size=8))  # one image per block
+    assert len(planned) > 1 and blocks.in_order(planned)
+    mined = pl.concat([blocks.mine_block(b.payload, kwargs.get("images")) for b in planned]).sort(blocks.SEQ)
+    whole = records_to_frame(coco.mine(**options, **kwargs))
+    assert whole.height > 0
+    assert_frame_equal(mined.drop(blocks.SEQ), whole)
+    with pytest.raises(ConfigError, match="small_frac"):
+        list(blocks.plan_blocks("coco", {**options, "small_frac": 2.0}))

@@ -1,0 +1,156 @@
+"""The Ray engine gives the local engine's corpus: same rows (ids, statuses, check reasons, chains, splits) in the
+same order, the same stage counts and rejection reasons, the same exports; on the real samples, the demo world and
+pipelines whose checks open images. One local Ray instance serves the whole session (starting one costs seconds).
+The block planners alone are tested in test_blocks.py."""
+
+from __future__ import annotations
+
+import dataclasses
+import shutil
+from pathlib import Path
+
+import datasets
+import polars as pl
+import pytest
+import yaml
+from polars.testing import assert_frame_equal
+from typer.testing import CliRunner
+
+from tests.conftest import REPO
+from tests.data.engines.test_blocks import GQA_SAMPLE, _gqa_with_duplicates
+from virl_data.cli import app
+from virl_data.engines import blocks
+from virl_data.engines.pipeline import RunReport, load_pipeline, pipeline_from_dict, run_pipeline
+from virl_data.storage import corpus
+
+ray = pytest.importorskip("ray", reason="the Ray engine needs the [ray] extra")
+from virl_data.engines.ray import local_runtime_env, run_pipeline_ray  # noqa: E402
+
+PIPELINES = REPO / "pipelines"
+
+
+@pytest.fixture(scope="session")
+def ray_instance():
+    """One local Ray instance for the session, stopped after it."""
+    if ray.is_initialized():  # someone else's instance: use it, leave it up
+        yield
+        return
+    ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR", log_to_driver=False,
+             runtime_env=local_runtime_env(), object_store_memory=256 * 1024 * 1024)
+    yield
+    ray.shutdown()
+
+
+def _stage_rows(report: RunReport) -> list[tuple]:
+    """Everything a stage reports but its seconds; export details name the run folder, so it is cut out."""
+    return [(s.name, s.n_in, s.n_out, s.removed, s.detail.replace(str(report.out), "OUT")) for s in report.stages]
+
+
+def assert_same_run(local: RunReport, on_ray: RunReport) -> None:
+    """The two runs wrote the same corpora (row for row) and reported the same stages and rejection reasons."""
+    assert _stage_rows(local) == _stage_rows(on_ray)
+    assert local.rejection_reasons == on_ray.rejection_reasons
+    for name in ("mined", "verified", "curated"):
+        assert local.paths[name].suffix == ".parquet" and on_ray.paths[name].is_dir()
+        assert_frame_equal(corpus.read(local.paths[name]), corpus.read(on_ray.paths[name]))
+
+
+def _both(cfg, tmp_path: Path, **ray_kwargs) -> tuple[RunReport, RunReport]:
+    local = run_pipeline(cfg, out=tmp_path / "local")
+    on_ray = run_pipeline_ray(cfg, out=tmp_path / "ray", **ray_kwargs)
+    return local, on_ray
+
+
+# --- equivalence on the real samples, the demo world and image checks ---------------------------------------------
+def test_gqa_sample_with_filters_duplicates_and_shuffled_blocks(ray_instance, shared_data, tmp_path):
+    questions = _gqa_with_duplicates(shared_data, tmp_path)
+    cfg = pipeline_from_dict({
+        "name": "gqa_dups",
+        "source": {"miner": "gqa", "options": {
+            "questions": str(questions),
+            "scene_graphs": str(shared_data / GQA_SAMPLE / "train_sceneGraphs_sample.json")}},
+        "filters": ["pl.col('n_steps') >= 2", "pl.col('n_boxes') <= 6"],
+        "split": {"ratios": {"train": 0.5, "val": 0.25, "test": 0.25}, "seed": 3},
+        "export": [{"format": "parquet"}, {"format": "jsonl"}],
+    })
+    assert not blocks.in_order(blocks.plan_blocks("gqa", cfg.source.options, block_size=4))
+    local, on_ray = _both(cfg, tmp_path, block_size=4)
+    assert_same_run(local, on_ray)
+    assert on_ray.stage("dedup").removed["duplicate"] >= 1  # the re-asked copies that passed the checks
+    assert on_ray.stage("filter").n_removed >= 1
+    assert on_ray.config["engine"]["blocks"] > 3
+    assert len(list(on_ray.paths["mined"].glob("*.parquet"))) > 3  # several shards: their read order is checked
+    for fmt in ("parquet", "jsonl"):
+        files = sorted(p.name for p in (tmp_path / "local" / "export" / fmt).iterdir())
+        assert files == sorted(p.name for p in (tmp_path / "ray" / "export" / fmt).iterdir())
+        for name in files:
+            assert (tmp_path / "local" / "export" / fmt / name).read_bytes() == \
+                (tmp_path / "ray" / "export" / fmt / name).read_bytes()
+
+
+def test_shipped_gqa_and_vg_pipelines_on_the_real_samples(ray_instance, shared_data, tmp_path):
+    for name in ("gqa", "vg"):  # the YAMLs reach the samples as ../../shared/data
+        local, on_ray = _both(load_pipeline(PIPELINES / f"{name}.yaml"), tmp_path / name, block_size=3)
+        assert_same_run(local, on_ray)
+        assert on_ray.stage("mine").n_out > 0
+
+
+def test_coco_sample_with_image_checks_and_damaged_images(ray_instance, shared_data, tmp_path):
+    """COCO with its images, two of them damaged (one unreadable, one gone): image_readable opens every image (on
+    the Ray workers) and rejects the same records under both engines; the HF exports hold the same records."""
+    cfg = load_pipeline(PIPELINES / "coco.yaml")
+    images = tmp_path / "images"
+    shutil.copytree(cfg.source.images, images)
+    damaged = sorted(p for p in images.rglob("*") if p.is_file())[:2]
+    damaged[0].write_bytes(b"not a jpeg")
+    damaged[1].unlink()
+    cfg = dataclasses.replace(cfg, source=dataclasses.replace(cfg.source, images=str(images)))
+    local, on_ray = _both(cfg, tmp_path, block_size=7)
+    assert_same_run(local, on_ray)
+    assert corpus.image_root(on_ray.paths["curated"]).resolve() == images.resolve()
+    reasons = {r["reason_code"] for r in on_ray.rejection_reasons if r["check"] == "image_readable"}
+    assert reasons == {"image_missing", "image_unreadable"}
+    checks = corpus.read(on_ray.paths["verified"]).select(pl.col("checks").explode()).unnest("checks")
+    opened = checks.filter(pl.col("name") == "image_readable")
+    assert opened.height == on_ray.stage("mine").n_out and not opened["skipped"].any()
+    local_hf = datasets.load_from_disk(str(tmp_path / "local" / "export" / "hf"))
+    ray_hf = datasets.load_from_disk(str(tmp_path / "ray" / "export" / "hf"))
+    assert list(local_hf) == list(ray_hf) and len(ray_hf) > 0
+    for split in local_hf:
+        assert ray_hf[split]["id"] == local_hf[split]["id"]
+
+
+def test_demo_world(ray_instance, tmp_path):
+    """The shipped demo pipeline (rendered shapes images, checked by opening them; HF and Parquet exports)."""
+    cfg = load_pipeline(PIPELINES / "demo.yaml")
+    cfg = dataclasses.replace(cfg, source=dataclasses.replace(cfg.source, limit=80))
+    local, on_ray = _both(cfg, tmp_path, block_size=16)
+    assert_same_run(local, on_ray)
+    assert on_ray.config["engine"]["blocks"] == 5
+    local_hf = datasets.load_from_disk(str(tmp_path / "local" / "export" / "hf"))
+    ray_hf = datasets.load_from_disk(str(tmp_path / "ray" / "export" / "hf"))
+    for split in local_hf:
+        assert ray_hf[split]["id"] == local_hf[split]["id"]
+        assert ray_hf[split]["chain"] == local_hf[split]["chain"]
+
+
+# --- the command line ------------------------------------------------------------------------------------------------
+def test_cli_run_engine_ray(ray_instance, tmp_path):
+    path = tmp_path / "tiny.yaml"
+    path.write_text(yaml.safe_dump({"name": "tiny", "source": {"miner": "shapes", "options": {"seed": 3}, "limit": 12},
+                                    "export": [{"format": "jsonl"}]}))
+    result = CliRunner().invoke(app, ["run", str(path), "--engine", "ray", "--out", str(tmp_path / "run")])
+    assert result.exit_code == 0, result.output
+    assert "export:jsonl" in result.output and (tmp_path / "run" / "corpus" / "curated").is_dir()
+    assert corpus.read(tmp_path / "run" / "corpus" / "mined").height == 12
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--engine", "spark"], "--engine must be 'local' or 'ray'"),
+    (["--num-cpus", "2"], "apply to --engine ray only"),
+])
+def test_cli_run_engine_errors_are_one_line(tmp_path, args, message):
+    path = tmp_path / "tiny.yaml"
+    path.write_text(yaml.safe_dump({"name": "tiny", "source": {"miner": "shapes", "limit": 2}}))
+    result = CliRunner().invoke(app, ["run", str(path), *args])
+    assert result.exit_code == 2 and message in " ".join(result.output.split())
