@@ -4,7 +4,8 @@ The packages follow the flow, each importing only those below it (import-linter 
 
     cli/           the ``virl-data`` command line: one module per command group
     integrations/  FiftyOne, Label Studio (push a corpus, pull reviews)  |  engines/  local and Ray pipelines
-    review/        merge reviews, rank the review queue, diff, corrupt   |  export/   HF, Parquet, JSONL, COCO
+    export/        HF, Parquet, JSONL, COCO, TRL and verl exports (records as reviewers corrected them)
+    review/        merge reviews, rank the review queue, diff, corrupt
     curation/      checks (accept / reject with reasons), curate (stats, filter, dedup, split)
     miners/        one module per source dataset                         |  storage/  corpus files, trajectory logs
     core/          the record types, schema, boxes, box conventions, answers, errors
