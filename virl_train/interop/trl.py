@@ -46,7 +46,9 @@ What TRL gets::
 TRL passes images of tool responses to the model only for families whose image token it knows (``<|image_pad|>``,
 ``<|image|>``): Qwen2-VL, Qwen2.5-VL, Qwen3-VL; ``crop_environment`` refuses the others (Idefics3's ``<image>``).
 
-Example (no TRL needed; a row of the ``trl`` export, here built from a shapes-world record):
+The example needs no TRL; its row is one of the ``trl`` export's, built here from a shapes-world record.
+
+Example:
     >>> from virl_data.miners.shapes import ShapesConfig, generate, make_scene, render_scene
     >>> from virl_data.core.schema import record_to_row
     >>> cfg = ShapesConfig(image_size=(224, 224))
