@@ -373,4 +373,5 @@ def reference_loss(policy: Policy, rollouts: Sequence[Rollout]) -> float:
         policy.model.train(was)
 
 
-__all__ = ["EXTRA_KINDS", "crop_text", "empty_box", "extra_actions", "model_box", "nll_loss", "reference_loss", "reference_rollout", "reference_turns", "sft"]
+__all__ = ["EXTRA_KINDS", "crop_text", "empty_box", "extra_actions", "model_box", "nll_loss", "reference_loss",
+           "reference_rollout", "reference_turns", "sft"]

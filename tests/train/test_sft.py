@@ -179,7 +179,8 @@ def test_extra_actions_are_drawn_per_record_at_their_shares_and_avoid_the_ration
     recs = [make_record(i) for i in range(400)]
     drawn = [extra_actions(r, {"redundant": 0.5, "erroneous": 0.25}, 0) for r in recs]
     assert drawn == [extra_actions(r, {"redundant": 0.5, "erroneous": 0.25}, 0) for r in recs]  # a function of id+seed
-    assert 0.42 < sum("redundant" in d for d in drawn) / 400 < 0.58 and 0.18 < sum("erroneous" in d for d in drawn) / 400 < 0.32
+    assert 0.42 < sum("redundant" in d for d in drawn) / 400 < 0.58
+    assert 0.18 < sum("erroneous" in d for d in drawn) / 400 < 0.32
     assert 0.07 < sum(len(d) == 2 for d in drawn) / 400 < 0.19  # independent draws: both at about 0.5 x 0.25
     assert not any(extra_actions(r, None, 0) for r in recs)
     # where the mirror image of the box is taken, a free place of the same size is used instead
