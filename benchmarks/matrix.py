@@ -11,7 +11,8 @@ two tasks made for what the one-step ablation cannot show (``TASKS``):
 - ``wander`` (issue 25, reward 3): one shape per image (``learning.TASK_ONE``), SFT references with *wasted* actions,
   answer kept (``virl_train.sft``'s ``extras``): a *redundant* repeat of the rationale crop after it (share
   ``--sft-redundant``, 0.6) and an *erroneous* crop of the empty opposite cell before it (``--sft-erroneous``, 0.6),
-  drawn independently; ``env.max_actions`` 3. The start so samples ~2.2 actions per episode, ~55 % of them wasted.
+  drawn independently; ``env.max_actions`` 3. The references so carry 2.2 actions on average, 55 % of them wasted
+  (a start that learns those odds crops 3 times when greedy: each extra is more likely than not).
   Only (d)'s per-action credit charges a redundant crop (−β_red, and η·Â_k on its tokens): under (b) and (c) a
   repeat leaves R_rat and Φ unchanged, so it costs nothing.
 - ``two-hop``: "what colour is the shape right of / left of / above / below the <named shape>?" on 2-3 shapes in a
