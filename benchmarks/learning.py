@@ -69,7 +69,11 @@ start that always zooms on the whole image), so outcome-only reward also pays fo
 TASK_ONE = dataclasses.replace(TASK, min_shapes=1, max_shapes=1)
 """One shape per image, in one of the 4 cells: the full image names the answer (nothing else is there), so a policy
 can answer without looking at its crop, and a crop only shows where the evidence is."""
-TASKS: dict[str, ShapesConfig] = {"shapes": TASK, "one-shape": TASK_ONE}
+TASK_TWO_HOP = dataclasses.replace(TASK, families=("neighbour_color",), questions_per_image=1)
+"""2-3 shapes on the 2 x 2 grid, "what colour is the shape right of / left of / above / below the <named shape>?": an
+ordered two-box chain (the named shape, then its neighbour in the next cell), one question per image. The answer needs
+the second box only; the first is where the question says to start (``benchmarks/matrix.py --task two-hop``)."""
+TASKS: dict[str, ShapesConfig] = {"shapes": TASK, "one-shape": TASK_ONE, "two-hop": TASK_TWO_HOP}
 START = {"task": "one-shape", "sft_decoys": 0.475, "sft_decoy_kind": "centre"}
 """The default task and SFT start of this benchmark and of ``sanity.py`` (docs/learning.md: how the share was
 chosen). The share sits on a tipping point between cropping the shape and cropping the centre: ``--sft-seed`` 0, 1 and
@@ -91,7 +95,8 @@ METRICS: dict[str, str] = {  # eval key → table column
     "probe_drop": "probe drop",
 }
 CURVES = ("reward/total", "reward/rationale", "reward/accuracy", "diag/crop_iou", "diag/zero_spread_frac",
-          "diag/kl_start", "diag/entropy", "grad_norm")
+          "diag/kl_start", "diag/entropy", "grad_norm", "actions/actions_per_episode", "actions/correct_rate",
+          "actions/redundant_rate", "actions/erroneous_rate")
 PLOTTED = ("reward/total", "reward/rationale", "reward/accuracy", "diag/crop_iou", "diag/zero_spread_frac")
 FAMILY_SETS: dict[str, list[str]] = {  # the tiny model of each family on this task (the config's is Idefics3)
     "idefics3": [],
@@ -160,8 +165,15 @@ def run_sft(data: Path, out: Path, args: argparse.Namespace, console: Console) -
             console.print(f"  sft {step}/{args.sft_steps}  loss {m['loss']:.4f}  {m['time/wall_s']:.0f}s")
 
     sft(cfg, args.sft_steps, lr=args.sft_lr, batch_size=args.sft_batch, out_dir=out, resume=False, callbacks=[progress],
-        decoys=args.sft_decoys, decoy_kind=args.sft_decoy_kind)
+        decoys=args.sft_decoys, decoy_kind=args.sft_decoy_kind, extras=sft_extras(args))
     return out / "final", time.perf_counter() - t0
+
+
+def sft_extras(args: argparse.Namespace) -> dict[str, float]:
+    """The SFT references' wasted-action shares (``--sft-redundant``, ``--sft-erroneous``; ``virl_train.sft.sft``'s
+    ``extras``), the ones above 0."""
+    shares = {"redundant": getattr(args, "sft_redundant", 0.0), "erroneous": getattr(args, "sft_erroneous", 0.0)}
+    return {k: v for k, v in shares.items() if v > 0}
 
 
 def run_rl(variant: str, seed: int, start: Path, data: Path, out: Path, args: argparse.Namespace) -> dict[str, Any]:
@@ -194,17 +206,18 @@ def _rl_job(job: tuple) -> tuple[str, int, dict[str, Any]]:
     return variant, seed, run_rl(variant, seed, start, data, out, args)
 
 
-def rl_jobs(jobs: list[tuple], n_workers: int):
-    """``(variant, seed, result)`` of every job, in the jobs' order: one after another in this process, or
-    ``n_workers`` spawned processes at a time (each run is seeded, so the results do not depend on the split)."""
+def rl_jobs(jobs: list[tuple], n_workers: int, fn=_rl_job):
+    """``fn(job)`` of every job (by default ``(variant, seed, result)`` of an RL run), in the jobs' order: one after
+    another in this process, or ``n_workers`` spawned processes at a time (each run is seeded, so the results do not
+    depend on the split). ``fn`` must be a module-level function (the workers import it by name)."""
     if n_workers <= 1:
-        yield from (_rl_job(job) for job in jobs)
+        yield from (fn(job) for job in jobs)
         return
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
 
     with ProcessPoolExecutor(max_workers=n_workers, mp_context=multiprocessing.get_context("spawn")) as pool:
-        yield from pool.map(_rl_job, jobs)
+        yield from pool.map(fn, jobs)
 
 
 # --- aggregation and reports -----------------------------------------------------------------------------------------
@@ -347,7 +360,7 @@ def run(args: argparse.Namespace, console: Console) -> dict[str, Any]:
                 "sight": sight, "trained": start_meta(Path(start))},
         "goal": goal_check(summary, sight),
         "family": args.family, "rl_lr": args.rl_lr, "sft_lr": args.sft_lr, "sft_decoys": args.sft_decoys,
-        "sft_decoy_kind": args.sft_decoy_kind, "sft_seed": None if args.start else args.sft_seed,
+        "sft_decoy_kind": args.sft_decoy_kind, "sft_extras": sft_extras(args), "sft_seed": None if args.start else args.sft_seed,
         "task": {"name": args.task, "shapes": dataclasses.asdict(TASKS[args.task]), "records": args.records,
                  "config": str(CONFIG.relative_to(REPO)), "eval_split": args.eval_split, "eval_n": args.eval_n},
         "rl_steps": args.rl_steps, "seeds": list(args.seeds), "threads": args.threads, "jobs": args.jobs,
@@ -382,13 +395,18 @@ def add_start_arguments(parser: argparse.ArgumentParser) -> None:
                         help="decorative crop: moved off the rationale, the whole image, or the image centre")
     parser.add_argument("--sft-seed", type=int, default=0,
                         help="the SFT start's seed (initial weights, which references are decoys, batch order)")
+    parser.add_argument("--sft-redundant", type=float, default=0.0,
+                        help="share of SFT references that repeat the rationale crop after it (answer kept)")
+    parser.add_argument("--sft-erroneous", type=float, default=0.0,
+                        help="share of SFT references with an empty-cell crop before the rationale crop (answer kept)")
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--work", default=str(REPO / "runs" / "learning"), help="data, checkpoints and run folders")
     parser.add_argument("--task", default=START["task"], choices=list(TASKS),
-                        help="shapes: 2-3 shapes per image (TASK); one-shape: one (TASK_ONE)")
+                        help="shapes: 2-3 shapes per image (TASK); one-shape: one (TASK_ONE); two-hop: "
+                             "a two-box chain (TASK_TWO_HOP)")
     parser.add_argument("--records", type=int, default=20000, help="generated task records (80%% train)")
     add_start_arguments(parser)
     parser.add_argument("--rl-steps", type=int, default=100)

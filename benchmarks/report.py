@@ -35,6 +35,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from report_sections import (  # noqa: E402
     Results,
     ablation_section,
+    credit_section,
     decoy_share_section,
     headline,
     loop_table,
@@ -42,6 +43,7 @@ from report_sections import (  # noqa: E402
     sft_starts_table,
     shapes_section,
     starts_section,
+    two_hop_section,
 )
 
 from virl_data.storage.corpus import atomic_path  # noqa: E402
@@ -79,6 +81,9 @@ LEARNING: list[Section] = [
             "python benchmarks/ablation_starts.py docs/assets/ablation*.json", starts_section),
     Section("On the 2-3-shape task", ("ablation_shapes", "ablation_decorative"),
             "python benchmarks/learning.py --task shapes ...", shapes_section),
+    Section("Per-action credit: the wander task", ("credit",), "python benchmarks/matrix.py --task wander",
+            credit_section),
+    Section("Two-hop chains", ("two_hop",), "python benchmarks/matrix.py --task two-hop", two_hop_section),
 ]  # fmt: skip
 """The sections of docs/learning.md, in page order. A new experiment: a builder function and one entry here."""
 

@@ -376,3 +376,26 @@ def sft_starts_table(r: Results) -> str:
             pairs += f" (train split: {f3(row['train_split']['pixels'])} / {f3(row['train_split']['constant'])})"
         rows.append([row["start"], f"**{pairs}**" if bold else pairs, cell(row["hit"], bold)])
     return md_table(["SFT start", "pixels / constant", "hit@0.5"], rows) + f"\n\n{r['sft_starts']['note']}"
+
+
+# --- learning proof II: per-action credit and two-hop chains (benchmarks/matrix.py) -----------------------------------
+def credit_section(r: Results) -> str:
+    """The wander task: does per-action credit (d) cut wasted actions beyond step shaping (c)?"""
+    import matrix
+
+    return ("One shape per image; the SFT references waste actions with the answer kept (a *redundant* repeat of the "
+            "rationale crop after it, an *erroneous* crop of the empty opposite cell before it), `env.max_actions` 3. "
+            "Under (b) and (c) a repeated crop costs nothing; only (d)'s per-action credit charges it. Paired "
+            "differences over (start, seed) pairs with a 95 % bootstrap CI (BCa).\n\n" + matrix.markdown(r["credit"])
+            + "\n\n" + figure("credit", "training curves: actions per episode and the three label rates per variant"))
+
+
+def two_hop_section(r: Results) -> str:
+    """The two-hop task: an ordered two-box chain (the named shape, then its neighbour)."""
+    import matrix
+
+    return ("\"What colour is the shape right of / left of / above / below the <named shape>?\" on 2-3 shapes: the "
+            "chain is the named shape, then its neighbour. `step_iou@1` / `@2`: how well each chain step was looked "
+            "at; `ordered_chain_hit@0.5`: every step hit, in chain order; `order_rate`: of the episodes that hit "
+            "both, those in order.\n\n" + matrix.markdown(r["two_hop"])
+            + "\n\n" + figure("two_hop", "training curves per variant"))

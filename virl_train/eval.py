@@ -26,6 +26,11 @@ over zero items is 0 and its denominator is reported as an ``n_*`` key):
                             ``metrics.action_metrics``, which the training log uses too)
 ``rarr`` / ``rawr``         right answer with the right / a wrong visual reason, over ``n_applicable``; the reason is
                             right when R_rat ≥ ``reason_threshold`` (0.5: e.g. one exact crop on a 1- or 2-step chain)
+``step_iou@j``              over records whose chain has ≥ 2 steps (``n_multistep``): mean of max_k s(b_k, g_j), how
+                            well chain step j (1-based, j ≤ the longest chain) was looked at (0 where the chain is
+                            shorter); ``ordered_chain_hit@0.5``: such episodes whose crops hit every step (s ≥ 0.5)
+                            in chain order (``matching.chain_order``); ``order_rate``: of the episodes that hit every
+                            step in any order (``n_all_hit``), those that did so in chain order
 ``context_agnosticism``     how alike the crops of two episodes asking DIFFERENT questions about the SAME image are:
                             symmetric mean best-match IoU, averaged over such episode pairs (``n_context_pairs``);
                             1 = the same regions whatever the question. ``context_agnosticism_gt``: the same for the
@@ -63,7 +68,7 @@ from virl_data.core.boxes import as_array, iou_matrix, to_boxes
 from virl_data.core.errors import ConfigError, VirlError
 from virl_data.core.types import Box, RationaleRecord
 from virl_data.storage.corpus import atomic_path, write_json
-from virl_train.matching import chain_array, overlaps
+from virl_train.matching import chain_array, chain_order, overlaps
 from virl_train.metrics import action_metrics, rate
 from virl_train.rewards import FULL, RewardConfig, action_boxes, score_record
 from virl_train.trajectories import FILE_NAME, trajectory_row, write_trajectories
@@ -209,12 +214,12 @@ def grounding_metrics(
 ) -> dict[str, float]:
     """The flat metric dict of the module docstring for episodes paired in order with their records (pure)."""
     scores = score_episodes(rollouts_or_episodes, records, cfg)
-    return _metrics([_episode(e) for e in rollouts_or_episodes], records, scores, reason_threshold)
+    return _metrics([_episode(e) for e in rollouts_or_episodes], records, scores, reason_threshold, cfg)
 
 
 def _metrics(
     episodes: Sequence[Episode], records: Sequence[RationaleRecord], scores: Sequence[EpisodeScore],
-    reason_threshold: float,
+    reason_threshold: float, cfg: RewardConfig = FULL,
 ) -> dict[str, float]:
     """``grounding_metrics`` from episodes already scored by ``score_episodes`` (``evaluate`` scores each run once)."""
     labels = [lab for sc in scores for lab in sc.breakdown.labels]
@@ -250,7 +255,35 @@ def _metrics(
         "n_steps": sum(len(sc.covered) for sc in scores), "n_context_pairs": n_ctx, "n_context_pairs_gt": n_ctx_gt,
         "n_box_answers": len(box_ious),
     }
-    return m | {k: float(v) for k, v in counts.items()}
+    return m | chain_metrics(episodes, records, cfg) | {k: float(v) for k, v in counts.items()}
+
+
+def chain_metrics(episodes: Sequence[Episode], records: Sequence[RationaleRecord], cfg: RewardConfig = FULL,
+                  threshold: float = 0.5) -> dict[str, float]:
+    """The ordered-chain metrics of the module docstring (``step_iou@j``, ``ordered_chain_hit@0.5``, ``order_rate``
+    with their counts) over the episodes whose record has a chain of ≥ 2 steps.
+
+    >>> from virl_data.types import ImageRef, Provenance, RationaleStep
+    >>> from virl_train.types import Action
+    >>> rec = RationaleRecord(id="r", image=ImageRef("a.png", 100, 100), question="q", answer="red",
+    ...     chain=(RationaleStep((Box(0, 0, 10, 10),)), RationaleStep((Box(50, 50, 60, 60),))),
+    ...     provenance=Provenance("t", "val", (), "t@1"))
+    >>> ep = Episode("r", actions=(Action(0, ActionKind.CROP, box=Box(50, 50, 60, 60)),), answer="red")
+    >>> m = chain_metrics([ep], [rec]); m["step_iou@1"], m["step_iou@2"], m["ordered_chain_hit@0.5"], m["n_all_hit"]
+    (0.0, 1.0, 0.0, 0.0)
+    """
+    multi = [(ep, r) for ep, r in zip(episodes, records) if len(r.chain) >= 2]
+    longest = max([2, *(len(r.chain) for _, r in multi)])
+    orders = [chain_order(action_boxes(ep.actions), r.chain, (r.image.width, r.image.height), cfg.match, threshold)
+              for ep, r in multi]
+    n_all = sum(o.all_hit for o in orders)
+    return {
+        **{f"step_iou@{j + 1}": _mean([o.step_iou[j] if j < len(o.step_iou) else 0.0 for o in orders])
+           for j in range(longest)},
+        f"ordered_chain_hit@{threshold:g}": rate(sum(o.ordered_hit for o in orders), len(orders)),
+        "order_rate": rate(sum(o.ordered_hit for o in orders), n_all),
+        "n_multistep": float(len(orders)), "n_all_hit": float(n_all),
+    }  # fmt: skip
 
 
 def episode_row(episode: Episode, record: RationaleRecord, score: EpisodeScore) -> dict[str, Any]:
@@ -411,8 +444,9 @@ def evaluate(
     # each run scored once; the metrics, the report rows and the trajectory lines all read these scores
     scores = score_episodes(normal, records, rewards)
     probe_scores = score_episodes(probed, records, rewards) if probed else None
-    metrics = _metrics([_episode(r) for r in normal], records, scores, reason_threshold)
-    probe_metrics = _metrics([_episode(r) for r in probed], records, probe_scores, reason_threshold) if probed else None
+    metrics = _metrics([_episode(r) for r in normal], records, scores, reason_threshold, rewards)
+    probe_metrics = (_metrics([_episode(r) for r in probed], records, probe_scores, reason_threshold, rewards)
+                     if probed else None)
     config = {
         "train": dataclasses.asdict(cfg) if dataclasses.is_dataclass(cfg) else {},
         "rewards_resolved": rewards.to_dict(),
@@ -501,6 +535,7 @@ __all__ = [
     "EpisodeScore",
     "EvalError",
     "EvalReport",
+    "chain_metrics",
     "context_agnosticism",
     "episode_row",
     "evaluate",

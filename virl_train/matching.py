@@ -236,6 +236,39 @@ def rationale_score(
     return rationale_detail(actions, chain, image_size, cfg).score
 
 
+@dataclass(frozen=True)
+class ChainOrder:
+    """How an episode walked an ordered chain: ``step_iou[j]`` = max_k s(b_k, g_j) (how well step j was looked at),
+    ``ordered_hit``: actions k_1 < … < k_M exist with s(b_{k_j}, g_j) ≥ threshold (every step hit, in chain order),
+    ``all_hit``: every step hit by some action, in any order."""
+
+    step_iou: tuple[float, ...]
+    ordered_hit: bool
+    all_hit: bool
+
+
+def chain_order(
+    actions: Sequence[Box | None], chain: Sequence[Sequence[Box]], image_size: ImageSize = None,
+    cfg: MatchConfig = DEFAULT, threshold: float = 0.5,
+) -> ChainOrder:
+    """``ChainOrder`` of one episode. A greedy left-to-right scan decides ``ordered_hit`` (optimal for a
+    subsequence match: take the first action that hits the next step).
+
+    >>> chain = [[Box(0, 0, 10, 10)], [Box(50, 50, 60, 60)]]
+    >>> chain_order([Box(50, 50, 60, 60), Box(0, 0, 10, 10)], chain)
+    ChainOrder(step_iou=(1.0, 1.0), ordered_hit=False, all_hit=True)
+    >>> chain_order([Box(0, 0, 10, 10), Box(90, 90, 99, 99), Box(50, 50, 60, 60)], chain).ordered_hit
+    True
+    """
+    s, _ = overlaps(actions, chain, image_size, cfg)
+    step_iou = s.max(axis=0) if len(s) else np.zeros(s.shape[1])
+    j = 0
+    for row in s:
+        if j < s.shape[1] and row[j] >= threshold:
+            j += 1
+    return ChainOrder(tuple(float(v) for v in step_iou), j == s.shape[1], bool((step_iou >= threshold).all()))
+
+
 # --- labels ----------------------------------------------------------------------------------------------------------
 def _duplicate_of(k: int, actions: Sequence[Box | None], reasons: list[str | None], tau_dup: float) -> int | None:
     earlier = [i for i in range(k) if reasons[i] is None]

@@ -122,10 +122,29 @@ def centred_box(box: Sequence[float], size: tuple[int, int]) -> list[float]:
 
 
 DECOY_KINDS = ("elsewhere", "whole", "centre")
+EXTRA_KINDS = ("redundant", "erroneous")
+"""Extra actions a reference may carry besides its chain (``reference_turns``): a *redundant* repeat of the last
+rationale crop after it, an *erroneous* crop of an empty place before the first one."""
+
+
+def empty_box(box: Sequence[float], size: tuple[int, int], avoid: np.ndarray, rng: random.Random,
+              max_iou: float = 0.0) -> list[float]:
+    """A box of ``box``'s size over no box of ``avoid`` (IoU ≤ ``max_iou``): ``box`` mirrored through the image
+    centre (on a grid: the diagonally opposite cell, empty on a one-shape image) when that is free, else a random
+    free place (``decoy_box``), else the mirror anyway.
+
+    >>> empty_box((0, 0, 40, 40), (112, 112), np.array([[0, 0, 40, 40]]), random.Random(0))
+    [72.0, 72.0, 112.0, 112.0]
+    """
+    w, h = size
+    mirror = [float(w - box[2]), float(h - box[3]), float(w - box[0]), float(h - box[1])]
+    if not len(avoid) or float(boxes.iou_matrix(np.array([mirror]), avoid).max()) <= max_iou:
+        return mirror
+    return decoy_box(box, size, avoid, rng, max_iou=max_iou) or mirror
 
 
 def reference_turns(record: RationaleRecord, env: CropEnv, decoy: random.Random | None = None,
-                    decoy_kind: str = "elsewhere") -> list[str]:  # fmt: skip
+                    decoy_kind: str = "elsewhere", extras: Sequence[str] = ()) -> list[str]:  # fmt: skip
     """The record's ground-truth trajectory as turn texts: one crop per chain step (the union box of the step's
     boxes, in the model's convention, rounded), then ``<answer>gold</answer>``.
 
@@ -136,13 +155,19 @@ def reference_turns(record: RationaleRecord, env: CropEnv, decoy: random.Random 
     context-agnostic crop). An SFT mix of such trajectories gives a start that partly crops for show and answers
     anyway, the behaviour outcome-only RL has no reason to correct (``benchmarks/learning.py``).
 
-    A chain longer than ``env.max_actions`` cannot be played in the environment: ``ConfigError``.
+    ``extras`` (``EXTRA_KINDS``) adds wasted actions, answer kept: ``"erroneous"`` an ``empty_box`` crop (the first
+    step's box where no rationale box is) before the first crop, ``"redundant"`` the last crop once more after it;
+    the credit rule labels them erroneous (no overlap) and redundant (duplicate of the earlier crop).
+
+    A chain (with its extras) longer than ``env.max_actions`` cannot be played in the environment: ``ConfigError``.
     """
     if decoy_kind not in DECOY_KINDS:
         raise ConfigError(f"unknown decoy kind {decoy_kind!r}; choose one of {', '.join(DECOY_KINDS)}")
-    if len(record.chain) > env.max_actions:
-        raise ConfigError(f"record {record.id}: its chain has {len(record.chain)} steps but env.max_actions is "
-                          f"{env.max_actions}; raise env.max_actions to at least the longest chain")
+    if unknown := [e for e in extras if e not in EXTRA_KINDS]:
+        raise ConfigError(f"unknown extra action {unknown[0]!r}; choose from {', '.join(EXTRA_KINDS)}")
+    if len(record.chain) + len(extras) > env.max_actions:
+        raise ConfigError(f"record {record.id}: its chain has {len(record.chain)} steps (+ {len(extras)} extra) but "
+                          f"env.max_actions is {env.max_actions}; raise env.max_actions to at least the longest")
     size = (record.image.width, record.image.height)
     avoid = boxes.as_array([b for step in record.chain for b in step.boxes])
     turns = []
@@ -155,7 +180,22 @@ def reference_turns(record: RationaleRecord, env: CropEnv, decoy: random.Random 
         elif decoy is not None:
             union = decoy_box(union, size, avoid, decoy) or union
         turns.append(crop_text(model_box(union, env, size), env))
+    if "erroneous" in extras:
+        first = boxes.union(boxes.as_array(record.chain[0].boxes)).tolist()
+        empty = empty_box(first, size, avoid, random.Random(f"empty:{record.id}"))
+        turns.insert(0, crop_text(model_box(empty, env, size), env))
+    if "redundant" in extras:
+        turns.append(turns[-1])
     return turns + [f"<answer>{answer_text(record, env)}</answer>"]
+
+
+def extra_actions(record: RationaleRecord, shares: dict[str, float] | None, seed: int) -> tuple[str, ...]:
+    """The extra actions of ``record``'s reference: each kind of ``shares`` (``{"redundant": p, "erroneous": q}``)
+    drawn independently with its probability, a function of the record id, the kind and ``seed`` only (so both
+    come together at a share ``p·q``)."""
+    shares = shares or {}
+    return tuple(kind for kind in EXTRA_KINDS
+                 if shares.get(kind, 0.0) > 0 and random.Random(f"{seed}:{kind}:{record.id}").random() < shares[kind])
 
 
 def decoy_rng(record: RationaleRecord, rate: float, seed: int) -> random.Random | None:
@@ -186,11 +226,12 @@ def answer_text(record: RationaleRecord, env: CropEnv) -> str:
 
 
 def reference_rollout(policy: Policy, env: CropEnv, record: RationaleRecord, image, max_new_tokens: int,
-                      decoy: random.Random | None = None, decoy_kind: str = "elsewhere") -> Rollout:  # fmt: skip
+                      decoy: random.Random | None = None, decoy_kind: str = "elsewhere",
+                      extras: Sequence[str] = ()) -> Rollout:  # fmt: skip
     """The teacher-forced rollout of ``record``'s reference trajectory (real crops inserted by ``env``); decorative
-    crops of ``decoy_kind`` with ``decoy`` (``reference_turns``)."""
+    crops of ``decoy_kind`` with ``decoy``, wasted ``extras`` (``reference_turns``)."""
     return rollout_episode(policy, env, record, image, max_new_tokens=max_new_tokens,
-                           script=reference_turns(record, env, decoy, decoy_kind))
+                           script=reference_turns(record, env, decoy, decoy_kind, extras))
 
 
 def nll_loss(logp: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -224,6 +265,7 @@ def sft(
     callbacks: Sequence[StepCallback] = (),
     decoys: float = 0.0,
     decoy_kind: str = "elsewhere",
+    extras: dict[str, float] | None = None,
 ) -> Path:
     """Supervised warm start on the reference trajectories of ``cfg.data`` (train split, ``data.limit``).
 
@@ -243,7 +285,8 @@ def sft(
     ``decoys``: the share of records whose reference crops are decorative (``reference_turns``: moved off every
     rationale box, answer kept; with ``decoy_kind="whole"`` the whole image, with ``"centre"`` the image centre), drawn
     per record from its id and ``run.seed``; 0 (default) = none. The share drawn is logged as ``decoys`` and written
-    to ``OUT/sft.json``.
+    to ``OUT/sft.json``. ``extras``: per ``EXTRA_KINDS`` kind, the share of references carrying that wasted action
+    (``extra_actions``; e.g. ``{"redundant": 0.5, "erroneous": 0.5}``); the shares drawn go to ``OUT/sft.json``.
     """
     from accelerate import Accelerator
     from accelerate.utils import set_seed
@@ -260,6 +303,9 @@ def sft(
         raise ConfigError(f"sft: decoys must be a share in [0, 1], got {decoys}")
     if decoy_kind not in DECOY_KINDS:
         raise ConfigError(f"sft: unknown decoy kind {decoy_kind!r}; choose one of {', '.join(DECOY_KINDS)}")
+    extras = {k: float(v) for k, v in (extras or {}).items()}
+    if bad := [k for k, v in extras.items() if k not in EXTRA_KINDS or not 0.0 <= v <= 1.0]:
+        raise ConfigError(f"sft: extras must map {' / '.join(EXTRA_KINDS)} to a share in [0, 1], got {bad[0]!r}")
     out = Path(out_dir if out_dir is not None else cfg.run.out_dir)
     bs = cfg.grpo.batch_size * cfg.grpo.group_size if batch_size is None else batch_size
     every = save_every or cfg.run.save_every
@@ -269,9 +315,11 @@ def sft(
         examples = ExampleSet.load(cfg.data.path, cfg.data.train_split, limit=cfg.data.limit)
         policy = load_policy(cfg.model, seed=cfg.run.seed)
         rngs = [decoy_rng(examples[i], decoys, cfg.run.seed) for i in range(len(examples))]
+        added = [extra_actions(examples[i], extras, cfg.run.seed) for i in range(len(examples))]
         cache = [reference_rollout(policy, make_env(cfg), examples[i], examples.image(i), cfg.grpo.max_new_tokens,
-                                   rngs[i], decoy_kind)
+                                   rngs[i], decoy_kind, added[i])
                  for i in range(len(examples))]
+        extra_share = {k: sum(k in a for a in added) / max(1, len(added)) for k in EXTRA_KINDS}
         decoy_share = sum(r is not None for r in rngs) / max(1, len(rngs))
         opt, sched = _optimizer(policy.model, lr, steps, min(warmup, steps), cfg.optim.weight_decay)
         model, opt = accelerator.prepare(policy.model, opt)
@@ -284,7 +332,8 @@ def sft(
         out.mkdir(parents=True, exist_ok=True)
         save_config(cfg, out / "config.yaml")
         write_json({"steps": steps, "lr": lr, "batch_size": bs, "warmup": warmup, "decoys": decoys,
-                    "decoy_kind": decoy_kind, "decoy_share": decoy_share, "records": len(cache), "seed": cfg.run.seed},
+                    "decoy_kind": decoy_kind, "decoy_share": decoy_share, "extras": extras, "extra_share": extra_share,
+                    "records": len(cache), "seed": cfg.run.seed},
                    out / "sft.json")  # fmt: skip
         truncate_steps(out / "log.jsonl", start)
         log = (out / "log.jsonl").open("a", buffering=1)  # line-buffered: a killed run keeps its lines
@@ -330,4 +379,5 @@ def reference_loss(policy: Policy, rollouts: Sequence[Rollout]) -> float:
         policy.model.train(was)
 
 
-__all__ = ["crop_text", "model_box", "nll_loss", "reference_loss", "reference_rollout", "reference_turns", "sft"]
+__all__ = ["EXTRA_KINDS", "crop_text", "empty_box", "extra_actions", "model_box", "nll_loss", "reference_loss",
+           "reference_rollout", "reference_turns", "sft"]

@@ -239,7 +239,8 @@ def test_report_files_are_written_and_readable(tmp_path):
     assert data["metrics"]["accuracy"] == pytest.approx(2 / 3) and data["probe"]["accuracy"] == 0.0
     assert data["probe_drop"] == pytest.approx(2 / 3)
     assert data["counts"] == {"n_episodes": 3, "n_applicable": 3, "n_actions": 4, "n_crops": 3, "n_steps": 6,
-                              "n_context_pairs": 0, "n_context_pairs_gt": 0, "n_box_answers": 0}
+                              "n_context_pairs": 0, "n_context_pairs_gt": 0, "n_box_answers": 0,
+                              "n_multistep": 3, "n_all_hit": 0}
     assert data["probe_counts"]["n_actions"] == 4 and "n_episodes" not in data["probe"]
     assert "n_episodes" not in data["metrics"] and data["config"] == {"eval": {"seed": 0}}
     assert [r["record_id"] for r in data["episodes"]] == [r["record_id"] for r in report.rows]

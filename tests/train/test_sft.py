@@ -26,7 +26,8 @@ from virl_train.env import CropEnv  # noqa: E402
 from virl_train.policy import load_policy  # noqa: E402
 from virl_train.rewards import RewardConfig, score_record  # noqa: E402
 from virl_train.sft import (  # noqa: E402
-    centred_box, crop_text, decoy_box, decoy_rng, model_box, reference_loss, reference_rollout, reference_turns, sft,
+    centred_box, crop_text, decoy_box, decoy_rng, empty_box, extra_actions, model_box, reference_loss,
+    reference_rollout, reference_turns, sft,
 )
 from virl_train.train import make_env  # noqa: E402
 from virl_train.types import LabelKind  # noqa: E402
@@ -142,6 +143,52 @@ def test_centre_decoys_crop_the_same_place_in_every_image_with_the_steps_size_an
     assert centred_box((0, 0, 500, 20), (448, 336)) == [0.0, 158.0, 448.0, 178.0]  # clipped to the image
 
 
+@pytest.mark.parametrize("extras", [("redundant",), ("erroneous",), ("redundant", "erroneous")])
+def test_extra_actions_waste_a_known_action_that_the_credit_rule_labels_so(extras):
+    from tests.conftest import make_record
+    from virl_train.matching import label_actions
+
+    record = make_record(2, size=(112, 112), chain=[[(2, 2, 54, 54)]])  # one shape in the top-left cell
+    env = CropEnv("abs", max_actions=3)
+    turns = reference_turns(record, env, extras=extras)
+    assert turns[-1] == reference_turns(record, env)[-1]  # the gold answer stays
+    env.reset(Image.new("RGB", (112, 112)), record.question)
+    got = [env.step(turn).action.box for turn in turns[:-1]]
+    assert len(got) == 1 + len(extras)
+    want = ["correct"]
+    if "erroneous" in extras:  # an empty cell first: the diagonally opposite one
+        assert boxes.iou_matrix(boxes.as_array([got[0]]), boxes.as_array([(58, 58, 110, 110)]))[0, 0] > 0.9
+        want.insert(0, "erroneous")
+    if "redundant" in extras:  # the rationale crop once more, after it
+        assert got[-1] == got[-2]
+        want.append("redundant")
+    labels = label_actions(got, record.chain, (112, 112))
+    assert [lab.kind.value for lab in labels] == want
+    assert {lab.reason for lab in labels if lab.kind is LabelKind.REDUNDANT} <= {f"duplicate_of_action_{len(want) - 2}"}
+    with pytest.raises(ConfigError, match="max_actions"):
+        reference_turns(record, CropEnv("abs", max_actions=1 + len(extras) - 1), extras=extras)
+    with pytest.raises(ConfigError, match="unknown extra"):
+        reference_turns(record, env, extras=("wasted",))
+
+
+def test_extra_actions_are_drawn_per_record_at_their_shares_and_avoid_the_rationale():
+    import random
+
+    from tests.conftest import make_record
+
+    recs = [make_record(i) for i in range(400)]
+    drawn = [extra_actions(r, {"redundant": 0.5, "erroneous": 0.25}, 0) for r in recs]
+    assert drawn == [extra_actions(r, {"redundant": 0.5, "erroneous": 0.25}, 0) for r in recs]  # a function of id+seed
+    assert 0.42 < sum("redundant" in d for d in drawn) / 400 < 0.58
+    assert 0.18 < sum("erroneous" in d for d in drawn) / 400 < 0.32
+    assert 0.07 < sum(len(d) == 2 for d in drawn) / 400 < 0.19  # independent draws: both at about 0.5 x 0.25
+    assert not any(extra_actions(r, None, 0) for r in recs)
+    # where the mirror image of the box is taken, a free place of the same size is used instead
+    avoid = np.array([[0, 0, 40, 40], [60, 60, 100, 100]], dtype=float)
+    box = empty_box((0, 0, 40, 40), (100, 100), avoid, random.Random(0))
+    assert float(boxes.iou_matrix(np.array([box]), avoid).max()) == 0.0 and box[2] - box[0] == 40
+
+
 def test_sft_with_decoys_trains_on_decorative_crops_and_records_the_share(demo_export, tmp_path):
     cfg = _cfg(demo_export, tmp_path / "sft")
     out = sft(cfg, 2, lr=1e-3, batch_size=2, warmup=1, decoys=1.0)
@@ -154,6 +201,12 @@ def test_sft_with_decoys_trains_on_decorative_crops_and_records_the_share(demo_e
         sft(cfg, 2, decoys=0.5, decoy_kind="corner")
     whole = sft(cfg, 2, lr=1e-3, batch_size=2, warmup=1, decoys=1.0, decoy_kind="whole", out_dir=tmp_path / "whole")
     assert json.loads((whole / "sft.json").read_text())["decoy_kind"] == "whole"
+    cfg = _cfg(demo_export, tmp_path / "extra", "env.max_actions=4")  # the demo's 3-step chains + 1 repeat
+    extra = sft(cfg, 1, lr=1e-3, batch_size=2, warmup=1, extras={"redundant": 1.0})
+    meta = json.loads((extra / "sft.json").read_text())
+    assert meta["extras"] == {"redundant": 1.0} and meta["extra_share"] == {"redundant": 1.0, "erroneous": 0.0}
+    with pytest.raises(ConfigError, match="extras"):
+        sft(cfg, 1, extras={"wasted": 0.5})
 
 
 def test_the_reference_rollout_scores_as_a_perfect_trajectory(demo_export, tmp_path):

@@ -21,10 +21,15 @@ family                   looks  example                                         
                                 green square?
 ``same_color_nearest``   3      What shape is nearest to the other object that has the same     shape
                                 colour as the large square?
+``neighbour_color``      2      What colour is the shape right of the red triangle?             color
+                                (opt-in: not in the default ``families``)
 =======================  =====  ==============================================================  ============
 
 "Nearest"/"closer" use box-centre distance, and a question is kept only when the winner is clear: the runner-up is
-at least ``nearest_margin`` times farther, and the edge-to-edge gap ranks the same shape first. "Larger" compares
+at least ``nearest_margin`` times farther, and the edge-to-edge gap ranks the same shape first. "Right of" / "left of" /
+"above" / "below" (``neighbour_color``, a two-hop chain: the named shape, then its neighbour) name the one shape on
+that side whose box overlaps the named one's rows (columns for above / below); asked only when exactly one does, so on
+a ``grid`` it is the shape in the next cell. "Larger" compares
 size classes (the box side), so the two shapes of a size question always differ in class. Answers come from a small
 vocabulary (colour, shape and size words, yes/no, digits).
 
@@ -89,6 +94,9 @@ FAMILIES: tuple[str, ...] = (
     "closer_to",
     "same_color_nearest",
 )
+"""The default families (``ShapesConfig.families``)."""
+OPT_IN_FAMILIES: tuple[str, ...] = ("neighbour_color",)
+"""Families a config must name to get (added later: the default stream of records stays what it was)."""
 _MIN_SIDE = 6  # below this a circle and a triangle rasterise to nearly the same blob
 _PLACE_TRIES = 100  # rejection-sampling attempts per shape before the scene stops growing
 _KEEP_COUNT_ONE = 0.3
@@ -133,9 +141,10 @@ class ShapesConfig:
             raise ConfigError(f"need 1 <= min_shapes <= max_shapes, got {self.min_shapes}, {self.max_shapes}")
         if self.questions_per_image < 1:
             raise ConfigError(f"questions_per_image must be >= 1, got {self.questions_per_image}")
-        unknown = [f for f in self.families if f not in FAMILIES]
+        unknown = [f for f in self.families if f not in FAMILIES + OPT_IN_FAMILIES]
         if unknown or not self.families:
-            raise ConfigError(f"unknown or no question family {unknown!r}; valid families: {', '.join(FAMILIES)}")
+            raise ConfigError(f"unknown or no question family {unknown!r}; valid families: "
+                              f"{', '.join(FAMILIES + OPT_IN_FAMILIES)}")
         if self.background in COLORS.values() or len(self.background) != 3:
             raise ConfigError(f"background must be an RGB triple unlike every shape colour, got {self.background!r}")
         if self.min_gap < 0 or not self.nearest_margin >= 1:
@@ -413,6 +422,47 @@ def _same_color_nearest(scene: Scene, rng: random.Random, cfg: ShapesConfig) -> 
     return out
 
 
+DIRECTIONS: dict[str, tuple[int, int]] = {"right of": (1, 0), "left of": (-1, 0), "above": (0, -1), "below": (0, 1)}
+"""Direction phrase → unit step ``(dx, dy)`` in image coordinates (y grows downwards)."""
+
+
+def neighbour(scene: Scene, i: int, direction: str) -> int | None:
+    """The one shape ``direction`` of shape ``i`` (``DIRECTIONS``) whose box overlaps shape ``i``'s rows (for left /
+    right) or columns (above / below); None when no shape or several do.
+
+    >>> s = Scene(0, 0, 112, 112, (245, 245, 245), (Shape("square", "red", "large", 8, 8, 40),
+    ...           Shape("circle", "blue", "large", 64, 8, 40), Shape("triangle", "red", "large", 8, 64, 40)))
+    >>> neighbour(s, 0, "right of"), neighbour(s, 0, "below"), neighbour(s, 1, "below"), neighbour(s, 1, "left of")
+    (1, 2, None, 0)
+    """
+    dx, dy = DIRECTIONS[direction]
+    a = scene.shapes[i].box
+    hits = []
+    for j, s in enumerate(scene.shapes):
+        b = s.box
+        if j == i:
+            continue
+        if dx and min(a.y2, b.y2) > max(a.y1, b.y1) and (b.x1 >= a.x2 if dx > 0 else b.x2 <= a.x1):
+            hits.append(j)
+        if dy and min(a.x2, b.x2) > max(a.x1, b.x1) and (b.y1 >= a.y2 if dy > 0 else b.y2 <= a.y1):
+            hits.append(j)
+    return hits[0] if len(hits) == 1 else None
+
+
+def _neighbour_color(scene: Scene, rng: random.Random, cfg: ShapesConfig) -> list[Question]:
+    """Named shape → its neighbour on one side (``neighbour``): an ordered two-box chain, the colour of the second."""
+    out = []
+    for a in range(len(scene.shapes)):
+        d = _describe(scene, a, ANY, rng)
+        for direction in DIRECTIONS:
+            t = neighbour(scene, a, direction)
+            if d and t is not None:
+                steps = (((a,), d, "context"), ((t,), f"shape {direction} the {d}", "target"))
+                out.append(Question("neighbour_color", f"What colour is the shape {direction} the {d}?",
+                                    scene.shapes[t].color, "color", steps))
+    return out
+
+
 FAMILY_BUILDERS: dict[str, Callable[[Scene, random.Random, ShapesConfig], list[Question]]] = {
     "color_of": _color_of,
     "shape_of": _shape_of,
@@ -421,6 +471,7 @@ FAMILY_BUILDERS: dict[str, Callable[[Scene, random.Random, ShapesConfig], list[Q
     "compare_size": _compare_size,
     "closer_to": _closer_to,
     "same_color_nearest": _same_color_nearest,
+    "neighbour_color": _neighbour_color,
 }
 """Family name → ``fn(scene, rng, config) -> every valid question of that family in the scene``."""
 
@@ -595,6 +646,7 @@ __all__ = [
     "FAMILY_BUILDERS",
     "KINDS",
     "MINER",
+    "OPT_IN_FAMILIES",
     "SIZES",
     "Question",
     "Scene",
@@ -607,6 +659,7 @@ __all__ = [
     "image_path",
     "make_scene",
     "mine",
+    "neighbour",
     "render_scene",
     "scene_objects",
     "scene_questions",

@@ -311,3 +311,27 @@ def test_grid_world_centres_each_shape_in_its_own_cell():
 def test_grid_world_refuses_layouts_that_cannot_fit(kwargs, words):
     with pytest.raises(ConfigError, match=words):
         ShapesConfig(image_size=(112, 112), **kwargs)
+
+
+def test_neighbour_questions_are_opt_in_and_chain_the_named_shape_then_its_neighbour_in_the_next_cell():
+    cfg = ShapesConfig(image_size=(112, 112), min_shapes=2, max_shapes=3, questions_per_image=1, grid=2,
+                       families=("neighbour_color",), size_fractions=(0.36, 0.41, 0.46))
+    assert "neighbour_color" not in ShapesConfig().families  # the default stream of records is unchanged
+    steps = {"right of": (1, 0), "left of": (-1, 0), "above": (0, -1), "below": (0, 1)}
+    records = list(generate(120, seed=0, config=cfg))
+    assert {r.question_type for r in records} == {"neighbour_color"} and len(records) == 120
+    seen = set()
+    for rec in records:
+        m = re.fullmatch(r"What colour is the shape (right of|left of|above|below) the (.+)\?", rec.question)
+        assert m, rec.question
+        anchor, target = (step.boxes[0] for step in rec.chain)
+        cell = lambda b: (int((b.x1 + b.x2) / 2 // 56), int((b.y1 + b.y2) / 2 // 56))  # noqa: E731
+        (ax, ay), (tx, ty) = cell(anchor), cell(target)
+        assert (tx - ax, ty - ay) == steps[m[1]]  # on the 2 x 2 grid: the next cell on that side
+        assert [s.role for s in rec.chain] == ["context", "target"] and rec.answer in COLORS
+        scene = make_scene(int(rec.provenance.native_id("scene")), seed=0, config=cfg)
+        assert rec.answer == next(s.color for s in scene.shapes if s.box == target)
+        seen.add(m[1])
+    assert seen == set(steps)
+    with pytest.raises(ConfigError, match="neighbour_color"):
+        ShapesConfig(families=("nearest_colour",))

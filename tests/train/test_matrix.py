@@ -1,0 +1,141 @@
+"""benchmarks/matrix.py: the reward-preset matrix (starts x seeds x presets) at --quick size, its paired bootstrap
+statistics recomputed from the per-run values, and the degenerate cases of the statistics."""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from pathlib import Path
+
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("accelerate")
+pytest.importorskip("scipy")
+
+REPO = Path(__file__).resolve().parents[2]
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+@pytest.fixture(scope="module")
+def matrix():
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    import matrix  # by its own name, as the --jobs workers import it
+
+    return matrix
+
+
+def test_paired_statistics_handle_the_degenerate_cases_and_match_scipy(matrix):
+    import numpy as np
+    from scipy.stats import bootstrap
+
+    assert matrix.paired_stat([])["mean"] is None and matrix.paired_stat([])["ci95"] is None
+    one = matrix.paired_stat([0.3])
+    assert one["mean"] == 0.3 and one["ci95"] is None and not one["excludes_0"] and one["n"] == 1
+    flat = matrix.paired_stat([-0.2] * 4)
+    assert flat["ci95"] == [-0.2, -0.2] and flat["excludes_0"] and flat["method"] == "zero variance"
+    diffs = [0.05, -0.02, 0.11, 0.07, 0.01, 0.09]
+    got = matrix.paired_stat(diffs)
+    ci = bootstrap((np.array(diffs),), np.mean, n_resamples=9999, method="BCa",
+                   rng=np.random.default_rng(matrix.CI_SEED)).confidence_interval
+    assert got["ci95"] == pytest.approx([ci.low, ci.high]) and got["method"] == "BCa"
+    assert got["ci95"][0] < got["mean"] < got["ci95"][1] and got == matrix.paired_stat(diffs)  # seeded: repeatable
+    assert matrix.paired_stat([-d for d in diffs])["ci95"] == pytest.approx([-ci.high, -ci.low], abs=0.02)
+
+
+def test_a_quick_matrix_writes_every_documented_key_and_the_paired_stats_recompute_from_the_runs(matrix, tmp_path):
+    out_json, out_png = tmp_path / "credit.json", tmp_path / "credit.png"
+    work = tmp_path / "work"
+    argv = ["--task", "wander", "--quick", "--work", str(work), "--json", str(out_json), "--png", str(out_png)]
+    assert matrix.main(argv) == 0  # 0 = every per-run metric and curve value finite
+    result = json.loads(out_json.read_text())
+    assert result["task"] == "wander" and result["quick"] and out_png.stat().st_size > 0
+    assert set(result["variants"]) == set(matrix.VARIANTS)
+    assert result["settings"]["sft_redundant"] == 0.6 and "env.max_actions=3" in result["settings"]["overrides"]
+    assert set(result["settings"]["rewards"]) == set(matrix.VARIANTS)  # the reward configs, resolved per preset
+    assert [s["sft_seed"] for s in result["starts"]] == [0, 1] and not any(s["reused"] for s in result["starts"])
+    assert all(s["trained"]["extras"] == {"redundant": 0.6, "erroneous": 0.6} for s in result["starts"])
+    for v in result["variants"].values():
+        assert [(r["start"], r["seed"], r["reused"]) for r in v["runs"]] == [(0, 0, False), (0, 1, False),
+                                                                             (1, 0, False), (1, 1, False)]
+        for key in ("accuracy", "rationale", "actions_per_episode", "redundant_rate", "erroneous_rate",
+                    "wasted_rate", "probe_drop"):
+            m = v["metrics"][key]
+            assert len(m["per_run"]) == 4 and math.isfinite(m["mean"]) and math.isfinite(m["std"])
+        rates = (v["metrics"][k]["per_run"] for k in ("redundant_rate", "erroneous_rate", "wasted_rate"))
+        for red, err, wasted in zip(*rates):
+            assert wasted == pytest.approx(red + err)
+        for key in matrix.PLOTTED:  # the training curves of the action counts and label rates, one value per step
+            assert len(v["curves"][key]) == matrix.QUICK["rl_steps"]
+    # the paired entries: exactly a direct recomputation from the per-run values (same start, same seed)
+    variants = result["variants"]
+    for name, (x, y) in matrix.PAIRS.items():
+        for key, stat in result["paired"][name].items():
+            xs, ys = variants[x]["metrics"][key]["per_run"], variants[y]["metrics"][key]["per_run"]
+            diffs = [a - b for a, b in zip(xs, ys)]
+            want = matrix.paired_stat(diffs)
+            assert stat["mean"] == pytest.approx(want["mean"]) and stat["n"] == 4
+            assert stat["ci95"] == (pytest.approx(want["ci95"]) if want["ci95"] else None)
+    assert set(result["paired"]["d_vs_c"]) >= {"wasted_rate", "accuracy"} and "rationale" in result["paired"]["d_vs_a"]
+    goal = result["goal"]
+    assert goal["d_wasted_le_half_c"] == (goal["d_wasted"] <= 0.5 * goal["c_wasted"])
+    assert goal["d_minus_c_wasted_ci_excludes_0"] == result["paired"]["d_vs_c"]["wasted_rate"]["excludes_0"]
+    assert "met" in goal and "| (d) full ViRL" in result["markdown"] and "d − c" in result["markdown"]
+    assert matrix.markdown(result) == result["markdown"]
+    # a second run reuses the starts and every RL run
+    again = tmp_path / "again.json"
+    assert matrix.main([*argv[:-4], "--json", str(again), "--png", str(out_png)]) == 0
+    second = json.loads(again.read_text())
+    assert all(s["reused"] for s in second["starts"]) and second["paired"] == result["paired"]
+    assert all(r["reused"] for v in second["variants"].values() for r in v["runs"])  # no RL run done twice
+
+
+def _runs(values: dict[str, list[float]], key: str, curves: tuple[str, ...]) -> dict[str, list[dict]]:
+    """Runs shaped as the matrix keeps them: 2 starts x 2 seeds per variant, ``key`` set from ``values``, the rest 0."""
+    pairs = [(0, 0), (0, 1), (1, 0), (1, 1)]
+    return {v: [{"start": s, "seed": r, "wall_s": 1.0, "reused": False, "curves": {c: [0.0] for c in curves},
+                 "metrics": {k: 0.0 for k in ("accuracy", "rationale", "wasted_rate")} | {key: x}}
+                for (s, r), x in zip(pairs, vals)] for v, vals in values.items()}
+
+
+def test_the_goals_read_the_means_and_the_paired_intervals(matrix):
+    import learning
+
+    metrics = ["accuracy", "rationale", "wasted_rate"]
+    wasted = {"outcome": [0.6, 0.5, 0.6, 0.55], "process": [0.5] * 4, "shaping": [0.5, 0.45, 0.55, 0.5],
+              "full": [0.1, 0.15, 0.2, 0.1]}
+    runs = _runs(wasted, "wasted_rate", learning.CURVES)
+    variants, pairs = matrix.summarize(runs, metrics), matrix.paired(runs, metrics)
+    goal = matrix.goal_check("wander", variants, pairs, [])
+    assert goal["d_wasted_le_half_c"] and goal["d_minus_c_wasted_ci_excludes_0"] and goal["met"]
+    assert pairs["d_vs_c"]["wasted_rate"]["mean"] == pytest.approx(-0.3625)
+    iou = {"outcome": [0.5, 0.7, 0.6, 0.65], "process": [0.8] * 4, "shaping": [0.8] * 4, "full": [0.7, 0.75, 0.8, 0.7]}
+    runs = _runs(iou, "rationale", learning.CURVES)
+    variants, pairs = matrix.summarize(runs, metrics), matrix.paired(runs, metrics)
+    starts = [{"metrics": {"ordered_chain_hit@0.5": 0.62}}, {"metrics": {"ordered_chain_hit@0.5": 0.41}}]
+    goal = matrix.goal_check("two-hop", variants, pairs, starts)
+    assert goal["d_beats_a_by_0.1"] and goal["d_minus_a_rationale"] == pytest.approx(0.125)
+    assert goal["starts_reach_0.5"] is False and goal["met"] is False  # one start misses the ordered hit rate
+    md = matrix.markdown({"metrics": {"rationale": "rationale IoU"}, "starts": [], "variants": variants,
+                          "paired": pairs, "goal": goal})
+    assert "| d − a | " in md and "starts_reach_0.5: no" in md
+
+
+def test_the_two_hop_task_gives_ordered_two_box_chains_its_sft_reference_walks_in_order(matrix, tmp_path):
+    import learning
+    from virl_train.data import load_split
+    from virl_train.env import CropEnv
+    from virl_train.matching import chain_order
+    from virl_train.sft import reference_turns
+    from PIL import Image
+
+    data = learning.build_task(tmp_path, 40, task=matrix.TASKS["two-hop"].shapes)
+    records = load_split(data, "train")
+    assert records and all(len(r.chain) == 2 and r.question_type == "neighbour_color" for r in records)
+    env = CropEnv("abs", max_actions=3)
+    for rec in records[:5]:
+        env.reset(Image.new("RGB", (112, 112)), rec.question)
+        crops = [env.step(t).action.box for t in reference_turns(rec, env)[:-1]]
+        assert chain_order(crops, rec.chain, (112, 112)).ordered_hit
+        assert not chain_order(crops[::-1], rec.chain, (112, 112)).ordered_hit  # the other order does not count
