@@ -57,7 +57,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from rich.console import Console  # noqa: E402
 
 import learning  # noqa: E402
-from virl_data.corpus import atomic_path, write_json  # noqa: E402
+from virl_data.storage.corpus import atomic_path, write_json  # noqa: E402
 from virl_data.miners.shapes import ShapesConfig  # noqa: E402
 
 REPO = learning.REPO

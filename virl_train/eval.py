@@ -263,7 +263,7 @@ def chain_metrics(episodes: Sequence[Episode], records: Sequence[RationaleRecord
     """The ordered-chain metrics of the module docstring (``step_iou@j``, ``ordered_chain_hit@0.5``, ``order_rate``
     with their counts) over the episodes whose record has a chain of ≥ 2 steps.
 
-    >>> from virl_data.types import ImageRef, Provenance, RationaleStep
+    >>> from virl_data.core.types import ImageRef, Provenance, RationaleStep
     >>> from virl_train.types import Action
     >>> rec = RationaleRecord(id="r", image=ImageRef("a.png", 100, 100), question="q", answer="red",
     ...     chain=(RationaleStep((Box(0, 0, 10, 10),)), RationaleStep((Box(50, 50, 60, 60),))),
