@@ -11,7 +11,8 @@ its traceback.
     virl-data dedup IN --out OUT
     virl-data split IN --out OUT [--ratios train=0.8,val=0.1,test=0.1] [--seed 0]
     virl-data export IN --format hf|parquet|jsonl|coco --out DIR
-    virl-data run pipelines/NAME.yaml [--out DIR] [--engine ray [--address ADDR] [--num-cpus N]]
+    virl-data run pipelines/NAME.yaml [--out DIR] [--intermediate mined,verified]
+                                      [--engine ray [--address ADDR] [--num-cpus N]]
     virl-data schema
     virl-data fiftyone push CORPUS --dataset NAME | pull NAME --corpus CORPUS --out OUT
     virl-data app CORPUS | --dataset NAME [--remote]
@@ -112,6 +113,9 @@ def run_cmd(
     address: Annotated[str | None, typer.Option(help="Ray cluster address (e.g. auto); default: a local instance.")]
     = None,
     num_cpus: Annotated[int | None, typer.Option(help="CPUs of the local Ray instance (default: all).", min=1)] = None,
+    intermediate: Annotated[str | None, typer.Option(
+        help="Intermediate corpora to write besides curated: mined,verified (default: the YAML's `intermediate`, "
+             "else both under --engine local, none under --engine ray).")] = None,
 ) -> None:
     """Run a declarative pipeline: mine → verify → filters → dedup → split → exports, with a per-stage report."""
     from virl_data.pipeline import run_pipeline, stages_table
@@ -120,16 +124,18 @@ def run_cmd(
         raise ConfigError(f"--engine must be 'local' or 'ray', got {engine!r}")
     if engine == "local" and (address is not None or num_cpus is not None):
         raise ConfigError("--address and --num-cpus apply to --engine ray only")
+    chosen = None if intermediate is None else [n.strip() for n in intermediate.split(",") if n.strip()]
     if engine == "ray":
         try:
             from virl_data.engine_ray import run_pipeline_ray
         except ImportError as exc:
             raise ConfigError(f"--engine ray needs Ray Data: pip install 'virl[ray]' ({exc})") from None
-        report = run_pipeline_ray(pipeline, out=out, address=address, num_cpus=num_cpus, console=console)
+        report = run_pipeline_ray(pipeline, out=out, address=address, num_cpus=num_cpus, intermediate=chosen,
+                                  console=console)
         if report.config["engine"].get("dashboard_url"):
             console.print(f"Ray dashboard: {report.config['engine']['dashboard_url']}")
     else:
-        report = run_pipeline(pipeline, out=out, console=console)
+        report = run_pipeline(pipeline, out=out, console=console, intermediate=chosen)
     console.print(stages_table(report))
     console.print(f"report → {report.report_path}")
 

@@ -206,6 +206,8 @@ class PipelineConfig:
     split: SplitConfig | None = field(default_factory=SplitConfig)
     export: tuple[ExportConfig, ...] = ()
     out: str = ""
+    intermediate: tuple[str, ...] | None = None  # corpora written besides curated; None: the engine's default
+
 
     def __post_init__(self) -> None:
         if not self.out:
@@ -342,6 +344,26 @@ def _exports(data: Any) -> tuple[ExportConfig, ...]:
     return tuple(out)
 
 
+INTERMEDIATE = ("mined", "verified")
+"""The corpora a run can write besides ``curated`` (YAML ``intermediate: [mined, verified]``)."""
+
+
+def _intermediate(data: Any, where: str = "intermediate") -> tuple[str, ...] | None:
+    if data is None:
+        return None
+    names = [data] if isinstance(data, str) else data
+    if not isinstance(names, list | tuple) or any(n not in INTERMEDIATE for n in names):
+        raise ConfigError(f"{where}: expected a list of {', '.join(INTERMEDIATE)}, got {data!r}")
+    return tuple(n for n in INTERMEDIATE if n in names)
+
+
+def intermediate_corpora(cfg: PipelineConfig, override: Sequence[str] | None, default: Sequence[str]) -> tuple[str, ...]:
+    """Which intermediate corpora a run writes: ``override`` (a flag) if given, else the YAML's, else ``default``
+    (the local engine: both; the Ray engine: none, a full extra copy of the corpus each)."""
+    chosen = _intermediate(list(override), "--intermediate") if override is not None else cfg.intermediate
+    return tuple(default) if chosen is None else chosen
+
+
 def _filters(data: Any) -> tuple[str, ...]:
     if data is None:
         return ()
@@ -368,6 +390,7 @@ def pipeline_from_dict(data: Any, base_dir: str | Path = ".", default_name: str 
         split=_split(data.get("split", {})),
         export=_exports(data.get("export")),
         out=_typed(data.get("out") or f"runs/{name}", str, "out", "a folder path"),
+        intermediate=_intermediate(data.get("intermediate")),
     )
 
 
@@ -525,7 +548,8 @@ def check_accounting(stages: Sequence[StageReport]) -> None:
 
 
 def run_pipeline(
-    config: PipelineConfig | str | Path, out: str | Path | None = None, console: Console | None = None
+    config: PipelineConfig | str | Path, out: str | Path | None = None, console: Console | None = None,
+    intermediate: Sequence[str] | None = None,
 ) -> RunReport:
     """Run ``config`` (a ``PipelineConfig`` or a YAML path) under ``out`` (default ``config.out``); see the module
     docstring for the files. Every stage's counts are checked (``check_accounting``) before ``report.json`` is
@@ -535,10 +559,11 @@ def run_pipeline(
     images, clock, started = _image_root(cfg, out), _Clock(), time.perf_counter()
     stages: list[StageReport] = []
     paths: dict[str, Path] = {}
+    written = intermediate_corpora(cfg, intermediate, default=INTERMEDIATE)
 
     def done(frame: pl.DataFrame, stage: StageReport, file: str | None = None) -> pl.DataFrame:
         stages.append(dataclasses.replace(stage, seconds=clock.lap()))
-        if file is not None:
+        if file is not None and file in written:
             paths[file] = corpus.write(frame, out / "corpus" / f"{file}.parquet", image_root=images)
         if console is not None:
             console.print(f"[bold]{stage.name}[/]: {stage.n_in} → {stage.n_out} {stage.detail}", highlight=False)
@@ -584,6 +609,7 @@ def stages_table(report: RunReport) -> Table:
 
 
 __all__ = [
+    "INTERMEDIATE",
     "ExportConfig",
     "PipelineConfig",
     "RunReport",
@@ -592,6 +618,7 @@ __all__ = [
     "StageReport",
     "check_accounting",
     "check_keys",
+    "intermediate_corpora",
     "load_pipeline",
     "miner_parameters",
     "pipeline_from_dict",

@@ -23,7 +23,7 @@ from virl_data.cli import app
 from virl_data.pipeline import RunReport, load_pipeline, pipeline_from_dict, run_pipeline
 
 ray = pytest.importorskip("ray", reason="the Ray engine needs the [ray] extra")
-from virl_data.engine_ray import local_runtime_env, run_pipeline_ray  # noqa: E402
+from virl_data.engine_ray import LOCAL_SYSTEM_CONFIG, local_runtime_env, run_pipeline_ray  # noqa: E402
 
 PIPELINES = REPO / "pipelines"
 
@@ -35,7 +35,7 @@ def ray_instance():
         yield
         return
     ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR", log_to_driver=False,
-             runtime_env=local_runtime_env(), object_store_memory=256 * 1024 * 1024)
+             runtime_env=local_runtime_env(), object_store_memory=256 * 1024 * 1024, _system_config=LOCAL_SYSTEM_CONFIG)
     yield
     ray.shutdown()
 
@@ -56,7 +56,7 @@ def assert_same_run(local: RunReport, on_ray: RunReport) -> None:
 
 def _both(cfg, tmp_path: Path, **ray_kwargs) -> tuple[RunReport, RunReport]:
     local = run_pipeline(cfg, out=tmp_path / "local")
-    on_ray = run_pipeline_ray(cfg, out=tmp_path / "ray", **ray_kwargs)
+    on_ray = run_pipeline_ray(cfg, out=tmp_path / "ray", intermediate=["mined", "verified"], **ray_kwargs)
     return local, on_ray
 
 
@@ -141,7 +141,13 @@ def test_cli_run_engine_ray(ray_instance, tmp_path):
     result = CliRunner().invoke(app, ["run", str(path), "--engine", "ray", "--out", str(tmp_path / "run")])
     assert result.exit_code == 0, result.output
     assert "export:jsonl" in result.output and (tmp_path / "run" / "corpus" / "curated").is_dir()
+    assert not (tmp_path / "run" / "corpus" / "mined").exists()  # intermediates only when asked
+    result = CliRunner().invoke(app, ["run", str(path), "--engine", "ray", "--out", str(tmp_path / "run"),
+                                      "--intermediate", "mined"])
+    assert result.exit_code == 0, result.output
     assert corpus.read(tmp_path / "run" / "corpus" / "mined").height == 12
+    assert not (tmp_path / "run" / "corpus" / "verified").exists()
+    assert sorted(p.name for p in (tmp_path / "run" / "corpus").iterdir()) == ["curated", "mined"]  # no temp left
 
 
 @pytest.mark.parametrize("args, message", [
