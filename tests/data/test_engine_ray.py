@@ -159,3 +159,55 @@ def test_cli_run_engine_errors_are_one_line(tmp_path, args, message):
     path.write_text(yaml.safe_dump({"name": "tiny", "source": {"miner": "shapes", "limit": 2}}))
     result = CliRunner().invoke(app, ["run", str(path), *args])
     assert result.exit_code == 2 and message in " ".join(result.output.split())
+
+
+# --- output folders and the intermediate corpora (no Ray instance needed) -------------------------------------------
+def test_stale_temp_folders_of_dead_runs_are_removed_others_kept(tmp_path):
+    import socket
+    import subprocess
+    import sys
+
+    from virl_data.engine_ray import clean_stale, temp_folder
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    host = socket.gethostname()
+    names = [f".mined.{host}-{dead.stdout.strip()}-0123abcd.tmp",  # this host, driver gone: stale
+             ".verified.0b078ca0.tmp",                             # an earlier version's name: no owner, stale
+             temp_folder(tmp_path / "curated").name,               # this process: alive, kept
+             f".mined.elsewhere-{dead.stdout.strip()}-0123abcd.tmp",  # another host: cannot tell, kept
+             ".notes.tmp"]                                         # not ours, kept
+    for name in names:
+        (tmp_path / name).mkdir()
+    removed = clean_stale(tmp_path)
+    assert sorted(p.name for p in removed) == sorted(names[:2])
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(names[2:])
+
+
+def test_swap_in_replaces_a_finished_folder_whole(tmp_path):
+    from virl_data.engine_ray import swap_in, temp_folder
+
+    folder = tmp_path / "curated"
+    folder.mkdir()
+    (folder / "old.parquet").write_text("old")
+    tmp = temp_folder(folder)
+    tmp.mkdir()
+    (tmp / "new.parquet").write_text("new")
+    swap_in(tmp, folder)
+    assert [p.name for p in tmp_path.iterdir()] == ["curated"] and [p.name for p in folder.iterdir()] == ["new.parquet"]
+
+
+@pytest.mark.parametrize("value, expected", [(None, None), (["verified", "mined"], ("mined", "verified")), ([], ())])
+def test_intermediate_key(value, expected):
+    from virl_data.pipeline import intermediate_corpora
+
+    cfg = pipeline_from_dict({"source": {"miner": "shapes"}, **({} if value is None else {"intermediate": value})})
+    assert cfg.intermediate == expected
+    assert intermediate_corpora(cfg, None, default=("mined",)) == (expected if expected is not None else ("mined",))
+    assert intermediate_corpora(cfg, ["verified"], default=()) == ("verified",)  # the flag wins
+
+
+def test_intermediate_key_errors():
+    from virl_data.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="intermediate: expected a list of mined, verified"):
+        pipeline_from_dict({"source": {"miner": "shapes"}, "intermediate": ["curated"]})
