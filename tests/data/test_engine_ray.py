@@ -87,11 +87,12 @@ def test_gqa_sample_with_filters_duplicates_and_shuffled_blocks(ray_instance, sh
                 (tmp_path / "ray" / "export" / fmt / name).read_bytes()
 
 
-def test_shipped_gqa_and_vg_pipelines_on_the_real_samples(ray_instance, shared_data, tmp_path):
-    for name in ("gqa", "vg"):  # the YAMLs reach the samples as ../../shared/data
-        local, on_ray = _both(load_pipeline(PIPELINES / f"{name}.yaml"), tmp_path / name, block_size=3)
+def test_shipped_pipelines_on_the_real_samples(ray_instance, shared_data, tmp_path):
+    # the YAMLs reach the samples as ../../shared/data; refcoco and flickr30k mine on the workers too (run planners)
+    for name, block_size in (("gqa", 3), ("vg", 3), ("refcoco", 16), ("flickr30k", 10)):
+        local, on_ray = _both(load_pipeline(PIPELINES / f"{name}.yaml"), tmp_path / name, block_size=block_size)
         assert_same_run(local, on_ray)
-        assert on_ray.stage("mine").n_out > 0
+        assert on_ray.stage("mine").n_out > 0 and on_ray.config["engine"]["blocks"] > 1
 
 
 def test_coco_sample_with_image_checks_and_damaged_images(ray_instance, shared_data, tmp_path):
