@@ -38,13 +38,8 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
-import re
 import shutil
-import socket
-import subprocess
-import sys
 import time
-import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
@@ -75,6 +70,7 @@ from virl_data.pipeline import (
     intermediate_corpora,
     load_pipeline,
 )
+from virl_data.run_guard import clean_stale, start_watchdog, swap_in, temp_folder
 from virl_data.schema import COLUMNS, SCHEMA_VERSION, polars_schema
 
 SEQ = blocks.SEQ
@@ -247,107 +243,12 @@ def apply_block(block: pa.Table, decision: tuple[np.ndarray, np.ndarray | None] 
     return frame.height, _node()
 
 
-# --- output folders: temp beside, swapped in, stale ones cleaned -----------------------------------------------------
-_TMP = re.compile(r"^\.(?P<name>[\w-]+)\.(?:(?P<host>.+)-(?P<pid>\d+)-)?[0-9a-f]{8}(?:\.old)?\.tmp$")
-
-
-def temp_folder(folder: Path, suffix: str = "") -> Path:
-    """``.<name>.<host>-<pid>-<hex>.tmp`` beside ``folder``: who wrote it, so a later run can tell it is stale."""
-    return folder.with_name(f".{folder.name}.{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}{suffix}.tmp")
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def clean_stale(parent: Path) -> list[Path]:
-    """Remove the temp folders under ``parent`` left by runs whose driver is gone: written on this host by a
-    process no longer alive (or named without an owner, by earlier versions). Returns what was removed."""
-    removed = []
-    for path in parent.glob(".*.tmp") if parent.is_dir() else ():
-        m = _TMP.match(path.name)
-        if m is None or not path.is_dir():
-            continue
-        if m["pid"] is None or (m["host"] == socket.gethostname() and not _alive(int(m["pid"]))):
-            shutil.rmtree(path, ignore_errors=True)
-            removed.append(path)
-    return removed
-
-
-def swap_in(tmp: Path, folder: Path) -> Path:
-    """Put the complete ``tmp`` in ``folder``'s place; the previous folder is moved aside first, then removed, so
-    ``folder`` is at every moment either the previous complete corpus or the new one (or briefly absent)."""
-    old = temp_folder(folder, ".old") if folder.exists() else None
-    if old is not None:
-        folder.rename(old)
-    tmp.rename(folder)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
-    return folder
-
-
 def write_meta(folder: Path, image_root: Path | None) -> dict[str, str]:
     """The Parquet metadata ``corpus.write`` puts in a file, for shards of ``folder``."""
     return {corpus.META_VERSION: str(SCHEMA_VERSION), **corpus._root_meta(folder / "part.parquet", image_root)}
 
 
-# --- the local Ray instance and its watchdog -------------------------------------------------------------------------
-_WATCHDOG = r"""
-import os, signal, sys
-signal.signal(signal.SIGINT, signal.SIG_IGN); signal.signal(signal.SIGTERM, signal.SIG_IGN)
-if b"done" in sys.stdin.buffer.read():  # EOF comes when the driver exits, however it exits
-    sys.exit(0)
-marker, owned = ("\0RAY_RAYLET_PID=" + sys.argv[1] + "\0").encode(), dict(a.split(":") for a in sys.argv[2:])
-def start(pid):
-    with open(f"/proc/{pid}/stat", "rb") as f: return f.read().rsplit(b")", 1)[1].split()[19].decode()
-for pid in filter(str.isdigit, os.listdir("/proc")):
-    try:
-        with open(f"/proc/{pid}/environ", "rb") as f: ours = marker in b"\0" + f.read()
-        if ours or owned.get(pid) == start(pid):  # the same process, not a reused pid
-            os.kill(int(pid), signal.SIGKILL)
-    except OSError:
-        pass
-"""
-
-
-def _children() -> dict[str, tuple[str, str]]:
-    """This process's descendants: pid -> (start time in ticks, command name), from /proc."""
-    parent: dict[str, str] = {}
-    info: dict[str, tuple[str, str]] = {}
-    for pid in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            stat = Path(f"/proc/{pid}/stat").read_bytes()
-        except OSError:
-            continue
-        name, rest = stat.split(b"(", 1)[1].rsplit(b")", 1)
-        fields = rest.split()
-        parent[pid], info[pid] = fields[1].decode(), (fields[19].decode(), name.decode())
-    mine, frontier = {}, {str(os.getpid())}
-    while frontier:
-        frontier = {p for p, pp in parent.items() if pp in frontier and p not in mine}
-        mine |= {p: info[p] for p in frontier}
-    return mine
-
-
-def start_watchdog() -> subprocess.Popen[bytes] | None:
-    """A process that kills the local Ray instance's processes (those this driver started, and every process of
-    its raylet: agents, workers) when the driver dies without saying ``done`` on its stdin. Linux only."""
-    if not Path("/proc/self/stat").exists():
-        return None
-    owned = _children()
-    raylet = next((p for p, (_, name) in owned.items() if name == "raylet"), None)
-    if raylet is None:
-        return None
-    args = [sys.executable, "-c", _WATCHDOG, raylet, *(f"{p}:{s}" for p, (s, _) in owned.items())]
-    return subprocess.Popen(args, stdin=subprocess.PIPE, start_new_session=True)
-
-
+# --- the local Ray instance ---------------------------------------------------------------------------------------
 LOCAL_SYSTEM_CONFIG = {"idle_worker_killing_time_threshold_ms": 300_000}
 """Ray options of a local instance: keep idle workers for 5 minutes. Ray's default (1 s, then idle workers past
 one per CPU are stopped) made each pass of a run start fresh workers, seconds each under load (a run measured at
@@ -620,5 +521,5 @@ def _reasons(tally: pl.DataFrame) -> pl.DataFrame:
     )
 
 
-__all__ = ["LOCAL_SYSTEM_CONFIG", "Plan", "apply_block", "barrier", "keys_of", "clean_stale", "connected", "dashboard_url", "local_runtime_env",
-           "process_batch", "run_pipeline_ray", "start_watchdog", "swap_in", "temp_folder", "to_arrow", "write_shard"]
+__all__ = ["LOCAL_SYSTEM_CONFIG", "Plan", "apply_block", "barrier", "connected", "dashboard_url", "keys_of",
+           "local_runtime_env", "process_batch", "run_pipeline_ray", "to_arrow", "write_shard"]

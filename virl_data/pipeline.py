@@ -40,6 +40,7 @@ directory; unknown keys are errors naming the nearest valid key):
     split: {ratios: {train: 0.8, val: 0.1, test: 0.1}, seed: 0}
     export: [{format: parquet}, {format: coco, out: export/coco_json}]   # ``out`` relative to the run folder
     out: runs/gqa
+    intermediate: [mined, verified]    # corpora written besides curated (default: both locally, none under Ray)
 """
 
 from __future__ import annotations

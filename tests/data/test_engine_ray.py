@@ -168,7 +168,7 @@ def test_stale_temp_folders_of_dead_runs_are_removed_others_kept(tmp_path):
     import subprocess
     import sys
 
-    from virl_data.engine_ray import clean_stale, temp_folder
+    from virl_data.run_guard import clean_stale, temp_folder
 
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
     host = socket.gethostname()
@@ -185,7 +185,7 @@ def test_stale_temp_folders_of_dead_runs_are_removed_others_kept(tmp_path):
 
 
 def test_swap_in_replaces_a_finished_folder_whole(tmp_path):
-    from virl_data.engine_ray import swap_in, temp_folder
+    from virl_data.run_guard import swap_in, temp_folder
 
     folder = tmp_path / "curated"
     folder.mkdir()
