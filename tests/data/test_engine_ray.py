@@ -212,3 +212,12 @@ def test_intermediate_key_errors():
 
     with pytest.raises(ConfigError, match="intermediate: expected a list of mined, verified"):
         pipeline_from_dict({"source": {"miner": "shapes"}, "intermediate": ["curated"]})
+
+
+def test_run_guard_docstring_examples():
+    import doctest
+
+    from virl_data import run_guard
+
+    result = doctest.testmod(run_guard)
+    assert result.attempted > 0 and result.failed == 0
