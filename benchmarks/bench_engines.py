@@ -12,7 +12,8 @@ engine writes intermediates only when asked, its default); no export.
 Each engine runs in a fresh process. Ray: a fresh local instance with ``num_cpus`` = the workers; its start-up
 and the workers' warm-up are timed apart ("Ray start"), and so is the engine's fixed cost per run: the same
 pipeline on 1,000 questions on the warm instance ("fixed cost"). Peak memory: the driver's peak RSS
-(``ru_maxrss``) and the Ray workers' peak RSS summed over the instance's processes (sampled every 0.2 s; shared
+(``ru_maxrss``), its RSS after the planning and after the write pass (Ray: ``config.engine.driver_rss_mb`` of the
+run report), and the Ray workers' peak RSS summed over the instance's processes (sampled every 0.2 s; shared
 object-store pages count in each process that maps them). Goals (issue 28): Ray 1 worker ≥ 0.8× the local engine,
 Ray 2 workers ≥ 1.5× Ray 1 worker; both ratios are printed, with the load average, because a machine shared with
 other work moves them. Figures go to ``--json``; ``--out`` renders the Markdown table from them.
@@ -158,6 +159,7 @@ def run_engine(engine: str, cpus: int | None, inputs: dict[str, tuple[Path, Path
             result["seconds"] = time.perf_counter() - t0
         result["workers_peak_mb"] = sampler.peak / 2**20
         result["timings"] = report.config["engine"]["timings"]
+        result["driver_rss_mb"] = report.config["engine"].get("driver_rss_mb", {})
         ray.shutdown()
     result |= {"records": report.stage("mine").n_out, "driver_peak_mb": _peak_mb(),
                "stages": {s.name: s.seconds for s in report.stages},
@@ -212,7 +214,8 @@ def main(argv: list[str] | None = None) -> None:
 
 
 COLS = ("engine", "seconds", "records/s", "speed ÷ local", "speed ÷ Ray 1", "plan s", "stream s", "barrier s",
-        "write s", "fixed cost s", "Ray start s", "driver peak MB", "workers peak MB", "load")
+        "write s", "fixed cost s", "Ray start s", "driver peak MB", "driver MB after plan → write", "workers peak MB",
+        "load")
 
 
 def rows(data: dict[str, Any]) -> list[tuple[str, ...]]:
@@ -225,9 +228,17 @@ def rows(data: dict[str, Any]) -> list[tuple[str, ...]]:
                     f"{local / r['seconds']:.2f}", f"{ray1 / r['seconds']:.2f}" if ray1 else "-",
                     *(f"{t[k]:.1f}" if k in t else "-" for k in ("plan", "stream", "barrier", "write")),
                     f"{r['fixed']:.1f}" if r["fixed"] else "-", f"{r['start']:.1f}" if r["start"] else "-",
-                    f"{r['driver_peak_mb']:,.0f}", f"{r['workers_peak_mb']:,.0f}" if "workers_peak_mb" in r else "-",
+                    f"{r['driver_peak_mb']:,.0f}", _after(r.get("driver_rss_mb")),
+                    f"{r['workers_peak_mb']:,.0f}" if "workers_peak_mb" in r else "-",
                     f"{r['load']:.1f}"))
     return out
+
+
+def _after(rss: dict[str, float] | None) -> str:
+    """The driver's resident memory after planning and after the write pass (the streaming part adds little)."""
+    if not rss or rss.get("after_plan") is None:
+        return "-"
+    return f"{rss['after_plan']:,.0f} → {rss['after_write']:,.0f}"
 
 
 def render(data: dict[str, Any], out: Path | None) -> None:

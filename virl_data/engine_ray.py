@@ -102,6 +102,14 @@ def write_shard(frame: pl.DataFrame, folder: str | Path, meta: dict[str, str]) -
     return name
 
 
+def _rss_mb() -> float | None:
+    """This process's resident memory now (MiB), from ``/proc`` (None elsewhere)."""
+    try:
+        return int(Path("/proc/self/statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+    except (OSError, ValueError):
+        return None
+
+
 def _node() -> str:
     return ray.get_runtime_context().get_node_id()
 
@@ -462,9 +470,9 @@ def _run(cfg: PipelineConfig, out: Path, images: Path | None, block_size: int, t
     plan = Plan(None if images is None else str(images), cfg.check_config(), tuple(cfg.filters), cfg.dedup,
                 cfg.split is not None, {k: str(v) for k, v in temps.items() if k != "curated"}, meta)
     ds, n_blocks = _source(cfg, plan, block_size)
-    t1 = time.perf_counter()
+    t1, rss = time.perf_counter(), {"after_plan": _rss_mb()}
     refs = _stream(ds, n_blocks, bar)
-    t2 = time.perf_counter()
+    t2, rss["after_stream"] = time.perf_counter(), _rss_mb()
     # key columns and tallies extracted where each block lives; the barrier task sees only them
     keys_task = ray.remote(num_returns=2)(keys_of)
     parts = [keys_task.remote(ref) for ref, _ in refs]
@@ -472,7 +480,7 @@ def _run(cfg: PipelineConfig, out: Path, images: Path | None, block_size: int, t
         cfg.dedup, cfg.split, len(parts), *(k for k, _ in parts), *(t for _, t in parts))
     result = ray.get(summary)
     del parts
-    t3 = time.perf_counter()
+    t3, rss["after_barrier"] = time.perf_counter(), _rss_mb()
     names = list(cfg.split.ratios) if cfg.split is not None else []
     n_written, writers = _write(refs, decision, names, temps["curated"], meta, images, bar)
     del refs, decision
@@ -482,7 +490,7 @@ def _run(cfg: PipelineConfig, out: Path, images: Path | None, block_size: int, t
     for name in ("mined", "verified"):  # an earlier run's intermediate corpus would not match this run's
         if name not in paths and (out / "corpus" / name).is_dir():
             shutil.rmtree(out / "corpus" / name)
-    t4 = time.perf_counter()
+    t4, rss["after_write"] = time.perf_counter(), _rss_mb()
     for stage in stages:
         if console is not None:
             console.print(f"[bold]{stage.name}[/]: {stage.n_in} → {stage.n_out} {stage.detail}", highlight=False)
@@ -502,7 +510,8 @@ def _run(cfg: PipelineConfig, out: Path, images: Path | None, block_size: int, t
         name, node = k.split(":", 1)
         nodes.setdefault(name, {})[node] = int(c)
     engine = {"name": "ray", **engine, "blocks": n_blocks, "block_size": block_size, "nodes": nodes,
-              "timings": {"plan": t1 - t0, "stream": t2 - t1, "barrier": t3 - t2, "write": t4 - t3}}
+              "timings": {"plan": t1 - t0, "stream": t2 - t1, "barrier": t3 - t2, "write": t4 - t3},
+              "driver_rss_mb": rss}
     report = RunReport(
         name=cfg.name, out=out, stages=tuple(stages),
         rejection_reasons=tuple(_reasons(tally).iter_rows(named=True)),
