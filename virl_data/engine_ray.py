@@ -2,7 +2,7 @@
 
     virl-data run PIPELINE.yaml --engine ray [--address ADDR] [--num-cpus N] [--intermediate mined,verified]
 
-Same YAML, same stage functions, same corpus; only the scheduling differs. Two passes over the data:
+Same YAML, same stage functions, same corpus; only the scheduling differs. Three passes, two of them over the data:
 
 1. **stream** (one Ray Data ``map_batches`` chain, Arrow batches end to end): ``blocks.plan_blocks`` (on the driver)
    cuts the source into blocks; one task per block mines it (``blocks.mine_block``), runs ``checks.verify``, tags
@@ -12,9 +12,9 @@ Same YAML, same stage functions, same corpus; only the scheduling differs. Two p
    the records left for curation with their key columns (kept in Ray's object store, not on the driver). A source
    whose blocks come out of ``_seq`` order, or a ``limit`` the planner cannot apply, puts a ``sort`` / ``limit``
    between mining and the rest.
-2. **barrier** (one Ray task, on the key columns only, extracted from each block where it lies): dedup keeps the smallest ``_seq`` of each key (the local
-   engine's "first in input order"); the split groups the kept records by image and places the groups with
-   ``curate.assign_groups``. Result: the kept ``_seq`` values (sorted) and a split code each, in the object store.
+2. **barrier** (one Ray task, on the key columns only, extracted from each block where it lies): dedup keeps the
+   smallest ``_seq`` of each key (the local engine's "first in input order"); the split groups the kept records by
+   image and places the groups with ``curate.assign_groups``. Result: the kept ``_seq`` values (sorted) and a split code each, in the object store.
 3. **write**: one Ray task per block keeps its records by ``_seq`` (a binary search), sets the split and writes a
    curated shard.
 
@@ -25,7 +25,9 @@ local Ray instance this engine starts is watched by a small process that kills t
 driver dies without stopping it (``kill -9``), since Ray's agents and workers outlive it otherwise.
 
 ``report.json`` has the local engine's stages and counts, plus ``config.engine``: Ray address, dashboard URL, CPUs,
-blocks, timings, and which nodes processed blocks and wrote shards (``nodes``).
+blocks, the passes' wall times (``timings``), the driver's resident memory after each (``driver_rss_mb``), and
+which nodes processed blocks and wrote shards (``nodes``). Miners without a planner (VisCoT, shapes) mine on the
+driver; the rest of the chain runs on the workers.
 
 Example (starts a local Ray instance when none is up, and stops it after):
     >>> from virl_data.engine_ray import run_pipeline_ray        # doctest: +SKIP

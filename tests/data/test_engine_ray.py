@@ -92,7 +92,8 @@ def test_shipped_pipelines_on_the_real_samples(ray_instance, shared_data, tmp_pa
     for name, block_size in (("gqa", 3), ("vg", 3), ("refcoco", 16), ("flickr30k", 10)):
         local, on_ray = _both(load_pipeline(PIPELINES / f"{name}.yaml"), tmp_path / name, block_size=block_size)
         assert_same_run(local, on_ray)
-        assert on_ray.stage("mine").n_out > 0 and on_ray.config["engine"]["blocks"] > 1
+        assert on_ray.stage("mine").n_out > 0
+        assert on_ray.config["engine"]["blocks"] > 1 or name == "vg"  # the VG sample is one image: one block
 
 
 def test_coco_sample_with_image_checks_and_damaged_images(ray_instance, shared_data, tmp_path):
