@@ -14,7 +14,8 @@ Same YAML, same stage functions, same corpus; only the scheduling differs. Three
    between mining and the rest.
 2. **barrier** (one Ray task, on the key columns only, extracted from each block where it lies): dedup keeps the
    smallest ``_seq`` of each key (the local engine's "first in input order"); the split groups the kept records by
-   image and places the groups with ``curate.assign_groups``. Result: the kept ``_seq`` values (sorted) and a split code each, in the object store.
+   image and places the groups with ``curate.assign_groups``. Result: the kept ``_seq`` values (sorted) and a split
+   code each, in the object store.
 3. **write**: one Ray task per block keeps its records by ``_seq`` (a binary search), sets the split and writes a
    curated shard.
 

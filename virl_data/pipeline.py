@@ -209,7 +209,6 @@ class PipelineConfig:
     out: str = ""
     intermediate: tuple[str, ...] | None = None  # corpora written besides curated; None: the engine's default
 
-
     def __post_init__(self) -> None:
         if not self.out:
             object.__setattr__(self, "out", f"runs/{self.name}")
@@ -358,7 +357,8 @@ def _intermediate(data: Any, where: str = "intermediate") -> tuple[str, ...] | N
     return tuple(n for n in INTERMEDIATE if n in names)
 
 
-def intermediate_corpora(cfg: PipelineConfig, override: Sequence[str] | None, default: Sequence[str]) -> tuple[str, ...]:
+def intermediate_corpora(cfg: PipelineConfig, override: Sequence[str] | None,
+                         default: Sequence[str]) -> tuple[str, ...]:
     """Which intermediate corpora a run writes: ``override`` (a flag) if given, else the YAML's, else ``default``
     (the local engine: both; the Ray engine: none, a full extra copy of the corpus each)."""
     chosen = _intermediate(list(override), "--intermediate") if override is not None else cfg.intermediate
