@@ -397,7 +397,8 @@ def _stream(ds: ray.data.Dataset, n_blocks: int, bar: Progress | None) -> list[t
     for bundle in ds.iter_internal_ref_bundles():
         # whole blocks: only a limit slices blocks, and it comes before the last map
         assert all(s is None for s in bundle.slices), "a sliced block reached the curation pass"
-        out.extend((entry.ref, entry.metadata.num_rows) for entry in bundle.blocks)
+        # a block of no rows has no header either (an empty source gives one, without columns)
+        out.extend((entry.ref, entry.metadata.num_rows) for entry in bundle.blocks if entry.metadata.num_rows)
         if task is not None:
             bar.advance(task, len(bundle.blocks))
     if task is not None:
@@ -406,7 +407,7 @@ def _stream(ds: ray.data.Dataset, n_blocks: int, bar: Progress | None) -> list[t
 
 
 def _write(refs: list[tuple[Any, int]], decision: Any, names: list[str], folder: Path, meta: dict[str, str],
-           images: Path | None, bar: Progress | None) -> tuple[int, dict[str, int]]:
+           bar: Progress | None) -> tuple[int, dict[str, int]]:
     """Pass 3: one task per block; returns (records written, shards per node)."""
     folder.mkdir(parents=True, exist_ok=True)
     task = ray.remote(apply_block)
@@ -419,8 +420,6 @@ def _write(refs: list[tuple[Any, int]], decision: Any, names: list[str], folder:
             n, nodes[node] = n + rows, nodes.get(node, 0) + (rows > 0)
         if progress is not None:
             bar.advance(progress, len(ready))
-    if not any(folder.glob("*.parquet")):  # an empty corpus is still a readable corpus
-        corpus.write(pl.DataFrame(schema=polars_schema()), folder / "empty.parquet", image_root=images)
     return n, nodes
 
 
@@ -485,10 +484,13 @@ def _run(cfg: PipelineConfig, out: Path, images: Path | None, block_size: int, t
     del parts
     t3, rss["after_barrier"] = time.perf_counter(), _rss_mb()
     names = list(cfg.split.ratios) if cfg.split is not None else []
-    n_written, writers = _write(refs, decision, names, temps["curated"], meta, images, bar)
+    n_written, writers = _write(refs, decision, names, temps["curated"], meta, bar)
     del refs, decision
     stages = _stages(cfg, result, t2 - t1, images)
     assert n_written == stages[-1].n_out, f"wrote {n_written} curated records, the stages say {stages[-1].n_out}"
+    for tmp in temps.values():  # an empty corpus is still a readable corpus
+        if not any(tmp.glob("*.parquet")):
+            corpus.write(pl.DataFrame(schema=polars_schema()), tmp / "empty.parquet", image_root=images)
     paths = {name: swap_in(tmp, out / "corpus" / name) for name, tmp in temps.items()}
     for name in ("mined", "verified"):  # an earlier run's intermediate corpus would not match this run's
         if name not in paths and (out / "corpus" / name).is_dir():

@@ -135,6 +135,16 @@ def test_demo_world(ray_instance, tmp_path):
         assert ray_hf[split]["chain"] == local_hf[split]["chain"]
 
 
+@pytest.mark.parametrize("name", ["gqa", "demo"])
+def test_an_empty_source_gives_an_empty_corpus(ray_instance, shared_data, tmp_path, name):
+    """limit 0: a planned source with no block (GQA) and a driver-mined one with an empty block (demo)."""
+    cfg = load_pipeline(PIPELINES / f"{name}.yaml")
+    cfg = dataclasses.replace(cfg, source=dataclasses.replace(cfg.source, limit=0))
+    local, on_ray = _both(cfg, tmp_path)
+    assert_same_run(local, on_ray)
+    assert corpus.read(on_ray.paths["curated"]).height == 0
+
+
 # --- the command line ------------------------------------------------------------------------------------------------
 def test_cli_run_engine_ray(ray_instance, tmp_path):
     path = tmp_path / "tiny.yaml"
