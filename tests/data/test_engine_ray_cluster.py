@@ -43,8 +43,7 @@ def run_on_cluster(yaml: str, out: str) -> None:
         cluster.shutdown()
 
 
-@pytest.mark.slow  # 83 s at load 12 on 2 cores (three raylets start): run by .ci/run apart
-def test_gqa_on_a_head_and_two_worker_nodes(shared_data, tmp_path):
+def test_gqa_on_a_head_and_two_worker_nodes(shared_data, tmp_path):  # 29 s at load 3, 83 s at load 12 (2 cores)
     yaml = REPO / "pipelines" / "gqa.yaml"
     local = run_pipeline(load_pipeline(yaml), out=tmp_path / "local")
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
