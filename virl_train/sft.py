@@ -36,10 +36,11 @@ import torch
 
 from virl_data.core import boxes
 from virl_data.core.boxanswer import answer_box
-from virl_data.storage.corpus import write_json
 from virl_data.core.errors import ConfigError
-from virl_data.storage.locks import folder_lock
 from virl_data.core.types import RationaleRecord
+from virl_data.storage.corpus import write_json
+from virl_data.storage.locks import folder_lock
+from virl_data.storage.trajectories import truncate_steps
 from virl_train.actions import from_pixels
 from virl_train.config import GRPOConfig, OptimConfig, TrainConfig, check_field, save_config
 from virl_train.data import ExampleSet

@@ -35,8 +35,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from virl_data.storage.corpus import atomic_path
 from virl_data.core.errors import ConfigError
+from virl_data.storage.corpus import atomic_path
 from virl_data.storage.locks import folder_lock
 from virl_train.advantages import group_advantages, normalized_credits, token_advantages
 from virl_train.config import TrainConfig, save_config

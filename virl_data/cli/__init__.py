@@ -11,7 +11,8 @@ its traceback.
     virl-data dedup IN --out OUT
     virl-data split IN --out OUT [--ratios train=0.8,val=0.1,test=0.1] [--seed 0]
     virl-data export IN --format hf|parquet|jsonl|coco --out DIR
-    virl-data run pipelines/NAME.yaml [--out DIR] [--engine ray [--address ADDR] [--num-cpus N]]
+    virl-data run pipelines/NAME.yaml [--out DIR] [--intermediate mined,verified]
+                                      [--engine ray [--address ADDR] [--num-cpus N]]
     virl-data schema
     virl-data fiftyone push CORPUS --dataset NAME | pull NAME --corpus CORPUS --out OUT
     virl-data app CORPUS | --dataset NAME [--remote]

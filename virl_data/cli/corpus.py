@@ -101,8 +101,8 @@ def stats(
 ) -> None:
     """Counts by source, status, chain length, question type and split; box-area and zoom-need distributions;
     rejection reasons."""
-    from virl_data.storage import corpus
     from virl_data.curation import curate
+    from virl_data.storage import corpus
     from virl_data.storage.corpus import write_json
 
     refuse_clashes(inputs={"SRC": src}, outputs={"--plot": plot, "--json": json_out})
@@ -129,8 +129,8 @@ def filter_cmd(
     out: OutPath,
 ) -> None:
     """Keep the records matching a polars expression."""
-    from virl_data.storage import corpus
     from virl_data.curation import curate
+    from virl_data.storage import corpus
 
     refuse_clashes(inputs={"SRC": src}, outputs={"--out": out})
     df = corpus.read(src)
@@ -147,8 +147,8 @@ def dedup(
     removed: Annotated[Path | None, typer.Option(help="Write the removed duplicates here (.parquet/.jsonl).")] = None,
 ) -> None:
     """Remove duplicate records: same image content (sha1) and same normalized question; the first one is kept."""
-    from virl_data.storage import corpus
     from virl_data.curation import curate
+    from virl_data.storage import corpus
 
     refuse_clashes(inputs={"SRC": src, "--image-root": image_root}, outputs={"--out": out, "--removed": removed})
     df = corpus.read(src)
@@ -176,8 +176,8 @@ def split(
     """Assign train/val/test splits: grouped by image, stratified by source, seeded and deterministic."""
     import polars as pl
 
-    from virl_data.storage import corpus
     from virl_data.curation import curate
+    from virl_data.storage import corpus
 
     refuse_clashes(inputs={"SRC": src}, outputs={"--out": out})
     df = corpus.read(src)
@@ -211,8 +211,8 @@ def export(
     ] = "qwen2_5_vl",
 ) -> None:
     """Write per-split exports: an HF dataset folder (images embedded), Parquet, JSONL, COCO JSON or verl Parquet."""
-    from virl_data.storage import corpus
     from virl_data import export as export_mod
+    from virl_data.storage import corpus
 
     refuse_clashes(inputs={"SRC": src, "--image-root": image_root}, replaced={"--out": out})
     df = corpus.read(src)

@@ -19,7 +19,6 @@ from rich.console import Console
 
 from virl_data.cli.boundary import user_errors
 from virl_data.cli.review import write_pulled
-
 from virl_data.core.errors import ConfigError
 from virl_data.storage.paths import refuse_clashes
 
@@ -37,8 +36,8 @@ Overwrite = Annotated[bool, typer.Option("--overwrite", help="Replace a FiftyOne
 
 
 def _push(src: Path, dataset: str, image_root: Path | None, overwrite: bool) -> None:
-    from virl_data.storage import corpus
     from virl_data.integrations import fiftyone as fo_int
+    from virl_data.storage import corpus
 
     records = corpus.read_records(src)
     root = corpus.image_root(src, image_root)
@@ -75,8 +74,8 @@ def pull(
     """Merge tags (`reject`, `ok`) and edited, deleted or reordered boxes back into the corpus as reviews
     (append-only, matched by record id; pulling twice changes nothing)."""
     refuse_clashes(inputs={"--corpus": src}, outputs={"--out": out, "--report": report})
-    from virl_data.storage import corpus
     from virl_data.integrations import fiftyone as fo_int
+    from virl_data.storage import corpus
 
     records = corpus.read_records(src)
     merged, merge_report = fo_int.pull(dataset, records, reviewer=reviewer)

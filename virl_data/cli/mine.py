@@ -27,8 +27,8 @@ def mine_shapes(
     image_size: Annotated[int, typer.Option(help="Side of the square images, pixels.", min=64)] = 224,
 ) -> None:
     """Generate the synthetic shapes world: coloured shapes, 1–3-look questions, exact box chains."""
-    from virl_data.storage import corpus
     from virl_data.miners.shapes import ShapesConfig, generate
+    from virl_data.storage import corpus
     from virl_data.storage.locks import folder_lock
 
     refuse_clashes(outputs={"--out": out, "--images": images})

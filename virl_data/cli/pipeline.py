@@ -48,6 +48,9 @@ def run_cmd(
     address: Annotated[str | None, typer.Option(help="Ray cluster address (e.g. auto); default: a local instance.")]
     = None,
     num_cpus: Annotated[int | None, typer.Option(help="CPUs of the local Ray instance (default: all).", min=1)] = None,
+    intermediate: Annotated[str | None, typer.Option(
+        help="Intermediate corpora to write besides curated: mined,verified (default: the YAML's `intermediate`, "
+             "else both under --engine local, none under --engine ray).")] = None,
 ) -> None:
     """Run a declarative pipeline: mine → verify → filters → dedup → split → exports, with a per-stage report."""
     from virl_data.engines.pipeline import check_run_paths, load_pipeline, run_pipeline, stages_table
@@ -59,17 +62,19 @@ def run_cmd(
     check_run_paths(cfg, out, pipeline)
     if engine == "local" and (address is not None or num_cpus is not None):
         raise ConfigError("--address and --num-cpus apply to --engine ray only")
+    chosen = None if intermediate is None else [n.strip() for n in intermediate.split(",") if n.strip()]
     with folder_lock(out if out is not None else cfg.out):  # one run per run folder, whatever the engine
         if engine == "ray":
             try:
                 from virl_data.engines.ray import run_pipeline_ray
             except ImportError as exc:
                 raise ConfigError(f"--engine ray needs Ray Data: pip install 'virl[ray]' ({exc})") from None
-            report = run_pipeline_ray(cfg, out=out, address=address, num_cpus=num_cpus, console=console)
+            report = run_pipeline_ray(cfg, out=out, address=address, num_cpus=num_cpus, intermediate=chosen,
+                                      console=console)
             if report.config["engine"].get("dashboard_url"):
                 console.print(f"Ray dashboard: {report.config['engine']['dashboard_url']}")
         else:
-            report = run_pipeline(cfg, out=out, console=console)
+            report = run_pipeline(cfg, out=out, console=console, intermediate=chosen)
     console.print(stages_table(report))
     console.print(f"report → {report.report_path}")
 

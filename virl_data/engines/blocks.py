@@ -14,8 +14,10 @@ all blocks by ``_seq`` gives the local engine's corpus row for row, and "first i
 "smallest ``_seq``". GQA: ``_seq`` = the question's index in the file (one record per question). VG and COCO: the
 blocks are runs of consecutive images and ``_seq = block << 32 | i`` with ``i`` the record's index in the block.
 
-Miners without a planner (``plannable`` is False) mine whole on one process; ``frame_blocks`` cuts their output
-into blocks with ``_seq`` = the record's index.
+RefCOCO, TreeBench (one record per line: ``_seq`` = the line's index) and Flickr30k (runs of sentence files, each
+block with its images' splits; ``_seq`` as VG's) have no global index: their blocks are runs of items. Miners
+without a planner (VisCoT, whose ``LentSizes`` lend image sizes across files, and the shapes demo world) mine whole
+on one process; ``frame_blocks`` cuts their output into blocks with ``_seq`` = the record's index.
 
 Example:
     >>> import orjson, tempfile, pathlib
@@ -34,6 +36,8 @@ Example:
 from __future__ import annotations
 
 import gc
+import itertools
+import pickle
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,11 +46,11 @@ from typing import Any
 import orjson
 import polars as pl
 
-from virl_data.core.errors import ConfigError
+from virl_data.core.errors import ConfigError, CorpusReadError
+from virl_data.miners import coco, flickr30k, gqa, refcoco, treebench, vg
+from virl_data.miners._common import check_limit
 from virl_data.core.schema import records_to_frame
 from virl_data.core.types import ImageRef, RationaleRecord
-from virl_data.miners import coco, gqa, vg
-from virl_data.miners._common import check_limit
 
 SEQ = "_seq"
 """The column holding a record's position in the whole-file miner's output (UInt64)."""
@@ -197,15 +201,111 @@ def _mine_coco(payload: dict[str, Any], images: Path | None) -> pl.DataFrame:
     return _frame(range(base, base + len(records)), records)
 
 
+# --- one item per line or file (RefCOCO, TreeBench, Flickr30k): no global index, so a block is a run of items -----
+# RefCOCO and TreeBench lines are parsed on the driver (cheap) and their records made on the workers (the image
+# sizing, which opens files, is the costly part); Flickr30k blocks are runs of sentence files, read on the workers.
+# Their payloads carry the parsed items as pickle (made by this run's driver for its own workers: trusted).
+_PICKLED = b"\x80"  # the first byte of a pickle (protocol >= 2); orjson payloads start with "{"
+
+
+def _item_blocks(miner: str, items: Iterable[Any], block_size: int, **context: Any) -> Iterator[Block]:
+    batch: list[Any] = []
+    start = index = 0
+    for i, item in enumerate(items):
+        batch.append(item)
+        if len(batch) == block_size:
+            yield _item_block(miner, index, start, batch, context)
+            batch, start, index = [], i + 1, index + 1
+    if batch:
+        yield _item_block(miner, index, start, batch, context)
+
+
+def _item_block(miner: str, index: int, start: int, items: list[Any], context: dict[str, Any]) -> Block:
+    payload = pickle.dumps({"miner": miner, "block": index, "start": start, "items": items, **context}, protocol=5)
+    if miner == "flickr30k":  # records per file vary: _seq = block << 32 | i, as VG's
+        seq_range = (index << SEQ_SHIFT, (index + 1 << SEQ_SHIFT) - 1)
+    else:
+        seq_range = (start, start + len(items) - 1)
+    return Block(index, len(items), payload, seq_range)
+
+
+def _plan_refcoco(options: Mapping[str, Any], limit: int | None, block_size: int) -> Iterator[Block]:
+    answer, variant = options.get("answer", refcoco.BOX), options.get("variant")
+    if answer not in refcoco.ANSWERS:  # the miner's own checks, before any file is read
+        raise ConfigError(f"unknown RefCOCO answer {answer!r}; use one of {', '.join(refcoco.ANSWERS)}")
+    if variant is not None and variant not in refcoco.VARIANTS:
+        raise ConfigError(f"unknown RefCOCO variant {variant!r}; known: {', '.join(refcoco.VARIANTS)}")
+    items = (e for path in refcoco._files(Path(options["refs"])) for e in refcoco.read_expressions(path))
+    return _item_blocks("refcoco", itertools.islice(items, limit), block_size, variant=variant, answer=answer)
+
+
+def _mine_refcoco(payload: dict[str, Any], images: Path | None) -> pl.DataFrame:
+    cache: dict[str, Any] = {}
+    items = payload["items"]
+    records = (refcoco._record(e, payload["variant"], images, cache, payload["answer"]) for e in items)
+    return _frame(range(payload["start"], payload["start"] + len(items)), records)
+
+
+def _plan_treebench(options: Mapping[str, Any], limit: int | None, block_size: int) -> Iterator[Block]:
+    files, root = treebench._files(Path(options["annotations"]))
+    items = (q for path in files for q in treebench.read_questions(path, root))
+    return _item_blocks("treebench", itertools.islice(items, limit), block_size, root=root)
+
+
+def _mine_treebench(payload: dict[str, Any], images: Path | None) -> pl.DataFrame:
+    items = payload["items"]
+    records = (treebench._record(q, images if images is not None else (payload["root"] if q.source == "vstar"
+                                                                        else None)) for q in items)
+    return _frame(range(payload["start"], payload["start"] + len(items)), records)
+
+
+def _plan_flickr30k(options: Mapping[str, Any], limit: int | None, block_size: int) -> Iterator[Block]:
+    sentences, annotations, splits = (options.get(k) for k in ("sentences", "annotations", "splits"))
+    if annotations is not None and not Path(annotations).is_dir():  # the miner's own checks
+        raise CorpusReadError(f"Flickr30k annotations folder {annotations} does not exist")
+    for path, role, expected in ((sentences, "sentences", flickr30k.SENTENCES),
+                                 (annotations, "annotations", flickr30k.ANNOTATIONS),
+                                 (splits, "splits", flickr30k.SPLITS)):
+        if path is not None:
+            flickr30k._expect(Path(path), role, expected)
+    split_of, unrelated = flickr30k.read_splits(Path(splits)) if splits is not None else ({}, set())
+    files = flickr30k._sentence_files(Path(sentences))
+    per_block = max(1, block_size // 5)  # 5 sentences (records) per Flickr30k image
+    for index, start in enumerate(range(0, len(files), per_block)):
+        batch = files[start:start + per_block]
+        ids = {f.stem for f in batch}
+        context = {"annotations": annotations, "split_of": {i: split_of[i] for i in ids if i in split_of},
+                   "unrelated": {u for u in unrelated if u[0] in ids}}
+        yield _item_block("flickr30k", index, start, batch, context)
+
+
+def _mine_flickr30k(payload: dict[str, Any], images: Path | None) -> pl.DataFrame:
+    records: list[RationaleRecord] = []
+    annotations = payload["annotations"]
+    for file in payload["items"]:
+        xml = Path(annotations) / f"{file.stem}.xml" if annotations is not None else None
+        ann = flickr30k.read_annotation(xml) if xml is not None and xml.is_file() else None
+        missing = "no annotations folder given" if xml is None else f"no {xml.name} in {annotations}"
+        image, size_reason = flickr30k._image(file.stem, ann, images)
+        records.extend(flickr30k.mine_image(file.stem, flickr30k.read_sentences(file), ann, image, size_reason,
+                                            payload["split_of"].get(file.stem), payload["unrelated"], missing))
+    base = payload["block"] << SEQ_SHIFT
+    return _frame(range(base, base + len(records)), records)
+
+
 _PLANNERS: dict[str, Callable[[Mapping[str, Any], int | None, int], Iterator[Block]]] = {
     "gqa": _plan_gqa,
     "vg": _plan_vg,
     "coco": _plan_coco,
+    "refcoco": _plan_refcoco,
+    "treebench": _plan_treebench,
+    "flickr30k": _plan_flickr30k,
 }
 _MINERS: dict[str, Callable[[dict[str, Any], Path | None], pl.DataFrame]] = {
-    "gqa": _mine_gqa, "vg": _mine_vg, "coco": _mine_coco,
+    "gqa": _mine_gqa, "vg": _mine_vg, "coco": _mine_coco, "refcoco": _mine_refcoco, "treebench": _mine_treebench,
+    "flickr30k": _mine_flickr30k,
 }
-EXACT_LIMIT = frozenset({"gqa"})
+EXACT_LIMIT = frozenset({"gqa", "refcoco", "treebench"})
 """Planners that apply ``limit`` themselves (one record per item); for the others the engine keeps the first
 ``limit`` records by ``_seq``."""
 
@@ -235,7 +335,7 @@ def mine_block(payload: bytes, images: str | Path | None = None) -> pl.DataFrame
     enabled = gc.isenabled()
     gc.disable()
     try:
-        data = orjson.loads(payload)
+        data = pickle.loads(payload) if payload[:1] == _PICKLED else orjson.loads(payload)
         return _MINERS[data["miner"]](data, None if images is None else Path(images))
     finally:
         if enabled:

@@ -40,6 +40,7 @@ directory; unknown keys are errors naming the nearest valid key):
     split: {ratios: {train: 0.8, val: 0.1, test: 0.1}, seed: 0}
     export: [{format: parquet}, {format: coco, out: export/coco_json}]   # ``out`` relative to the run folder
     out: runs/gqa
+    intermediate: [mined, verified]    # corpora written besides curated (default: both locally, none under Ray)
 """
 
 from __future__ import annotations
@@ -59,17 +60,15 @@ import yaml
 from rich.console import Console
 from rich.table import Table
 
-from virl_data.curation import checks
-from virl_data.storage import corpus
-from virl_data.curation import curate
-from virl_data.core import schema
 from virl_data import export as export_mod
+from virl_data.core import schema
 from virl_data.core.errors import ConfigError, EmptyInputError, OutputExistsError
-from virl_data.storage.locks import folder_lock, is_lock_file
-from virl_data.storage.paths import refuse_clashes
+from virl_data.curation import checks, curate
 from virl_data.miners import MINERS
 from virl_data.miners.shapes import ShapesConfig, generate
-
+from virl_data.storage import corpus
+from virl_data.storage.locks import folder_lock, is_lock_file
+from virl_data.storage.paths import refuse_clashes
 
 DEMO_MARKER = "virl_demo.json"
 DEMO_ENTRIES = ("images", "corpus", "reports", "export")
@@ -228,6 +227,7 @@ class PipelineConfig:
     split: SplitConfig | None = field(default_factory=SplitConfig)
     export: tuple[ExportConfig, ...] = ()
     out: str = ""
+    intermediate: tuple[str, ...] | None = None  # corpora written besides curated; None: the engine's default
 
     def __post_init__(self) -> None:
         if not self.out:
@@ -364,6 +364,27 @@ def _exports(data: Any) -> tuple[ExportConfig, ...]:
     return tuple(out)
 
 
+INTERMEDIATE = ("mined", "verified")
+"""The corpora a run can write besides ``curated`` (YAML ``intermediate: [mined, verified]``)."""
+
+
+def _intermediate(data: Any, where: str = "intermediate") -> tuple[str, ...] | None:
+    if data is None:
+        return None
+    names = [data] if isinstance(data, str) else data
+    if not isinstance(names, list | tuple) or any(n not in INTERMEDIATE for n in names):
+        raise ConfigError(f"{where}: expected a list of {', '.join(INTERMEDIATE)}, got {data!r}")
+    return tuple(n for n in INTERMEDIATE if n in names)
+
+
+def intermediate_corpora(cfg: PipelineConfig, override: Sequence[str] | None,
+                         default: Sequence[str]) -> tuple[str, ...]:
+    """Which intermediate corpora a run writes: ``override`` (a flag) if given, else the YAML's, else ``default``
+    (the local engine: both; the Ray engine: none, a full extra copy of the corpus each)."""
+    chosen = _intermediate(list(override), "--intermediate") if override is not None else cfg.intermediate
+    return tuple(default) if chosen is None else chosen
+
+
 def _filters(data: Any) -> tuple[str, ...]:
     if data is None:
         return ()
@@ -390,6 +411,7 @@ def pipeline_from_dict(data: Any, base_dir: str | Path = ".", default_name: str 
         split=_split(data.get("split", {})),
         export=_exports(data.get("export")),
         out=_typed(data.get("out") or f"runs/{name}", str, "out", "a folder path"),
+        intermediate=_intermediate(data.get("intermediate")),
     )
 
 
@@ -569,7 +591,8 @@ def check_accounting(stages: Sequence[StageReport]) -> None:
 
 
 def run_pipeline(
-    config: PipelineConfig | str | Path, out: str | Path | None = None, console: Console | None = None
+    config: PipelineConfig | str | Path, out: str | Path | None = None, console: Console | None = None,
+    intermediate: Sequence[str] | None = None,
 ) -> RunReport:
     """Run ``config`` (a ``PipelineConfig`` or a YAML path) under ``out`` (default ``config.out``); see the module
     docstring for the files. Every stage's counts are checked (``check_accounting``) before ``report.json`` is
@@ -580,10 +603,11 @@ def run_pipeline(
     images, clock, started = _image_root(cfg, out), _Clock(), time.perf_counter()
     stages: list[StageReport] = []
     paths: dict[str, Path] = {}
+    written = intermediate_corpora(cfg, intermediate, default=INTERMEDIATE)
 
     def done(frame: pl.DataFrame, stage: StageReport, file: str | None = None) -> pl.DataFrame:
         stages.append(dataclasses.replace(stage, seconds=clock.lap()))
-        if file is not None:
+        if file is not None and file in written:
             paths[file] = corpus.write(frame, out / "corpus" / f"{file}.parquet", image_root=images)
         if console is not None:
             console.print(f"[bold]{stage.name}[/]: {stage.n_in} → {stage.n_out} {stage.detail}", highlight=False)
@@ -629,6 +653,7 @@ def stages_table(report: RunReport) -> Table:
 
 
 __all__ = [
+    "INTERMEDIATE",
     "ExportConfig",
     "PipelineConfig",
     "RunReport",
@@ -638,6 +663,7 @@ __all__ = [
     "check_accounting",
     "check_demo_dir",
     "check_keys",
+    "intermediate_corpora",
     "load_pipeline",
     "miner_parameters",
     "pipeline_from_dict",

@@ -1,33 +1,34 @@
-"""The Ray engine: ``run_pipeline``'s stages, scheduled by Ray Data over blocks. The only module that imports ray.
+"""The Ray engine: ``run_pipeline``'s stages as one streaming Ray Data pass. The only module that imports ray.
 
-    virl-data run PIPELINE.yaml --engine ray [--address ADDR] [--num-cpus N]
+    virl-data run PIPELINE.yaml --engine ray [--address ADDR] [--num-cpus N] [--intermediate mined,verified]
 
-Same YAML, same stage functions, same corpus; only the scheduling differs:
+Same YAML, same stage functions, same corpus; only the scheduling differs. Three passes, two of them over the data:
 
-=========  ==========================================================================================================
-stage      under Ray
-=========  ==========================================================================================================
-mine       ``blocks.plan_blocks`` (on the driver) cuts the source into blocks, each holding only the part of the
-           global index it needs (GQA: questions grouped by image with those images' scene graphs; VG, COCO: runs
-           of images with their objects / annotations and sizes); one Ray task
-           per block runs ``blocks.mine_block``. Miners without a planner mine on the driver, cut into blocks.
-           Records carry ``_seq``, their position in the local engine's output; blocks out of order are sorted by it
-verify     ``checks.verify`` as ``map_batches`` over Arrow batches (every check is row-local; ``image_readable``
-           opens the images on the workers)
-filter     each record tagged with the first expression that drops it (``map_batches``), counted per batch
-dedup      ``curate.dedup_keys`` per batch, then Ray's ``groupby(keys).aggregate(Min(_seq))``: the smallest
-           ``_seq`` of a key is the record the local engine keeps (the first in input order)
-split      ``groupby(image, source).count()`` by Ray gives the groups; ``curate.assign_groups`` (the local
-           engine's function) places them; ``map_batches`` writes each record's split
-=========  ==========================================================================================================
+1. **stream** (one Ray Data ``map_batches`` chain, Arrow batches end to end): ``blocks.plan_blocks`` (on the driver)
+   cuts the source into blocks; one task per block mines it (``blocks.mine_block``), runs ``checks.verify``, tags
+   each record with the first filter that drops it and computes the dedup keys (``curate.dedup_keys``) and the
+   split group key. Every step is row-local, so a block gives what the whole corpus would for its rows. The
+   task writes its mined / verified shards when asked and returns a header row (its counts for the report) and
+   the records left for curation with their key columns (kept in Ray's object store, not on the driver). A source
+   whose blocks come out of ``_seq`` order, or a ``limit`` the planner cannot apply, puts a ``sort`` / ``limit``
+   between mining and the rest.
+2. **barrier** (one Ray task, on the key columns only, extracted from each block where it lies): dedup keeps the
+   smallest ``_seq`` of each key (the local engine's "first in input order"); the split groups the kept records by
+   image and places the groups with ``curate.assign_groups``. Result: the kept ``_seq`` values (sorted) and a split
+   code each, in the object store.
+3. **write**: one Ray task per block keeps its records by ``_seq`` (a binary search), sets the split and writes a
+   curated shard.
 
-Corpora are written by Ray as Parquet shards: ``OUT/corpus/{mined,verified,curated}/*.parquet`` (each shard
-declares the schema version and the image root like ``corpus.write``; ``corpus.read`` reads a folder of shards).
-Exports read the curated shards and run ``export.export`` as the local engine does. ``report.json`` has the same
-stages and counts as the local engine's, plus ``config.engine`` (Ray address, dashboard URL, blocks, CPUs).
+Shards are named ``part-<first _seq, 20 digits>.parquet``, so name order is corpus order whatever the task order,
+and a retried task rewrites the same file. Folders are written as ``OUT/corpus/.<name>.<host>-<pid>-<hex>.tmp`` and
+swapped in when complete; a later run removes the temp folders of runs whose driver is gone (same host). The
+local Ray instance this engine starts is watched by a small process that kills the instance's processes if the
+driver dies without stopping it (``kill -9``), since Ray's agents and workers outlive it otherwise.
 
-Equivalence (tested in ``tests/data/engines/test_ray.py``): the same ids, statuses, reasons, chains and splits, in
-the same order, and the same per-stage counts as ``pipeline.run_pipeline``.
+``report.json`` has the local engine's stages and counts, plus ``config.engine``: Ray address, dashboard URL, CPUs,
+blocks, the passes' wall times (``timings``), the driver's resident memory after each (``driver_rss_mb``), and
+which nodes processed blocks and wrote shards (``nodes``). Miners without a planner (VisCoT, shapes) mine on the
+driver; the rest of the chain runs on the workers.
 
 Example (starts a local Ray instance when none is up, and stops it after):
     >>> from virl_data.engines.ray import run_pipeline_ray        # doctest: +SKIP
@@ -42,9 +43,9 @@ import logging
 import os
 import shutil
 import time
-import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -53,8 +54,6 @@ import polars as pl
 import pyarrow as pa
 import ray
 import ray.data
-from ray.data.aggregate import Count, Min
-from ray.data.context import ShuffleStrategy
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -67,24 +66,31 @@ from virl_data.engines.pipeline import (
     PASSED_STATUSES,
     PipelineConfig,
     RunReport,
+    SplitConfig,
     StageReport,
     _export,
     _export_dir,
     _image_root,
     _mine as mine_whole,
     check_accounting,
+    intermediate_corpora,
     load_pipeline,
 )
+from virl_data.core.errors import EmptyInputError
+from virl_data.engines.guard import clean_stale, start_watchdog, swap_in, temp_folder
 from virl_data.core.schema import COLUMNS, SCHEMA_VERSION, polars_schema
 
 SEQ = blocks.SEQ
-_REMOVED_BY = "_removed_by"
-_MINED_REJ = "_mined_rejected"
+STEPS = ("mine", "verify", "filter", "keys")
+TALLY = "_tally"  # the stream's blocks start with one header row holding the block's tally (Arrow IPC bytes)
+_TALLY = {"kind": pl.String, "key": pl.String, "reason_code": pl.String, "count": pl.Int64}
+_KEYS = {SEQ: pl.UInt64, "_content": pl.String, "_question": pl.String, "_identity": pl.String, "_gkey": pl.String,
+         "_source": pl.String}
 
 
 # --- Arrow <-> polars on the workers ---------------------------------------------------------------------------------
 def to_arrow(df: pl.DataFrame) -> pa.Table:
-    """A polars frame as an Arrow table Ray can shuffle (``large_string``, not polars' ``string_view``)."""
+    """A polars frame as an Arrow table Ray can move (``large_string``, not polars' ``string_view``)."""
     return df.to_arrow(compat_level=pl.CompatLevel.oldest())
 
 
@@ -94,97 +100,177 @@ def from_arrow(table: pa.Table) -> pl.DataFrame:
     return frame
 
 
-# --- batch functions (pure, module level so Ray can ship them) -------------------------------------------------------
-def mine_batch(batch: pa.Table, images: str | None) -> pa.Table:
-    """The records of the blocks in ``batch`` (a ``payload`` column of ``blocks.Block`` payloads)."""
-    frames = [blocks.mine_block(p, images) for p in batch.column("payload").to_pylist()]
-    return to_arrow(pl.concat(frames, how="vertical"))
+def write_shard(frame: pl.DataFrame, folder: str | Path, meta: dict[str, str]) -> str | None:
+    """``frame`` (canonical columns) as ``folder/part-<first _seq>.parquet``; None when it has no rows."""
+    if frame.height == 0:
+        return None
+    name = f"part-{int(frame.get_column(SEQ).min()):020d}.parquet"
+    frame.select(COLUMNS).write_parquet(Path(folder) / name, metadata=meta, statistics=True)
+    return name
 
 
-def verify_batch(batch: pa.Table, cfg: checks.CheckConfig, images: str | None) -> pa.Table:
-    """``checks.verify`` on one batch, ``_seq`` carried along (verify keeps every row, in order), and
-    ``_mined_rejected``: whether the miner had rejected the record (counted for the mine stage's report)."""
-    frame = from_arrow(batch)
-    verified = checks.verify(frame.select(COLUMNS), cfg, image_root=images)
-    return to_arrow(verified.with_columns(frame.get_column(SEQ), (frame["status"] == "rejected").alias(_MINED_REJ)))
+def _rss_mb() -> float | None:
+    """This process's resident memory now (MiB), from ``/proc`` (None elsewhere)."""
+    try:
+        return int(Path("/proc/self/statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+    except (OSError, ValueError):
+        return None
 
 
-def tally_batch(batch: pa.Table) -> pa.Table:
-    """What the report needs of the verified corpus, for one batch: records per status, records the miner had
-    rejected, ``checks.rejection_reasons``; as ``kind, key, reason_code, count`` rows summed by the driver."""
-    frame = from_arrow(batch)
-    status = frame.group_by("status").len("count").select(
-        pl.lit("status").alias("kind"), pl.col("status").alias("key"), pl.lit(None, pl.String).alias("reason_code"),
-        pl.col("count").cast(pl.Int64))
-    mined = pl.DataFrame({"kind": ["mined_rejected"], "key": [None], "reason_code": [None],
-                          "count": [int(frame[_MINED_REJ].sum())]},
-                         schema={"kind": pl.String, "key": pl.String, "reason_code": pl.String, "count": pl.Int64})
-    reasons = checks.rejection_reasons(frame.select(COLUMNS)).select(
-        pl.lit("reason").alias("kind"), pl.col("check").alias("key"), "reason_code", "count")
-    return to_arrow(pl.concat([status, mined, reasons]))
+def _node() -> str:
+    return ray.get_runtime_context().get_node_id()
 
 
-def passed_batch(batch: pa.Table) -> pa.Table:
-    """The records that leave ``verify`` into curation (``PASSED_STATUSES``)."""
-    return to_arrow(from_arrow(batch).filter(pl.col("status").is_in(PASSED_STATUSES)))
+# --- pass 1: the fused per-block function ----------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Plan:
+    """What ``process_batch`` does to a batch. ``check=None``: mine only (the pass before a sort or limit)."""
+
+    images: str | None
+    check: checks.CheckConfig | None = None
+    filters: tuple[str, ...] = ()
+    dedup: bool = False
+    split: bool = False
+    shards: dict[str, str] = dataclasses.field(default_factory=dict)  # intermediate corpus -> its temp folder
+    meta: dict[str, str] = dataclasses.field(default_factory=dict)
 
 
-def filter_tag_batch(batch: pa.Table, filters: Sequence[str]) -> pa.Table:
-    """``_removed_by``: the index of the first filter expression that drops the record (null = kept). Filters are
-    row-local, so this is what applying them one after the other (the local engine) removes."""
-    frame = from_arrow(batch)
+def _tally(kind: str, key: str | None = None, count: int = 0, reason: str | None = None) -> dict[str, Any]:
+    return {"kind": kind, "key": key, "reason_code": reason, "count": int(count)}
+
+
+def _filter_tag(frame: pl.DataFrame, filters: Sequence[str]) -> pl.Series:
+    """The index of the first filter expression that drops each record (null = kept). Filters are row-local, so
+    this is what applying them one after the other (the local engine) removes."""
     tag = pl.lit(None, pl.Int32)
     for i, text in reversed(list(enumerate(filters))):
         tag = pl.when(~curate.filter_expr(text).fill_null(False)).then(pl.lit(i, pl.Int32)).otherwise(tag)
-    tagged = curate.with_helpers(frame.select(COLUMNS)).select(tag.alias(_REMOVED_BY)).collect()
-    return to_arrow(frame.with_columns(tagged.get_column(_REMOVED_BY)))
+    return curate.with_helpers(frame.select(COLUMNS)).select(tag.alias("_tag")).collect().get_column("_tag")
 
 
-def kept_batch(batch: pa.Table) -> pa.Table:
-    return to_arrow(from_arrow(batch).filter(pl.col(_REMOVED_BY).is_null()).drop(_REMOVED_BY))
+def process_batch(batch: pa.Table, plan: Plan) -> pa.Table:
+    """Mine (a ``payload`` batch) → write mined → verify → write verified → filter → dedup and split keys, on one
+    batch. Returns a header row (``_tally``: the batch's counts for the report) and the records left for curation:
+    canonical columns, ``_seq`` and the key columns (``_KEYS``)."""
+    clock, seconds = time.perf_counter(), dict.fromkeys(STEPS, 0.0)
+
+    def lap(step: str) -> None:
+        nonlocal clock
+        now = time.perf_counter()
+        seconds[step] += now - clock
+        clock = now
+
+    if "payload" in batch.column_names:
+        frames = [blocks.mine_block(p, plan.images) for p in batch.column("payload").to_pylist()]
+        mined = pl.concat(frames, how="vertical")
+    else:
+        mined = from_arrow(batch)
+    if plan.check is None:
+        return to_arrow(mined)
+    if mined.height == 0:  # still a header row and every column, so all blocks share one schema
+        mined = pl.DataFrame(schema=polars_schema()).with_columns(pl.lit(None, pl.UInt64).alias(SEQ))
+    tally = [_tally("mined", count=mined.height), _tally("mined_rejected", count=(mined["status"] == "rejected").sum())]
+    if "mined" in plan.shards:
+        write_shard(mined, plan.shards["mined"], plan.meta)
+    lap("mine")
+    verified = checks.verify(mined.select(COLUMNS), plan.check, image_root=plan.images).with_columns(mined[SEQ])
+    if "verified" in plan.shards:
+        write_shard(verified, plan.shards["verified"], plan.meta)
+    tally += [_tally("status", s, n) for s, n in verified.group_by("status").len().iter_rows()]
+    tally += [_tally("reason", c, n, r) for c, r, n in checks.rejection_reasons(verified.select(COLUMNS)).iter_rows()]
+    tally += [_tally("skipped", c, n, r) for c, (n, r) in checks.skipped_checks(verified.select(COLUMNS)).items()]
+    frame = verified.filter(pl.col("status").is_in(PASSED_STATUSES))
+    lap("verify")
+    if plan.filters and frame.height:
+        tag = _filter_tag(frame, plan.filters)
+        tally += [_tally("filter", str(i), n) for i, n in tag.drop_nulls().value_counts().iter_rows()]
+        frame = frame.filter(tag.is_null())
+    lap("filter")
+    keys = pl.DataFrame({SEQ: frame[SEQ]})
+    if plan.dedup:
+        keys = curate.dedup_keys(frame.select(COLUMNS), plan.images).select(*curate.DEDUP_KEYS, "_identity") \
+            .with_columns(frame[SEQ])
+    if plan.split:
+        keys = keys.with_columns(frame.select(curate.group_key_expr("image").alias("_gkey"),
+                                              pl.col("provenance").struct.field("source").alias("_source")))
+    lap("keys")
+    tally += [_tally("seconds", step, round(s * 1e6)) for step, s in seconds.items()]
+    tally += [_tally("node", _node(), 1), *(_tally("shards", f"{name}:{_node()}", 1) for name in plan.shards)]
+    header = pl.DataFrame({TALLY: [pl.DataFrame(tally, schema=_TALLY).write_ipc(None).getvalue()]})
+    return to_arrow(pl.concat([header, frame.select(*COLUMNS, SEQ).hstack(keys.drop(SEQ))], how="diagonal"))
 
 
-def dedup_key_batch(batch: pa.Table, images: str | None) -> pa.Table:
-    """Each record's ``curate.dedup_keys`` (``_content``, ``_question``, ``_identity``) and ``_seq``, nothing else:
-    the groupby's input stays small. Hashes the image files when needed."""
-    frame = from_arrow(batch)
-    keyed = curate.dedup_keys(frame.select(COLUMNS), images)
-    return to_arrow(keyed.select(*curate.DEDUP_KEYS, "_identity").with_columns(frame.get_column(SEQ)))
+# --- pass 2: the barrier, on key columns -----------------------------------------------------------------------------
+def keys_of(block: pa.Table) -> tuple[pa.Table, pl.DataFrame]:
+    """A stream block's key columns (its records, no header) and its tally (the header row)."""
+    frame = from_arrow(block)
+    header = frame.get_column(TALLY).drop_nulls() if TALLY in frame.columns else pl.Series([], dtype=pl.Binary)
+    tally = pl.concat([pl.read_ipc(b) for b in header]) if len(header) else pl.DataFrame(schema=_TALLY)
+    keys = frame.filter(pl.col(SEQ).is_not_null()).select(c for c in _KEYS if c in frame.columns)
+    return to_arrow(keys), tally
 
 
-def keep_seqs_batch(batch: pa.Table, keep: np.ndarray) -> pa.Table:
-    """The records whose ``_seq`` is in ``keep`` (sorted)."""
-    frame = from_arrow(batch)
-    mask = np.isin(frame.get_column(SEQ).to_numpy(), keep, assume_unique=True)
-    return to_arrow(frame.filter(pl.Series(mask)).select(*COLUMNS, SEQ))
+def barrier(dedup: bool, split: SplitConfig | None, n_blocks: int, *parts: Any) -> tuple[dict[str, Any], Any]:
+    """The global steps over every block's ``keys_of`` (``parts`` = n_blocks key tables, then n_blocks tallies):
+    summed tallies, dedup's keep-first (smallest ``_seq`` per key) and the split's group placement. Returns the
+    summary and ``decision``: ``(kept _seq values sorted, split code per kept record or None)``, or None when every
+    record is kept as it is."""
+    t0 = time.perf_counter()
+    tallies = [t for t in parts[n_blocks:] if t.height]
+    tally = (pl.concat(tallies) if tallies else pl.DataFrame(schema=_TALLY)).group_by("kind", "key", "reason_code") \
+        .agg(pl.col("count").sum())
+    tables = [from_arrow(t) for t in parts[:n_blocks] if t.num_rows]
+    keys = (pl.concat(tables, how="diagonal") if tables else pl.DataFrame(schema={SEQ: pl.UInt64})).sort(SEQ)
+    out: dict[str, Any] = {"tally": tally, "n_in": keys.height, "identity": {}, "split": {}}
+    if dedup and keys.height:
+        out["identity"] = dict(keys.group_by("_identity").len().iter_rows())
+        keys = keys.filter(pl.struct(list(curate.DEDUP_KEYS)).is_first_distinct())
+    out["n_kept"], t1 = keys.height, time.perf_counter()
+    codes = None
+    if split is not None and keys.height:
+        groups = keys.group_by("_gkey").agg(pl.col("_source").min().alias("_stratum"), pl.len().alias("_size"))
+        assigned = curate.assign_groups(groups.rename({"_gkey": "_key"}), split.ratios, split.seed)
+        names = list(split.ratios)
+        per_row = keys.join(assigned, left_on="_gkey", right_on="_key", how="left", maintain_order="left")
+        out["split"] = dict(per_row.group_by("_split").len().iter_rows())
+        codes = per_row.get_column("_split").replace_strict(names, list(range(len(names))),
+                                                            return_dtype=pl.UInt8).to_numpy()
+    out["seconds"] = {"dedup": t1 - t0, "split": time.perf_counter() - t1}
+    decision = (keys.get_column(SEQ).to_numpy(), codes) if dedup or split is not None else None
+    return out, decision
 
 
-def split_key_batch(batch: pa.Table, group_by: str) -> pa.Table:
-    """``_key`` (``curate.group_key_expr``) and ``_source`` of each record: the input of the group count."""
-    return to_arrow(from_arrow(batch).select(
-        curate.group_key_expr(group_by).alias("_key"), pl.col("provenance").struct.field("source").alias("_source")
-    ))
+# --- pass 3: keep, split, write ---------------------------------------------------------------------------------------
+def apply_block(block: pa.Table, decision: tuple[np.ndarray, np.ndarray | None] | None, names: list[str],
+                folder: str, meta: dict[str, str]) -> tuple[int, str]:
+    """Keep ``block``'s records whose ``_seq`` is in ``decision``'s sorted keep list, set their split, write the
+    curated shard; returns (records written, node id)."""
+    frame = from_arrow(block).filter(pl.col(SEQ).is_not_null())  # the header row holds the tally only
+    if decision is not None:
+        keep, codes = decision
+        seqs = frame.get_column(SEQ).to_numpy()
+        at = np.minimum(np.searchsorted(keep, seqs), max(len(keep) - 1, 0))
+        hit = keep[at] == seqs if len(keep) else np.zeros(len(seqs), bool)
+        frame = frame.filter(pl.Series(hit))
+        if codes is not None:
+            frame = frame.with_columns(pl.Series("split", np.asarray(names, dtype=object)[codes[at[hit]]],
+                                                 dtype=pl.String))
+    write_shard(frame, folder, meta)
+    return frame.height, _node()
 
 
-def apply_split_batch(batch: pa.Table, assigned: pa.Table, group_by: str) -> pa.Table:
-    """Each record's ``split`` from ``assigned`` (``_key → _split``, from ``curate.assign_groups``)."""
-    frame = from_arrow(batch)
-    out = (
-        frame.with_columns(curate.group_key_expr(group_by).alias("_key"))
-        .join(from_arrow(assigned), on="_key", how="left", maintain_order="left")
-        .with_columns(pl.col("_split").alias("split"))
-        .select(*COLUMNS, SEQ)
-    )
-    return to_arrow(out)
+def write_meta(folder: Path, image_root: Path | None) -> dict[str, str]:
+    """The Parquet metadata ``corpus.write`` puts in a file, for shards of ``folder``."""
+    return {corpus.META_VERSION: str(SCHEMA_VERSION), **corpus._root_meta(folder / "part.parquet", image_root)}
 
 
-def shard_batch(batch: pa.Table, metadata: dict[str, str]) -> pa.Table:
-    """Canonical columns only, with the corpus metadata ``corpus.write`` puts in a Parquet file."""
-    table = to_arrow(from_arrow(batch).select(COLUMNS))
-    return table.replace_schema_metadata(metadata)
+# --- the local Ray instance ---------------------------------------------------------------------------------------
+LOCAL_SYSTEM_CONFIG = {"idle_worker_killing_time_threshold_ms": 300_000}
+"""Ray options of a local instance: keep idle workers for 5 minutes. Ray's default (1 s, then idle workers past
+one per CPU are stopped) made each pass of a run start fresh workers, seconds each under load (a run measured at
+load 15: the stream pass 30 s → 2 s, the key extraction 10 s → 0.2 s once its workers are kept)."""
 
 
-# --- driver helpers --------------------------------------------------------------------------------------------------
 def local_runtime_env() -> dict[str, Any]:
     """The ``runtime_env`` of a local Ray instance: workers import this checkout of virl (``PYTHONPATH``) and run
     polars on one thread each (Ray gives the parallelism)."""
@@ -207,198 +293,72 @@ def dashboard_url() -> str | None:
 @contextmanager
 def connected(address: str | None = None, num_cpus: int | None = None) -> Iterator[dict[str, Any]]:
     """Use the Ray instance already connected, else connect to ``address`` (or start a local one with
-    ``num_cpus``) and shut it down on exit. Yields ``{address, dashboard_url, cpus}``."""
-    started = not ray.is_initialized()
+    ``num_cpus``, watched by ``start_watchdog``) and shut it down on exit. Yields ``{address, dashboard_url, cpus}``."""
+    started, watchdog = not ray.is_initialized(), None
     if started:
         kwargs: dict[str, Any] = {"logging_level": "ERROR", "log_to_driver": False}
         if address is None:
-            kwargs |= {"num_cpus": num_cpus, "runtime_env": local_runtime_env()}
+            kwargs |= {"num_cpus": num_cpus, "runtime_env": local_runtime_env(), "_system_config": LOCAL_SYSTEM_CONFIG}
         ray.init(address=address, **kwargs)
+        watchdog = start_watchdog() if address is None else None
     try:
         yield {"address": ray.get_runtime_context().gcs_address, "dashboard_url": dashboard_url(),
                "cpus": ray.cluster_resources().get("CPU")}
     finally:
         if started:
             ray.shutdown()
+        if watchdog is not None:
+            watchdog.communicate(b"done")
 
 
 @contextmanager
 def _data_context() -> Iterator[None]:
-    """Keep block order through every stage (``_seq`` order = the local engine's order); Ray's own bars off."""
+    """Keep block order (the planned blocks in ``_seq`` order); Ray's own bars and INFO lines off."""
     ctx = ray.data.DataContext.get_current()
-    saved = (ctx.execution_options.preserve_order, ctx.enable_progress_bars, ctx.shuffle_strategy)
+    saved = (ctx.execution_options.preserve_order, ctx.enable_progress_bars)
     ctx.execution_options.preserve_order, ctx.enable_progress_bars = True, False
-    # groupby by tasks, not by aggregator actors: the actors' start-up dominated every groupby in our measurements
-    ctx.shuffle_strategy = ShuffleStrategy.SORT_SHUFFLE_PULL_BASED
     log = logging.getLogger("ray.data")
     level = log.level
-    log.setLevel(logging.WARNING)  # one INFO line per executed dataset otherwise
+    log.setLevel(logging.WARNING)
     try:
         yield
     finally:
-        ctx.execution_options.preserve_order, ctx.enable_progress_bars, ctx.shuffle_strategy = saved
+        ctx.execution_options.preserve_order, ctx.enable_progress_bars = saved
         log.setLevel(level)
 
 
-class _Run:
-    """One run's driver state: the progress bar, and the per-stage clock."""
-
-    def __init__(self, console: Console | None) -> None:
-        self.bar = (Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                             TimeElapsedColumn(), console=console, transient=True) if console is not None else None)
-        self.last = time.perf_counter()
-
-    def lap(self) -> float:
-        now = time.perf_counter()
-        elapsed, self.last = now - self.last, now
-        return elapsed
-
-    def materialize(self, ds: ray.data.Dataset, what: str, total: int | None, unit: str = "records") -> Any:
-        """Run ``ds`` to the end, advancing the bar per finished block; returns a dataset over the blocks."""
-        refs: list[Any] = []
-        task = self.bar.add_task(f"{what} ({unit})", total=total) if self.bar is not None else None
-        for bundle in ds.iter_internal_ref_bundles():
-            refs.extend(bundle.block_refs)
-            if task is not None:
-                self.bar.advance(task, bundle.num_rows() if unit == "records" else len(bundle.block_refs))
-        if task is not None:
-            self.bar.remove_task(task)
-        return ray.data.from_arrow_refs(refs) if refs else ds.materialize()
+def _bar(console: Console | None) -> Progress | None:
+    return (Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                     console=console, transient=True) if console is not None else None)
 
 
-def counts_batch(batch: pa.Table, column: str) -> pa.Table:
-    """``column``'s value counts in one batch (``value, count``), summed by the driver."""
-    counts = from_arrow(batch).get_column(column).value_counts(name="count")
-    return to_arrow(counts.rename({column: "value"}).with_columns(pl.col("value").cast(pl.String)))
-
-
-def collect(ds: ray.data.Dataset, schema: dict[str, pl.DataType]) -> pl.DataFrame:
-    """A (small) dataset on the driver as one polars frame, block by block in Arrow (``take_all`` would build a
-    Python dict per row: seconds for the 100k+ rows of a groupby result)."""
-    tables = [t for t in ray.get(ds.to_arrow_refs()) if t.num_rows]
-    if not tables:
-        return pl.DataFrame(schema=schema)
-    frame = from_arrow(pa.concat_tables(tables, promote_options="permissive"))
-    return frame.select(pl.col(name).cast(dtype) for name, dtype in schema.items())
-
-
-def _counts(ds: ray.data.Dataset, column: str) -> dict[str | None, int]:
-    """Records per value of ``column`` (a few distinct values: a per-batch count and a sum, no shuffle)."""
-    out: dict[str | None, int] = {}
-    for row in ds.map_batches(counts_batch, batch_format="pyarrow", fn_kwargs={"column": column}).take_all():
-        out[row["value"]] = out.get(row["value"], 0) + int(row["count"])
-    return out
-
-
-def write_shards(ds: ray.data.Dataset, folder: Path, image_root: Path | None) -> Path:
-    """Write ``ds`` as Parquet shards under ``folder`` (replacing it whole: written beside, then renamed)."""
-    meta = {corpus.META_VERSION: str(SCHEMA_VERSION), **corpus._root_meta(folder / "part.parquet", image_root)}
-    tmp = folder.with_name(f".{folder.name}.{uuid.uuid4().hex[:8]}.tmp")
-    try:
-        # Ray names the shards <write uuid>_<task index, 6 digits>-<file>.parquet: one write, so name order is
-        # task order, which is dataset order (preserve_order), and corpus.read reads them in that order
-        ds.map_batches(shard_batch, batch_format="pyarrow", fn_kwargs={"metadata": meta}).write_parquet(str(tmp))
-        if not any(tmp.glob("*.parquet")):  # an empty corpus is still a readable corpus
-            corpus.write(pl.DataFrame(schema=polars_schema()), tmp / "empty.parquet",
-                         image_root=image_root)
-        if folder.exists():
-            shutil.rmtree(folder)
-        tmp.rename(folder)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return folder
-
-
-# --- the stages ------------------------------------------------------------------------------------------------------
-def _partitions() -> int:
-    """Shuffle partitions of a groupby: one per CPU of the cluster (Ray's default, 200, is for big clusters)."""
-    return max(1, int(ray.cluster_resources().get("CPU", 1)))
-
-
-def _mine(cfg: PipelineConfig, images: Path | None, block_size: int, run: _Run) -> tuple[Any, int]:
-    """The mined dataset in the local engine's order, and the number of blocks."""
-    src, root = cfg.source, None if images is None else str(images)
+# --- the run ---------------------------------------------------------------------------------------------------------
+def _source(cfg: PipelineConfig, plan: Plan, block_size: int) -> tuple[ray.data.Dataset, int]:
+    """The stream pass's dataset (records left for curation) and the number of blocks."""
+    src = cfg.source
     if blocks.plannable(src.miner):
         planned = list(blocks.plan_blocks(src.miner, src.options, limit=src.limit, block_size=block_size))
-        ds = ray.data.from_items([{"payload": b.payload} for b in planned], override_num_blocks=max(1, len(planned)))
-        ds = ds.map_batches(mine_batch, batch_size=1, batch_format="pyarrow", fn_kwargs={"images": root})
-        if not blocks.in_order(planned):  # an image's questions were spread over the file: back to file order
+        ordered, n = blocks.in_order(planned), len(planned)
+        cut = src.limit is not None and src.miner not in blocks.EXACT_LIMIT
+        ds = ray.data.from_items([{"payload": b.payload} for b in planned], override_num_blocks=max(1, n))
+        del planned  # now in the object store
+        fused = ordered and not cut
+        ds = ds.map_batches(process_batch, batch_size=1, batch_format="pyarrow",
+                            fn_kwargs={"plan": plan if fused else Plan(plan.images)})
+        if fused:
+            return ds, n
+        if not ordered:  # an image's questions were spread over the file: back to file order
             ds = ds.sort(SEQ)
-        if src.limit is not None and src.miner not in blocks.EXACT_LIMIT:
+        if cut:
             ds = ds.limit(src.limit)
-        return run.materialize(ds, "mine", len(planned), unit="blocks"), len(planned)
-    frame = mine_whole(src, images)  # no planner: the whole-file miner, on the driver
-    refs = [ray.put(to_arrow(f)) for f in blocks.frame_blocks(frame, block_size)]
-    return ray.data.from_arrow_refs(refs), len(refs)
+    else:  # no planner: the whole-file miner on the driver, cut into blocks
+        refs = [ray.put(to_arrow(f)) for f in blocks.frame_blocks(mine_whole(src, _path(plan.images)), block_size)]
+        ds, n = ray.data.from_arrow_refs(refs), len(refs)
+    return ds.map_batches(process_batch, batch_format="pyarrow", fn_kwargs={"plan": plan}), n
 
 
-def _verify(mined: Any, cfg: PipelineConfig, images: Path | None, run: _Run,
-            n: int) -> tuple[Any, StageReport, pl.DataFrame, int]:
-    """The verified dataset, its stage report, the rejection reasons and how many records the miner rejected (all
-    counted in one pass over the verified blocks)."""
-    root = None if images is None else str(images)
-    ds = mined.map_batches(verify_batch, batch_format="pyarrow", fn_kwargs={"cfg": cfg.check_config(), "images": root})
-    verified = run.materialize(ds, "verify", n)
-    schema = {"kind": pl.String, "key": pl.String, "reason_code": pl.String, "count": pl.Int64}
-    tally = (
-        collect(verified.map_batches(tally_batch, batch_format="pyarrow"), schema)
-        .group_by("kind", "key", "reason_code").agg(pl.col("count").sum())
-    )
-    counts = dict(tally.filter(pl.col("kind") == "status").select("key", "count").iter_rows())
-    n_mining = int(tally.filter(pl.col("kind") == "mined_rejected")["count"].sum())
-    reasons = (
-        tally.filter(pl.col("kind") == "reason").select(pl.col("key").alias("check"), "reason_code", "count")
-        .sort(["count", "check", "reason_code"], descending=[True, False, False])
-    )
-    passed = sum(counts.get(s, 0) for s in PASSED_STATUSES)
-    stage = StageReport("verify", n, passed, {"rejected": counts.get("rejected", 0)},
-                        detail=", ".join(f"{s}: {k}" for s, k in sorted(counts.items())))
-    return verified, stage, reasons, n_mining
-
-
-def _filter(frame: Any, filters: Sequence[str], run: _Run, n: int) -> tuple[Any, StageReport]:
-    tagged = run.materialize(
-        frame.map_batches(filter_tag_batch, batch_format="pyarrow", fn_kwargs={"filters": list(filters)}), "filter", n)
-    by_index = _counts(tagged, _REMOVED_BY)
-    removed: dict[str, int] = {}
-    for i, expr in enumerate(filters):
-        removed[expr] = removed.get(expr, 0) + by_index.get(str(i), 0)
-    kept = tagged.map_batches(kept_batch, batch_format="pyarrow")
-    return kept, StageReport("filter", n, n - sum(removed.values()), removed, detail=f"{len(filters)} expressions")
-
-
-def _dedup(frame: Any, images: Path | None, run: _Run, n: int) -> tuple[Any, StageReport]:
-    root = None if images is None else str(images)
-    keyed = run.materialize(
-        frame.map_batches(dedup_key_batch, batch_format="pyarrow", fn_kwargs={"images": root}), "dedup", n)
-    keys = [*curate.DEDUP_KEYS, "_identity"]  # _identity in the key only to count it: merged below
-    groups = keyed.groupby(keys, num_partitions=_partitions()).aggregate(
-        Min(SEQ, alias_name="first"), Count(alias_name="n"))
-    table = collect(groups, {**{k: pl.String for k in keys}, "first": pl.UInt64, "n": pl.Int64})
-    keep = np.sort(table.group_by(curate.DEDUP_KEYS).agg(pl.col("first").min())["first"].to_numpy())
-    identity = dict(table.group_by("_identity").agg(pl.col("n").sum()).iter_rows())
-    kept = frame.map_batches(keep_seqs_batch, batch_format="pyarrow", fn_kwargs={"keep": keep})
-    notes = curate.dedup_notes(identity, images)
-    return kept, StageReport("dedup", n, len(keep), {"duplicate": n - len(keep)}, detail="; ".join(notes))
-
-
-def _split(frame: Any, cfg: PipelineConfig, n: int) -> tuple[Any, StageReport]:
-    split = cfg.split
-    assert split is not None
-    group_by = "image"
-    pairs = frame.map_batches(split_key_batch, batch_format="pyarrow", fn_kwargs={"group_by": group_by})
-    counted = pairs.groupby(["_key", "_source"], num_partitions=_partitions()).count()
-    groups = (
-        collect(counted, {"_key": pl.String, "_source": pl.String, "count()": pl.Int64})
-        .group_by("_key").agg(pl.col("_source").min().alias("_stratum"), pl.col("count()").sum().alias("_size"))
-    )
-    assigned = curate.assign_groups(groups, split.ratios, split.seed)
-    out = frame.map_batches(apply_split_batch, batch_format="pyarrow",
-                            fn_kwargs={"assigned": to_arrow(assigned), "group_by": group_by})
-    by_split = assigned.join(groups, on="_key").group_by("_split").agg(pl.col("_size").sum())
-    counts = dict(by_split.iter_rows())
-    detail = ", ".join(f"{k}: {counts.get(k, 0)}" for k in split.ratios)
-    return out, StageReport("split", n, n, detail=f"seed {split.seed}; {detail}")
+def _path(value: str | None) -> Path | None:
+    return None if value is None else Path(value)
 
 
 def run_pipeline_ray(
@@ -408,72 +368,187 @@ def run_pipeline_ray(
     address: str | None = None,
     num_cpus: int | None = None,
     block_size: int = blocks.DEFAULT_BLOCK_SIZE,
+    intermediate: Sequence[str] | None = None,
     console: Console | None = None,
 ) -> RunReport:
-    """``pipeline.run_pipeline`` on Ray Data (see the module docstring): the same stages, counts and corpus, the
-    corpora written as Parquet shard folders. Connects to ``address`` (``"auto"``, ``ray://host:10001``) or the
-    instance already connected, else starts a local one with ``num_cpus`` and stops it after."""
+    """``pipeline.run_pipeline`` on Ray Data (see the module docstring): the same stages, counts and curated corpus,
+    written as a Parquet shard folder; the mined / verified corpora too when ``intermediate`` (or the YAML's
+    ``intermediate``) names them. Connects to ``address`` (``"auto"``, ``ray://host:10001``) or the instance already
+    connected, else starts a local one with ``num_cpus`` and stops it after."""
     cfg = config if isinstance(config, PipelineConfig) else load_pipeline(config)
     # absolute: Ray workers neither share the driver's working directory nor (on a cluster) its machine
     out = Path(out if out is not None else cfg.out).resolve()
     images, started = _image_root(cfg, out), time.perf_counter()
     images = None if images is None else images.resolve()
-    with connected(address, num_cpus) as engine, _data_context():
-        run = _Run(console)
-        with run.bar if run.bar is not None else nullcontext():
-            report = _run(cfg, out, images, block_size, run, engine, console)
+    names = intermediate_corpora(cfg, intermediate, default=())
+    (out / "corpus").mkdir(parents=True, exist_ok=True)
+    clean_stale(out / "corpus")
+    temps = {name: temp_folder(out / "corpus" / name) for name in (*names, "curated")}
+    try:
+        with connected(address, num_cpus) as engine, _data_context():
+            bar = _bar(console)
+            with bar if bar is not None else nullcontext():
+                report = _run(cfg, out, images, block_size, temps, engine, bar, console)
+    finally:
+        for tmp in temps.values():
+            shutil.rmtree(tmp, ignore_errors=True)
     return dataclasses.replace(report, seconds=time.perf_counter() - started)
 
 
-def _run(cfg: PipelineConfig, out: Path, images: Path | None, block_size: int, run: _Run, engine: dict[str, Any],
-         console: Console | None) -> RunReport:
-    stages: list[StageReport] = []
-    paths: dict[str, Path] = {}
-    started = time.perf_counter()
+def _stream(ds: ray.data.Dataset, n_blocks: int, bar: Progress | None) -> list[tuple[Any, int]]:
+    """Run the stream pass; returns the (block ref, rows) of the records left for curation, in order."""
+    out: list[tuple[Any, int]] = []
+    task = bar.add_task("mine → verify → filter → keys (blocks)", total=n_blocks) if bar is not None else None
+    for bundle in ds.iter_internal_ref_bundles():
+        # whole blocks: only a limit slices blocks, and it comes before the last map
+        assert all(s is None for s in bundle.slices), "a sliced block reached the curation pass"
+        # a block of no rows has no header either (an empty source gives one, without columns)
+        out.extend((entry.ref, entry.metadata.num_rows) for entry in bundle.blocks if entry.metadata.num_rows)
+        if task is not None:
+            bar.advance(task, len(bundle.blocks))
+    if task is not None:
+        bar.remove_task(task)
+    return out
 
-    def done(stage: StageReport, ds: Any = None, name: str | None = None, seconds: float | None = None) -> None:
-        if ds is not None and name is not None:
-            paths[name] = write_shards(ds, out / "corpus" / name, images)
-        stages.append(dataclasses.replace(stage, seconds=run.lap() if seconds is None else seconds))
+
+def _write(refs: list[tuple[Any, int]], decision: Any, names: list[str], folder: Path, meta: dict[str, str],
+           bar: Progress | None) -> tuple[int, dict[str, int]]:
+    """Pass 3: one task per block; returns (records written, shards per node)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    task = ray.remote(apply_block)
+    pending = [task.remote(ref, decision, names, str(folder), meta) for ref, _ in refs]
+    progress = bar.add_task("keep → split → write (blocks)", total=len(pending)) if bar is not None else None
+    n, nodes = 0, {}
+    while pending:
+        ready, pending = ray.wait(pending, num_returns=min(len(pending), 8), timeout=1.0)
+        for rows, node in ray.get(ready):
+            n, nodes[node] = n + rows, nodes.get(node, 0) + (rows > 0)
+        if progress is not None:
+            bar.advance(progress, len(ready))
+    return n, nodes
+
+
+def _skipped(tally: pl.DataFrame) -> list[str]:
+    """The checks skipped on some records, summed over the blocks, as the local engine's verify stage says them."""
+    rows = tally.filter(pl.col("kind") == "skipped").group_by("key", maintain_order=True) \
+        .agg(pl.col("count").sum(), pl.col("reason_code").first()).sort("key")
+    return [f"{name} skipped on {n} ({reason})" for name, n, reason in rows.select("key", "count", "reason_code").iter_rows()]
+
+
+def _stages(cfg: PipelineConfig, result: dict[str, Any], stream_s: float, images: Path | None) -> list[StageReport]:
+    """The local engine's stage reports from the blocks' tallies; the stream pass's wall time is shared among
+    its steps in proportion to their task time."""
+    tally = result["tally"]
+
+    def get(kind: str) -> dict[str | None, int]:
+        return {k: int(c) for k, c in tally.filter(pl.col("kind") == kind).select("key", "count").iter_rows()}
+
+    work = get("seconds")
+    share = {s: stream_s * work.get(s, 0) / max(1, sum(work.values())) for s in STEPS}
+    n_mined, status = sum(get("mined").values()), get("status")
+    passed = sum(status.get(s, 0) for s in PASSED_STATUSES)
+    stages = [
+        StageReport("mine", n_mined, n_mined, detail=f"{sum(get('mined_rejected').values())} rejected while mining",
+                    seconds=share["mine"]),
+        StageReport("verify", n_mined, passed, {"rejected": status.get("rejected", 0)},
+                    detail=", ".join([*(f"{s}: {k}" for s, k in sorted(status.items())), *_skipped(tally)]),
+                    seconds=share["verify"]),
+    ]
+    n = passed
+    if cfg.filters:
+        by_index = get("filter")
+        removed: dict[str, int] = {}
+        for i, expr in enumerate(cfg.filters):
+            removed[expr] = removed.get(expr, 0) + by_index.get(str(i), 0)
+        stages.append(StageReport("filter", n, n - sum(removed.values()), removed,
+                                  detail=f"{len(cfg.filters)} expressions", seconds=share["filter"]))
+        n = stages[-1].n_out
+    assert n == result["n_in"], f"the barrier saw {result['n_in']} records, the tallies say {n}"
+    if cfg.dedup:
+        notes = curate.dedup_notes(result["identity"], images)
+        stages.append(StageReport("dedup", n, result["n_kept"], {"duplicate": n - result["n_kept"]},
+                                  detail="; ".join(notes), seconds=share["keys"] + result["seconds"]["dedup"]))
+        n = result["n_kept"]
+    if cfg.split is not None:
+        detail = ", ".join(f"{k}: {result['split'].get(k, 0)}" for k in cfg.split.ratios)
+        stages.append(StageReport("split", n, n, detail=f"seed {cfg.split.seed}; {detail}",
+                                  seconds=result["seconds"]["split"]))
+    return stages
+
+
+def _run(cfg: PipelineConfig, out: Path, images: Path | None, block_size: int, temps: dict[str, Path],
+         engine: dict[str, Any], bar: Progress | None, console: Console | None) -> RunReport:
+    t0 = time.perf_counter()
+    meta = write_meta(out / "corpus" / "curated", images)
+    for name, tmp in temps.items():
+        tmp.mkdir(parents=True)
+    plan = Plan(None if images is None else str(images), cfg.check_config(), tuple(cfg.filters), cfg.dedup,
+                cfg.split is not None, {k: str(v) for k, v in temps.items() if k != "curated"}, meta)
+    ds, n_blocks = _source(cfg, plan, block_size)
+    t1, rss = time.perf_counter(), {"after_plan": _rss_mb()}
+    refs = _stream(ds, n_blocks, bar)
+    t2, rss["after_stream"] = time.perf_counter(), _rss_mb()
+    # key columns and tallies extracted where each block lives; the barrier task sees only them
+    keys_task = ray.remote(num_returns=2)(keys_of)
+    parts = [keys_task.remote(ref) for ref, _ in refs]
+    summary, decision = ray.remote(num_returns=2)(barrier).remote(
+        cfg.dedup, cfg.split, len(parts), *(k for k, _ in parts), *(t for _, t in parts))
+    result = ray.get(summary)
+    del parts
+    t3, rss["after_barrier"] = time.perf_counter(), _rss_mb()
+    names = list(cfg.split.ratios) if cfg.split is not None else []
+    n_written, writers = _write(refs, decision, names, temps["curated"], meta, bar)
+    del refs, decision
+    stages = _stages(cfg, result, t2 - t1, images)
+    if stages[0].n_in == 0 and cfg.source.limit != 0:  # as the local engine: limit 0 asks for nothing
+        raise EmptyInputError(f"source: the {cfg.source.miner} miner found no records in {cfg.source.options}")
+    assert n_written == stages[-1].n_out, f"wrote {n_written} curated records, the stages say {stages[-1].n_out}"
+    for tmp in temps.values():  # an empty corpus is still a readable corpus
+        if not any(tmp.glob("*.parquet")):
+            corpus.write(pl.DataFrame(schema=polars_schema()), tmp / "empty.parquet", image_root=images)
+    paths = {name: swap_in(tmp, out / "corpus" / name) for name, tmp in temps.items()}
+    for name in ("mined", "verified"):  # an earlier run's intermediate corpus would not match this run's
+        if name not in paths and (out / "corpus" / name).is_dir():
+            shutil.rmtree(out / "corpus" / name)
+    t4, rss["after_write"] = time.perf_counter(), _rss_mb()
+    for stage in stages:
         if console is not None:
             console.print(f"[bold]{stage.name}[/]: {stage.n_in} → {stage.n_out} {stage.detail}", highlight=False)
-
-    mined, n_blocks = _mine(cfg, images, block_size, run)
-    n_mined = mined.count()
-    paths["mined"] = write_shards(mined, out / "corpus" / "mined", images)
-    mine_seconds = run.lap()
-    verified, stage, reasons, n_mining = _verify(mined, cfg, images, run, n_mined)  # counts the miner's rejections
-    done(StageReport("mine", n_mined, n_mined, detail=f"{n_mining} rejected while mining"), seconds=mine_seconds)
-    done(stage, verified, "verified")
-    frame, n = verified.map_batches(passed_batch, batch_format="pyarrow"), stage.n_out
-    if cfg.filters:
-        frame, stage = _filter(frame, cfg.filters, run, n)
-        done(stage)
-        n = stage.n_out
-    if cfg.dedup:
-        frame, stage = _dedup(frame, images, run, n)
-        done(stage)
-        n = stage.n_out
-    if cfg.split is not None:
-        frame, stage = _split(frame, cfg, n)
-        frame = run.materialize(frame, "split", n)
-        done(stage)
-    paths["curated"] = write_shards(frame, out / "corpus" / "curated", images)
     if cfg.export:
         curated = corpus.read(paths["curated"])
         for e in cfg.export:
             paths[f"export:{e.format}"] = _export_dir(out, e)
-            done(_export(curated, e, _export_dir(out, e), images))
+            t = time.perf_counter()
+            stages.append(dataclasses.replace(_export(curated, e, _export_dir(out, e), images),
+                                              seconds=time.perf_counter() - t))
     check_accounting(stages)
-    engine = {"name": "ray", **engine, "blocks": n_blocks, "block_size": block_size}
+    tally = result["tally"]
+    nodes = {"processed": {k: int(c) for k, c in tally.filter(pl.col("kind") == "node")
+                           .select("key", "count").iter_rows()},
+             "curated": writers}
+    for k, c in tally.filter(pl.col("kind") == "shards").select("key", "count").iter_rows():
+        name, node = k.split(":", 1)
+        nodes.setdefault(name, {})[node] = int(c)
+    engine = {"name": "ray", **engine, "blocks": n_blocks, "block_size": block_size, "nodes": nodes,
+              "timings": {"plan": t1 - t0, "stream": t2 - t1, "barrier": t3 - t2, "write": t4 - t3},
+              "driver_rss_mb": rss}
     report = RunReport(
-        name=cfg.name, out=out, stages=tuple(stages), rejection_reasons=tuple(reasons.iter_rows(named=True)),
+        name=cfg.name, out=out, stages=tuple(stages),
+        rejection_reasons=tuple(_reasons(tally).iter_rows(named=True)),
         config={**dataclasses.asdict(cfg), "out": str(out), "image_root": None if images is None else str(images),
                 "engine": engine},
-        paths=paths, seconds=time.perf_counter() - started,
+        paths=paths, seconds=time.perf_counter() - t0,
     )
     corpus.write_json(report.to_dict(), report.report_path)
     return report
 
 
-__all__ = ["collect", "connected", "dashboard_url", "local_runtime_env", "run_pipeline_ray", "to_arrow", "write_shards"]
+def _reasons(tally: pl.DataFrame) -> pl.DataFrame:
+    return (
+        tally.filter(pl.col("kind") == "reason").select(pl.col("key").alias("check"), "reason_code", "count")
+        .sort(["count", "check", "reason_code"], descending=[True, False, False])
+    )
+
+
+__all__ = ["LOCAL_SYSTEM_CONFIG", "Plan", "apply_block", "barrier", "connected", "dashboard_url", "keys_of",
+           "local_runtime_env", "process_batch", "run_pipeline_ray", "to_arrow", "write_shard"]

@@ -55,14 +55,13 @@ from typing import Any
 import orjson
 import polars as pl
 
-from virl_data.core import boxconv
-from virl_data.core import boxes
-from virl_data.storage import corpus
+from virl_data.core import boxconv, boxes
 from virl_data.core.boxanswer import BOX, parse_box
 from virl_data.core.errors import ConfigError, VirlError
-from virl_data.storage.locks import sibling_lock
 from virl_data.core.schema import COLUMNS, STATUSES, hf_features, validate_schema
 from virl_data.core.types import SCHEMA_VERSION
+from virl_data.storage import corpus
+from virl_data.storage.locks import sibling_lock
 
 FORMATS: tuple[str, ...] = ("hf", "parquet", "jsonl", "coco", "trl", "verl")
 DEFAULT_STATUSES: tuple[str, ...] = ("accepted", "reviewed")

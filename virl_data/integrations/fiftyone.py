@@ -46,20 +46,19 @@ from __future__ import annotations
 import base64
 import math
 import os
-import zlib
 import time
 import uuid
+import zlib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-
-from virl_data.core import boxconv
-from virl_data.core import boxes
+from virl_data.core import boxconv, boxes
 from virl_data.core.boxanswer import BOX, parse_box
 from virl_data.core.errors import VirlError
+from virl_data.core.types import Box, RationaleRecord, RationaleStep, Review
 from virl_data.review.merge import (
     MergeReport,
     ReviewEdit,
@@ -70,7 +69,6 @@ from virl_data.review.merge import (
     pushed_id,
     pushed_to_json,
 )
-from virl_data.core.types import Box, RationaleRecord, RationaleStep, Review
 
 TOOL = "fiftyone"
 CHAIN_FIELD = "chain"
@@ -343,8 +341,8 @@ def _failed(record: RationaleRecord) -> list[tuple[str, str]]:
 
 def _helpers(records: Sequence[RationaleRecord]) -> list[dict[str, Any]]:
     """``n_steps``, ``n_boxes``, ``zoom_need`` per record, computed column-wise by ``curate.with_helpers``."""
-    from virl_data.curation import curate
     from virl_data.core.schema import records_to_frame
+    from virl_data.curation import curate
 
     frame = curate.with_helpers(records_to_frame(records)).select("n_steps", "n_boxes", "zoom_need").collect()
     return frame.to_dicts()

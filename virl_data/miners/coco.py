@@ -54,11 +54,8 @@ from typing import Any
 import numpy as np
 import orjson
 
-from virl_data.core import boxconv
-from virl_data.core import boxes
+from virl_data.core import boxconv, boxes
 from virl_data.core.errors import ConfigError, CorpusReadError, VirlError
-from virl_data.miners._common import check_limit, image_side, mining_outcome, size_from_files
-from virl_data.miners._kinds import expect, identify
 from virl_data.core.types import (
     Box,
     ImageRef,
@@ -67,7 +64,7 @@ from virl_data.core.types import (
     RationaleStep,
     record_id,
 )
-from virl_data.miners._common import check_limit, mining_outcome, size_from_files
+from virl_data.miners._common import check_limit, image_side, mining_outcome, size_from_files
 from virl_data.miners._kinds import expect, identify
 
 SOURCE = "coco"

@@ -54,7 +54,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from virl_data.core.errors import CorpusReadError, WrongFileKind
-from virl_data.miners._common import check_limit, image_side, mining_outcome, size_from_files
 from virl_data.core.types import (
     Box,
     ImageRef,
@@ -63,7 +62,7 @@ from virl_data.core.types import (
     RationaleStep,
     record_id,
 )
-from virl_data.miners._common import check_limit, mining_outcome, size_from_files
+from virl_data.miners._common import check_limit, image_side, mining_outcome, size_from_files
 
 SOURCE = "flickr30k"
 MINER = "flickr30k@1"

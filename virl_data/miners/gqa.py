@@ -68,8 +68,6 @@ from PIL import Image
 
 from virl_data.core import boxconv
 from virl_data.core.errors import BoxConventionError, CorpusReadError
-from virl_data.miners._common import check_limit, image_side, mining_outcome, size_out_of_range
-from virl_data.miners._kinds import expect
 from virl_data.core.types import (
     Box,
     ImageRef,
@@ -78,7 +76,7 @@ from virl_data.core.types import (
     RationaleStep,
     record_id,
 )
-from virl_data.miners._common import check_limit, mining_outcome
+from virl_data.miners._common import check_limit, image_side, mining_outcome, size_out_of_range
 from virl_data.miners._kinds import expect
 
 SOURCE = "gqa"

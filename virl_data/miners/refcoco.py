@@ -69,8 +69,6 @@ import orjson
 from virl_data.core import boxconv
 from virl_data.core.boxanswer import BOX, format_box
 from virl_data.core.errors import ConfigError, CorpusReadError
-from virl_data.miners._common import check_limit, image_side, mining_outcome, size_from_files, size_out_of_range
-from virl_data.miners._kinds import expect_stream
 from virl_data.core.types import (
     Box,
     ImageRef,
@@ -79,7 +77,7 @@ from virl_data.core.types import (
     RationaleStep,
     record_id,
 )
-from virl_data.miners._common import check_limit, mining_outcome, size_from_files
+from virl_data.miners._common import check_limit, image_side, mining_outcome, size_from_files, size_out_of_range
 from virl_data.miners._kinds import expect_stream
 
 SOURCE = "refcoco"

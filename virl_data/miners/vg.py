@@ -57,11 +57,8 @@ from typing import Any
 import numpy as np
 import orjson
 
-from virl_data.core import boxconv
-from virl_data.core import boxes
+from virl_data.core import boxconv, boxes
 from virl_data.core.errors import CorpusReadError, VirlError
-from virl_data.miners._common import check_limit, image_side, mining_outcome, size_from_files
-from virl_data.miners._kinds import expect
 from virl_data.core.types import (
     Box,
     ImageRef,
@@ -70,7 +67,7 @@ from virl_data.core.types import (
     RationaleStep,
     record_id,
 )
-from virl_data.miners._common import check_limit, mining_outcome, size_from_files
+from virl_data.miners._common import check_limit, image_side, mining_outcome, size_from_files
 from virl_data.miners._kinds import expect
 
 SOURCE = "vg"

@@ -13,10 +13,10 @@ import polars as pl
 import pytest
 from polars.testing import assert_frame_equal
 
-from virl_data.core.errors import ConfigError
-from virl_data.core.schema import records_to_frame
 from virl_data.engines import blocks
-from virl_data.miners import coco, gqa, vg
+from virl_data.core.errors import ConfigError
+from virl_data.miners import coco, flickr30k, gqa, refcoco, treebench, vg
+from virl_data.core.schema import records_to_frame
 
 GQA_SAMPLE = "gqa/train_domiknows_sample"
 
@@ -77,9 +77,9 @@ def test_frame_blocks_and_planner_errors():
     frame = pl.DataFrame({"id": list("abcde")})
     assert [b[blocks.SEQ].to_list() for b in blocks.frame_blocks(frame, 2)] == [[0, 1], [2, 3], [4]]
     assert blocks.frame_blocks(frame.head(0), 2)[0].height == 0
-    assert not blocks.plannable("refcoco") and blocks.plannable("gqa")
+    assert not blocks.plannable("viscot") and blocks.plannable("gqa") and blocks.plannable("refcoco")
     with pytest.raises(ConfigError, match="no block planner"):
-        blocks.plan_blocks("refcoco", {})
+        blocks.plan_blocks("viscot", {})
     with pytest.raises(ConfigError, match="block_size"):
         blocks.plan_blocks("gqa", {}, block_size=0)
 
@@ -101,3 +101,34 @@ def test_coco_blocks_mine_what_the_whole_file_miner_mines(shared_data, instances
     assert_frame_equal(mined.drop(blocks.SEQ), whole)
     with pytest.raises(ConfigError, match="small_frac"):
         list(blocks.plan_blocks("coco", {**options, "small_frac": 2.0}))
+
+
+# --- miners with one item per line or file: blocks are runs of items ------------------------------------------------
+def _treebench_file(folder: Path, n: int = 7) -> Path:
+    rows = [{"index": i, "image": f"sa_{i % 3}.jpg", "question": f"What is left of object {i}?", "A": "red",
+             "B": "blue", "answer": "AB"[i % 2], "bbox": f"[[{i}, 10, 50, 60]]", "category": "Perception",
+             "width": 100 + i, "height": 80} for i in range(n)]
+    path = folder / "TreeBench.jsonl"
+    path.write_bytes(b"".join(orjson.dumps(r) + b"\n" for r in rows))
+    return path
+
+
+def test_refcoco_treebench_flickr30k_blocks_mine_what_the_whole_file_miner_mines(shared_data, tmp_path):
+    flickr = shared_data / "flickr30k_entities"
+    cases = [
+        ("refcoco", refcoco.mine, {"refs": shared_data / "refcoco"}, None),
+        ("treebench", treebench.mine, {"annotations": _treebench_file(tmp_path)}, None),
+        ("flickr30k", flickr30k.mine, {"sentences": flickr / "Sentences", "splits": flickr / "splits"},
+         flickr / "images"),
+    ]
+    for miner, mine, options, images in cases:
+        planned = list(blocks.plan_blocks(miner, options, block_size=5))
+        assert len(planned) > 1 and blocks.in_order(planned), miner
+        mined = pl.concat([blocks.mine_block(b.payload, images) for b in planned]).sort(blocks.SEQ)
+        whole = records_to_frame(mine(**options, **({"images": images} if images else {})))
+        assert whole.height > 5, miner
+        assert_frame_equal(mined.drop(blocks.SEQ), whole)
+    _, limited = _from_blocks("refcoco", {"refs": shared_data / "refcoco"}, block_size=4, limit=6)
+    assert_frame_equal(limited, records_to_frame(refcoco.mine(refs=shared_data / "refcoco", limit=6)))
+    with pytest.raises(ConfigError, match="unknown RefCOCO answer"):
+        blocks.plan_blocks("refcoco", {"refs": shared_data / "refcoco", "answer": "nope"})

@@ -18,13 +18,13 @@ from typer.testing import CliRunner
 
 from tests.conftest import REPO
 from tests.data.engines.test_blocks import GQA_SAMPLE, _gqa_with_duplicates
-from virl_data.cli import app
 from virl_data.engines import blocks
-from virl_data.engines.pipeline import RunReport, load_pipeline, pipeline_from_dict, run_pipeline
 from virl_data.storage import corpus
+from virl_data.cli import app
+from virl_data.engines.pipeline import RunReport, load_pipeline, pipeline_from_dict, run_pipeline
 
 ray = pytest.importorskip("ray", reason="the Ray engine needs the [ray] extra")
-from virl_data.engines.ray import local_runtime_env, run_pipeline_ray  # noqa: E402
+from virl_data.engines.ray import LOCAL_SYSTEM_CONFIG, local_runtime_env, run_pipeline_ray  # noqa: E402
 
 PIPELINES = REPO / "pipelines"
 
@@ -36,7 +36,7 @@ def ray_instance():
         yield
         return
     ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR", log_to_driver=False,
-             runtime_env=local_runtime_env(), object_store_memory=256 * 1024 * 1024)
+             runtime_env=local_runtime_env(), object_store_memory=256 * 1024 * 1024, _system_config=LOCAL_SYSTEM_CONFIG)
     yield
     ray.shutdown()
 
@@ -57,7 +57,7 @@ def assert_same_run(local: RunReport, on_ray: RunReport) -> None:
 
 def _both(cfg, tmp_path: Path, **ray_kwargs) -> tuple[RunReport, RunReport]:
     local = run_pipeline(cfg, out=tmp_path / "local")
-    on_ray = run_pipeline_ray(cfg, out=tmp_path / "ray", **ray_kwargs)
+    on_ray = run_pipeline_ray(cfg, out=tmp_path / "ray", intermediate=["mined", "verified"], **ray_kwargs)
     return local, on_ray
 
 
@@ -88,11 +88,13 @@ def test_gqa_sample_with_filters_duplicates_and_shuffled_blocks(ray_instance, sh
                 (tmp_path / "ray" / "export" / fmt / name).read_bytes()
 
 
-def test_shipped_gqa_and_vg_pipelines_on_the_real_samples(ray_instance, shared_data, tmp_path):
-    for name in ("gqa", "vg"):  # the YAMLs reach the samples as ../../shared/data
-        local, on_ray = _both(load_pipeline(PIPELINES / f"{name}.yaml"), tmp_path / name, block_size=3)
+def test_shipped_pipelines_on_the_real_samples(ray_instance, shared_data, tmp_path):
+    # the YAMLs reach the samples as ../../shared/data; refcoco and flickr30k mine on the workers too (run planners)
+    for name, block_size in (("gqa", 3), ("vg", 3), ("refcoco", 16), ("flickr30k", 10)):
+        local, on_ray = _both(load_pipeline(PIPELINES / f"{name}.yaml"), tmp_path / name, block_size=block_size)
         assert_same_run(local, on_ray)
         assert on_ray.stage("mine").n_out > 0
+        assert on_ray.config["engine"]["blocks"] > 1 or name == "vg"  # the VG sample is one image: one block
 
 
 def test_coco_sample_with_image_checks_and_damaged_images(ray_instance, shared_data, tmp_path):
@@ -134,6 +136,16 @@ def test_demo_world(ray_instance, tmp_path):
         assert ray_hf[split]["chain"] == local_hf[split]["chain"]
 
 
+@pytest.mark.parametrize("name", ["gqa", "demo"])
+def test_an_empty_source_gives_an_empty_corpus(ray_instance, shared_data, tmp_path, name):
+    """limit 0: a planned source with no block (GQA) and a driver-mined one with an empty block (demo)."""
+    cfg = load_pipeline(PIPELINES / f"{name}.yaml")
+    cfg = dataclasses.replace(cfg, source=dataclasses.replace(cfg.source, limit=0))
+    local, on_ray = _both(cfg, tmp_path)
+    assert_same_run(local, on_ray)
+    assert corpus.read(on_ray.paths["curated"]).height == 0
+
+
 # --- the command line ------------------------------------------------------------------------------------------------
 def test_cli_run_engine_ray(ray_instance, tmp_path):
     path = tmp_path / "tiny.yaml"
@@ -142,7 +154,13 @@ def test_cli_run_engine_ray(ray_instance, tmp_path):
     result = CliRunner().invoke(app, ["run", str(path), "--engine", "ray", "--out", str(tmp_path / "run")])
     assert result.exit_code == 0, result.output
     assert "export:jsonl" in result.output and (tmp_path / "run" / "corpus" / "curated").is_dir()
+    assert not (tmp_path / "run" / "corpus" / "mined").exists()  # intermediates only when asked
+    result = CliRunner().invoke(app, ["run", str(path), "--engine", "ray", "--out", str(tmp_path / "run"),
+                                      "--intermediate", "mined"])
+    assert result.exit_code == 0, result.output
     assert corpus.read(tmp_path / "run" / "corpus" / "mined").height == 12
+    assert not (tmp_path / "run" / "corpus" / "verified").exists()
+    assert sorted(p.name for p in (tmp_path / "run" / "corpus").iterdir()) == ["curated", "mined"]  # no temp left
 
 
 @pytest.mark.parametrize("args, message", [
@@ -154,3 +172,64 @@ def test_cli_run_engine_errors_are_one_line(tmp_path, args, message):
     path.write_text(yaml.safe_dump({"name": "tiny", "source": {"miner": "shapes", "limit": 2}}))
     result = CliRunner().invoke(app, ["run", str(path), *args])
     assert result.exit_code == 2 and message in " ".join(result.output.split())
+
+
+# --- output folders and the intermediate corpora (no Ray instance needed) -------------------------------------------
+def test_stale_temp_folders_of_dead_runs_are_removed_others_kept(tmp_path):
+    import socket
+    import subprocess
+    import sys
+
+    from virl_data.engines.guard import clean_stale, temp_folder
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    host = socket.gethostname()
+    names = [f".mined.{host}-{dead.stdout.strip()}-0123abcd.tmp",  # this host, driver gone: stale
+             ".verified.0b078ca0.tmp",                             # an earlier version's name: no owner, stale
+             temp_folder(tmp_path / "curated").name,               # this process: alive, kept
+             f".mined.elsewhere-{dead.stdout.strip()}-0123abcd.tmp",  # another host: cannot tell, kept
+             ".notes.tmp"]                                         # not ours, kept
+    for name in names:
+        (tmp_path / name).mkdir()
+    removed = clean_stale(tmp_path)
+    assert sorted(p.name for p in removed) == sorted(names[:2])
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(names[2:])
+
+
+def test_swap_in_replaces_a_finished_folder_whole(tmp_path):
+    from virl_data.engines.guard import swap_in, temp_folder
+
+    folder = tmp_path / "curated"
+    folder.mkdir()
+    (folder / "old.parquet").write_text("old")
+    tmp = temp_folder(folder)
+    tmp.mkdir()
+    (tmp / "new.parquet").write_text("new")
+    swap_in(tmp, folder)
+    assert [p.name for p in tmp_path.iterdir()] == ["curated"] and [p.name for p in folder.iterdir()] == ["new.parquet"]
+
+
+@pytest.mark.parametrize("value, expected", [(None, None), (["verified", "mined"], ("mined", "verified")), ([], ())])
+def test_intermediate_key(value, expected):
+    from virl_data.engines.pipeline import intermediate_corpora
+
+    cfg = pipeline_from_dict({"source": {"miner": "shapes"}, **({} if value is None else {"intermediate": value})})
+    assert cfg.intermediate == expected
+    assert intermediate_corpora(cfg, None, default=("mined",)) == (expected if expected is not None else ("mined",))
+    assert intermediate_corpora(cfg, ["verified"], default=()) == ("verified",)  # the flag wins
+
+
+def test_intermediate_key_errors():
+    from virl_data.core.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="intermediate: expected a list of mined, verified"):
+        pipeline_from_dict({"source": {"miner": "shapes"}, "intermediate": ["curated"]})
+
+
+def test_run_guard_docstring_examples():
+    import doctest
+
+    from virl_data.engines import guard as run_guard
+
+    result = doctest.testmod(run_guard)
+    assert result.attempted > 0 and result.failed == 0

@@ -31,7 +31,6 @@ from virl_data.core.types import (
     Review,
     Status,
 )
-from virl_data.storage import corpus
 
 SIZES = {"img/a.png": (64, 48), "img/b.png": (40, 30), "img/sub/c.png": (50, 70)}
 
