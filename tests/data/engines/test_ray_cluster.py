@@ -47,7 +47,7 @@ def test_gqa_on_a_head_and_two_worker_nodes(shared_data, tmp_path):  # 29 s at l
     yaml = REPO / "pipelines" / "gqa.yaml"
     local = run_pipeline(load_pipeline(yaml), out=tmp_path / "local")
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
-    code = ("import sys; from tests.data.test_engine_ray_cluster import run_on_cluster; "
+    code = ("import sys; from tests.data.engines.test_ray_cluster import run_on_cluster; "
             "run_on_cluster(sys.argv[1], sys.argv[2])")
     done = subprocess.run([sys.executable, "-c", code, str(yaml), str(tmp_path / "ray")], cwd=REPO, env=env,
                           capture_output=True, text=True, timeout=240)
