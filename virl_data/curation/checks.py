@@ -472,6 +472,15 @@ def skipped_checks(df: pl.DataFrame | pl.LazyFrame) -> dict[str, tuple[int, str]
     return {name: (n, reason) for name, n, reason in skipped.iter_rows()}
 
 
+def skipped_notes(skipped: dict[str, tuple[int, str]]) -> list[str]:
+    """``skipped_checks``'s result as the verify stage of a pipeline run reports it (both engines).
+
+    >>> skipped_notes({"image_readable": (3, "skipped: no image root")})
+    ['image_readable skipped on 3 (skipped: no image root)']
+    """
+    return [f"{name} skipped on {n} ({reason})" for name, (n, reason) in skipped.items()]
+
+
 def _merged_checks(df: pl.DataFrame, names: list[str]) -> pl.Series:
     """Each row's ``checks`` without entries named in ``names``, followed by the new ``_check_<name>`` results.
 

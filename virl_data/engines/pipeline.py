@@ -538,7 +538,7 @@ def _verify(mined: pl.DataFrame, cfg: PipelineConfig, images: Path | None) -> tu
     verified = checks.verify(mined, cfg.check_config(), image_root=images)
     counts = dict(verified.group_by("status").len().iter_rows())
     passed = sum(counts.get(s, 0) for s in PASSED_STATUSES)
-    skipped = [f"{name} skipped on {n} ({reason})" for name, (n, reason) in checks.skipped_checks(verified).items()]
+    skipped = checks.skipped_notes(checks.skipped_checks(verified))
     return verified, StageReport("verify", mined.height, passed, {"rejected": counts.get("rejected", 0)},
                                  detail=", ".join([*(f"{s}: {n}" for s, n in sorted(counts.items())), *skipped]))
 

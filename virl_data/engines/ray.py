@@ -432,7 +432,7 @@ def _skipped(tally: pl.DataFrame) -> list[str]:
     """The checks skipped on some records, summed over the blocks, as the local engine's verify stage says them."""
     rows = tally.filter(pl.col("kind") == "skipped").group_by("key", maintain_order=True) \
         .agg(pl.col("count").sum(), pl.col("reason_code").first()).sort("key")
-    return [f"{name} skipped on {n} ({reason})" for name, n, reason in rows.select("key", "count", "reason_code").iter_rows()]
+    return checks.skipped_notes({k: (n, r) for k, n, r in rows.select("key", "count", "reason_code").iter_rows()})
 
 
 def _stages(cfg: PipelineConfig, result: dict[str, Any], stream_s: float, images: Path | None) -> list[StageReport]:
