@@ -1,13 +1,17 @@
 """Sources cut into blocks that mine independently: what a distributed engine needs to mine in parallel.
 
 A miner with a global index (GQA's scene graphs keyed by image, VG's attributes and sizes keyed by image, COCO's
-annotations, images block and categories) cannot simply be
-run on a slice of its input: each slice needs its part of the index. ``plan_blocks`` reads the source once, groups
-the items by image and packs whole images into blocks of about ``block_size`` items; each ``Block`` holds its
-items and only the index entries they need, as one orjson ``payload`` (bytes travel through any engine's object
-store). ``mine_block`` turns one payload into the canonical frame of its records, with the miner's own per-item
-function (``gqa.mine_question``, ``vg.mine_image``), so a block gives exactly the records the whole-file miner
-would.
+annotations, images block and categories) cannot simply be run on a slice of its input: each slice needs its part
+of the index. ``plan_blocks`` reads the source once and cuts it into blocks of about ``block_size`` items, each a
+``Block`` whose orjson ``payload`` (bytes travel through any engine's object store) says what to mine.
+``mine_block`` turns one payload into the canonical frame of its records, with the miner's own per-item function
+(``gqa.mine_question``, ``vg.mine_image``), so a block gives exactly the records the whole-file miner would.
+
+GQA, the largest source (1.4 GB of questions, 0.4 GB of scene graphs), is never whole in memory: its planner
+streams both files (``ijson``) into an SQLite index in ``workdir``, and a block is a run of consecutive questions
+whose payload names the index and the run's ``_seq`` range; the worker reads its questions and only their images'
+scene graphs back (``_mine_gqa``). VG and COCO blocks carry their items and only the index entries they need
+(VG: packed whole images with their attribute objects and sizes).
 
 Every record carries ``_seq`` (``SEQ``), its position in the whole-file miner's output order: sorting the union of
 all blocks by ``_seq`` gives the local engine's corpus row for row, and "first in input order" (dedup) means
@@ -27,28 +31,35 @@ Example:
     ...     {"operation": "select", "dependencies": [], "argument": "cup (1)"}]} for i in range(3)}
     >>> _ = (d / "q.json").write_bytes(orjson.dumps(q)); _ = (d / "sg.json").write_bytes(orjson.dumps(sg))
     >>> blocks = list(plan_blocks("gqa", {"questions": d / "q.json", "scene_graphs": d / "sg.json"}, block_size=2))
-    >>> len(blocks), blocks[0].n_items  # one image: its questions stay together
-    (1, 3)
-    >>> mine_block(blocks[0].payload)["_seq"].to_list()
-    [0, 1, 2]
+    >>> [b.n_items for b in blocks], [b.seq_range for b in blocks]  # runs of consecutive questions
+    ([2, 1], [(0, 1), (2, 2)])
+    >>> [mine_block(b.payload)["_seq"].to_list() for b in blocks]
+    [[0, 1], [2]]
 """
 
 from __future__ import annotations
 
+import atexit
 import gc
 import itertools
+import os
 import pickle
+import shutil
+import sqlite3
+import tempfile
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import ijson
 import orjson
 import polars as pl
 
 from virl_data.core.errors import ConfigError, CorpusReadError
 from virl_data.miners import coco, flickr30k, gqa, refcoco, treebench, vg
 from virl_data.miners._common import check_limit
+from virl_data.miners._kinds import expect_stream
 from virl_data.core.schema import records_to_frame
 from virl_data.core.types import ImageRef, RationaleRecord
 
@@ -56,6 +67,9 @@ SEQ = "_seq"
 """The column holding a record's position in the whole-file miner's output (UInt64)."""
 DEFAULT_BLOCK_SIZE = 4096
 SEQ_SHIFT = 32  # VG, COCO: _seq = block << 32 | index in block (a block yields far fewer than 2**32 records)
+_INSERT_ROWS = 10_000  # GQA index: rows per SQLite insert
+_LOOKUP_IDS = 900  # GQA index: image ids per lookup (under SQLite's bound on parameters)
+_INDEX_IDS = itertools.count()
 
 
 @dataclass(frozen=True)
@@ -85,47 +99,73 @@ def _frame(seqs: Iterable[int], records: Iterable[RationaleRecord]) -> pl.DataFr
     return frame.with_columns(pl.Series(SEQ, list(seqs), dtype=pl.UInt64))
 
 
-# --- GQA: questions sharded by image, each block with only its images' scene graphs -------------------------------
-def _plan_gqa(options: Mapping[str, Any], limit: int | None, block_size: int) -> Iterator[Block]:
-    qs, graphs, frozen = gqa._load(Path(options["questions"]), Path(options["scene_graphs"]))
+# --- GQA: questions streamed into runs of consecutive questions; both files indexed in SQLite on the way ----------
+def _stream_object(path: Path, what: str) -> Iterator[tuple[str, Any]]:
+    """The ``(key, value)`` pairs of the GQA ``what`` file ``path`` (a JSON object keyed by id), parsed one at a
+    time (``ijson``), so the file is never whole in memory; checked as the whole-file miner checks it
+    (``WrongFileKind`` for another dataset's file, ``CorpusReadError`` for unreadable or malformed JSON)."""
     try:
-        split = gqa.split_of(options["questions"])
-        by_image: dict[str, list[int]] = {}
-        items = list(qs.items())[:limit]
-        for i, (_, q) in enumerate(items):
-            image_id = q.get("imageId") if type(q) is dict else None
-            key = str(image_id) if type(image_id) in (str, int) else ""
-            by_image.setdefault(key, []).append(i)
-        batch: list[str] = []
-        n, index = 0, 0
-        for image_id, seqs in by_image.items():
-            batch.append(image_id)
-            n += len(seqs)
-            if n >= block_size:
-                yield _gqa_block(index, batch, by_image, items, graphs, split)
-                batch, n, index = [], 0, index + 1
-        if batch:
-            yield _gqa_block(index, batch, by_image, items, graphs, split)
+        f = open(path, "rb")  # noqa: SIM115 - closed below, after the generator's last item
+    except OSError as e:
+        raise CorpusReadError(f"cannot read GQA {what} file {path}: {e}") from None
+    with f:
+        head = f.read(4096).lstrip()
+        f.seek(0)
+        if not head.startswith(b"{"):  # not an object keyed by id: the whole-file checks say what it is instead
+            gqa._checked(gqa._read(path, what), path, what)
+        pairs = ijson.kvitems(f, "", use_float=True)
+        try:
+            yield from expect_stream(pairs, path, role=f"GQA {what}", expected=[f"GQA {what}"],
+                                     hint="are the questions and scene graphs files swapped?", entry=lambda kv: kv[1])
+        except ijson.JSONError as e:
+            raise CorpusReadError(f"cannot read GQA {what} file {path}: {e}") from None
+
+
+def _plan_gqa(options: Mapping[str, Any], limit: int | None, block_size: int, workdir: Path) -> Iterator[Block]:
+    """GQA's blocks: runs of ``block_size`` consecutive questions. Neither file is ever whole in memory: both are
+    streamed (``_stream_object``) into one SQLite file in ``workdir`` (scene graphs by image id, questions by
+    ``_seq``), and a block's payload names only that file and its ``_seq`` range; ``_mine_gqa`` reads its
+    questions and their images' graphs back. So the planner's memory is flat in the input size; the price is one
+    copy of both files on disk while the run lasts (``workdir`` must be readable by every worker)."""
+    questions, scene_graphs = Path(options["questions"]), Path(options["scene_graphs"])
+    workdir.mkdir(parents=True, exist_ok=True)
+    db = workdir / f"gqa-{os.getpid()}-{next(_INDEX_IDS)}.sqlite"
+    con = sqlite3.connect(db)
+    try:
+        con.executescript("PRAGMA journal_mode=OFF; PRAGMA synchronous=OFF;"
+                          "CREATE TABLE graphs (id TEXT PRIMARY KEY, body BLOB) WITHOUT ROWID;"
+                          "CREATE TABLE questions (seq INTEGER PRIMARY KEY, qid TEXT, body BLOB);")
+        pairs = _stream_object(scene_graphs, "scene graphs")
+        while rows := [(k, orjson.dumps(v)) for k, v in itertools.islice(pairs, _INSERT_ROWS)]:
+            con.executemany("INSERT OR REPLACE INTO graphs VALUES (?, ?)", rows)  # a repeated id: the last wins
+        con.commit()
+        split, base, index = gqa.split_of(questions), {"miner": "gqa", "db": str(db)}, 0
+        pairs = itertools.islice(enumerate(_stream_object(questions, "questions")), limit)
+        while rows := [(s, k, orjson.dumps(v)) for s, (k, v) in itertools.islice(pairs, block_size)]:
+            con.executemany("INSERT INTO questions VALUES (?, ?, ?)", rows)
+            con.commit()
+            lo, hi = rows[0][0], rows[-1][0]
+            yield Block(index, len(rows), orjson.dumps({**base, "split": split, "seqs": [lo, hi]}), (lo, hi))
+            index += 1
     finally:
-        if frozen:
-            gc.unfreeze()
-
-
-def _gqa_block(index: int, image_ids: list[str], by_image: dict[str, list[int]], items: list[tuple[str, Any]],
-               graphs: dict[str, Any], split: str | None) -> Block:
-    seqs = sorted(s for image_id in image_ids for s in by_image[image_id])
-    payload = {
-        "miner": "gqa",
-        "split": split,
-        "questions": [[s, *items[s]] for s in seqs],
-        "graphs": {i: graphs[i] for i in image_ids if i in graphs},
-    }
-    return Block(index, len(seqs), orjson.dumps(payload), (seqs[0], seqs[-1]) if seqs else (0, 0))
+        con.close()
 
 
 def _mine_gqa(payload: dict[str, Any], images: Path | None) -> pl.DataFrame:
-    index = gqa.SceneIndex(payload["graphs"], images)
-    questions = payload["questions"]
+    con = sqlite3.connect(f"{Path(payload['db']).as_uri()}?mode=ro", uri=True)
+    try:
+        questions = [(s, qid, orjson.loads(body)) for s, qid, body in
+                     con.execute("SELECT seq, qid, body FROM questions WHERE seq BETWEEN ? AND ? ORDER BY seq",
+                                 payload["seqs"])]
+        ids = sorted({str(i) for _, _, q in questions if type(q) is dict and type(i := q.get("imageId")) in (str, int)})
+        graphs: dict[str, Any] = {}
+        for at in range(0, len(ids), _LOOKUP_IDS):
+            chunk = ids[at:at + _LOOKUP_IDS]
+            graphs.update((k, orjson.loads(body)) for k, body in con.execute(
+                f"SELECT id, body FROM graphs WHERE id IN ({','.join('?' * len(chunk))})", chunk))
+    finally:
+        con.close()
+    index = gqa.SceneIndex(graphs, images)
     records = (gqa.mine_question(qid, q, index, payload["split"]) for _, qid, q in questions)
     return _frame((s for s, _, _ in questions), records)
 
@@ -305,6 +345,8 @@ _MINERS: dict[str, Callable[[dict[str, Any], Path | None], pl.DataFrame]] = {
     "gqa": _mine_gqa, "vg": _mine_vg, "coco": _mine_coco, "refcoco": _mine_refcoco, "treebench": _mine_treebench,
     "flickr30k": _mine_flickr30k,
 }
+SPILLS = frozenset({"gqa"})
+"""Planners that stream their input into an index on disk (``plan_blocks``'s ``workdir``) instead of holding it."""
 EXACT_LIMIT = frozenset({"gqa", "refcoco", "treebench"})
 """Planners that apply ``limit`` themselves (one record per item); for the others the engine keeps the first
 ``limit`` records by ``_seq``."""
@@ -316,15 +358,22 @@ def plannable(miner: str) -> bool:
 
 
 def plan_blocks(miner: str, options: Mapping[str, Any], *, limit: int | None = None,
-                block_size: int = DEFAULT_BLOCK_SIZE) -> Iterator[Block]:
+                block_size: int = DEFAULT_BLOCK_SIZE, workdir: str | Path | None = None) -> Iterator[Block]:
     """The blocks of a source, in input order; ``options`` are the miner's keyword arguments (paths as str or
-    Path). Raises ``CorpusReadError`` for unreadable files like the miner, ``ConfigError`` for a bad size."""
+    Path). ``workdir``: where a planner that spills its index to disk (GQA: ``_plan_gqa``) writes it, a folder every
+    worker can read, which the caller removes when the blocks are mined; None: a temporary folder removed when this
+    process exits. Raises ``CorpusReadError`` for unreadable files like the miner, ``ConfigError`` for a bad size."""
     check_limit(limit)
     if block_size < 1:
         raise ConfigError(f"block_size must be >= 1, got {block_size}")
     if miner not in _PLANNERS:
         raise ConfigError(f"miner {miner!r} has no block planner (planned: {', '.join(_PLANNERS)})")
-    return _PLANNERS[miner](options, limit, block_size)
+    if miner not in SPILLS:
+        return _PLANNERS[miner](options, limit, block_size)
+    if workdir is None:
+        workdir = tempfile.mkdtemp(prefix="virl-plan-")
+        atexit.register(shutil.rmtree, workdir, ignore_errors=True)
+    return _PLANNERS[miner](options, limit, block_size, Path(workdir))
 
 
 def mine_block(payload: bytes, images: str | Path | None = None) -> pl.DataFrame:
@@ -352,5 +401,5 @@ def frame_blocks(frame: pl.DataFrame, block_size: int = DEFAULT_BLOCK_SIZE) -> l
     return [seq.slice(i, block_size) for i in range(0, frame.height, block_size)] or [seq]
 
 
-__all__ = ["DEFAULT_BLOCK_SIZE", "EXACT_LIMIT", "SEQ", "Block", "frame_blocks", "in_order", "mine_block", "plan_blocks",
+__all__ = ["DEFAULT_BLOCK_SIZE", "EXACT_LIMIT", "SEQ", "SPILLS", "Block", "frame_blocks", "in_order", "mine_block", "plan_blocks",
            "plannable"]

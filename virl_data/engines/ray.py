@@ -5,7 +5,9 @@
 Same YAML, same stage functions, same corpus; only the scheduling differs. Three passes, two of them over the data:
 
 1. **stream** (one Ray Data ``map_batches`` chain, Arrow batches end to end): ``blocks.plan_blocks`` (on the driver)
-   cuts the source into blocks; one task per block mines it (``blocks.mine_block``), runs ``checks.verify``, tags
+   cuts the source into blocks (GQA's planner streams both files into an SQLite index in
+   ``OUT/corpus/.plan.<host>-<pid>-<hex>.tmp``, removed after the run, so the driver's memory is flat in the input
+   size; on a cluster ``OUT`` must be on storage every node reads, as it must for the shards); one task per block mines it (``blocks.mine_block``), runs ``checks.verify``, tags
    each record with the first filter that drops it and computes the dedup keys (``curate.dedup_keys``) and the
    split group key. Every step is row-local, so a block gives what the whole corpus would for its rows. The
    task writes its mined / verified shards when asked and returns a header row (its counts for the report) and
@@ -333,11 +335,12 @@ def _bar(console: Console | None) -> Progress | None:
 
 
 # --- the run ---------------------------------------------------------------------------------------------------------
-def _source(cfg: PipelineConfig, plan: Plan, block_size: int) -> tuple[ray.data.Dataset, int]:
+def _source(cfg: PipelineConfig, plan: Plan, block_size: int, index: Path) -> tuple[ray.data.Dataset, int]:
     """The stream pass's dataset (records left for curation) and the number of blocks."""
     src = cfg.source
     if blocks.plannable(src.miner):
-        planned = list(blocks.plan_blocks(src.miner, src.options, limit=src.limit, block_size=block_size))
+        planned = list(blocks.plan_blocks(src.miner, src.options, limit=src.limit, block_size=block_size,
+                                          workdir=index))
         ordered, n = blocks.in_order(planned), len(planned)
         cut = src.limit is not None and src.miner not in blocks.EXACT_LIMIT
         ds = ray.data.from_items([{"payload": b.payload} for b in planned], override_num_blocks=max(1, n))
@@ -384,13 +387,14 @@ def run_pipeline_ray(
     (out / "corpus").mkdir(parents=True, exist_ok=True)
     clean_stale(out / "corpus")
     temps = {name: temp_folder(out / "corpus" / name) for name in (*names, "curated")}
+    index = temp_folder(out / "corpus" / "plan")  # a planner's index on disk (GQA), readable by every worker
     try:
         with connected(address, num_cpus) as engine, _data_context():
             bar = _bar(console)
             with bar if bar is not None else nullcontext():
-                report = _run(cfg, out, images, block_size, temps, engine, bar, console)
+                report = _run(cfg, out, images, block_size, temps, index, engine, bar, console)
     finally:
-        for tmp in temps.values():
+        for tmp in (*temps.values(), index):
             shutil.rmtree(tmp, ignore_errors=True)
     return dataclasses.replace(report, seconds=time.perf_counter() - started)
 
@@ -476,7 +480,7 @@ def _stages(cfg: PipelineConfig, result: dict[str, Any], stream_s: float, images
     return stages
 
 
-def _run(cfg: PipelineConfig, out: Path, images: Path | None, block_size: int, temps: dict[str, Path],
+def _run(cfg: PipelineConfig, out: Path, images: Path | None, block_size: int, temps: dict[str, Path], index: Path,
          engine: dict[str, Any], bar: Progress | None, console: Console | None) -> RunReport:
     t0 = time.perf_counter()
     meta = write_meta(out / "corpus" / "curated", images)
@@ -484,7 +488,7 @@ def _run(cfg: PipelineConfig, out: Path, images: Path | None, block_size: int, t
         tmp.mkdir(parents=True)
     plan = Plan(None if images is None else str(images), cfg.check_config(), tuple(cfg.filters), cfg.dedup,
                 cfg.split is not None, {k: str(v) for k, v in temps.items() if k != "curated"}, meta)
-    ds, n_blocks = _source(cfg, plan, block_size)
+    ds, n_blocks = _source(cfg, plan, block_size, index)
     t1, rss = time.perf_counter(), {"after_plan": _rss_mb()}
     refs = _stream(ds, n_blocks, bar)
     t2, rss["after_stream"] = time.perf_counter(), _rss_mb()

@@ -1,6 +1,6 @@
 """Block planning (virl_data/engines/blocks.py), without any engine: the blocks of a source, mined one by one and put in
-``_seq`` order, are exactly the whole-file miner's frame; each GQA block holds whole images and only their scene
-graphs; VG blocks carry their images' sizes from image_data.json."""
+``_seq`` order, are exactly the whole-file miner's frame; GQA blocks are runs of questions read back from the
+planner's streamed index, neither file ever read whole; VG blocks carry their images' sizes from image_data.json."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import pytest
 from polars.testing import assert_frame_equal
 
 from virl_data.engines import blocks
-from virl_data.core.errors import ConfigError
+from virl_data.core.errors import ConfigError, CorpusReadError, WrongFileKind
 from virl_data.miners import coco, flickr30k, gqa, refcoco, treebench, vg
 from virl_data.core.schema import records_to_frame
 
@@ -42,21 +42,40 @@ def _from_blocks(miner: str, options: dict, block_size: int, limit: int | None =
     return planned, mined.drop(blocks.SEQ)
 
 
-def test_gqa_blocks_hold_whole_images_and_only_their_scene_graphs(shared_data, tmp_path):
+def test_gqa_blocks_stream_both_files_into_runs_of_questions(shared_data, tmp_path, monkeypatch):
     questions = _gqa_with_duplicates(shared_data, tmp_path, seed=1)
     graphs = shared_data / GQA_SAMPLE / "train_sceneGraphs_sample.json"
     options = {"questions": questions, "scene_graphs": graphs}
-    planned, mined = _from_blocks("gqa", options, block_size=3)
     whole = records_to_frame(gqa.mine(questions=questions, scene_graphs=graphs))
-    assert_frame_equal(mined, whole)
-    seen: set[str] = set()
-    for b in planned:
-        payload = orjson.loads(b.payload)
-        ids = {q["imageId"] for _, _, q in payload["questions"]}
-        assert set(payload["graphs"]) == ids and not ids & seen  # its images' graphs only; no image in two blocks
-        seen |= ids
+    # neither file is read whole: the whole-file reader is never called for well-formed files
+    monkeypatch.setattr(gqa, "_read", lambda *a: pytest.fail("the GQA planner read a file whole"))
+    planned = list(blocks.plan_blocks("gqa", options, block_size=3, workdir=tmp_path / "plan"))
+    mined = pl.concat([blocks.mine_block(b.payload) for b in planned]).sort(blocks.SEQ)
+    assert_frame_equal(mined.drop(blocks.SEQ), whole)
+    assert [b.n_items for b in planned] == [3] * (len(whole) // 3) + ([len(whole) % 3] if len(whole) % 3 else [])
+    assert blocks.in_order(planned) and planned[0].seq_range == (0, 2)
+    # a payload names the index and a range, whatever the block's size
+    assert max(len(b.payload) for b in planned) < 300
+    assert list((tmp_path / "plan").glob("*.sqlite"))
     _, limited = _from_blocks("gqa", options, block_size=3, limit=7)
     assert_frame_equal(limited, whole.head(7))
+
+
+def test_gqa_planner_names_a_bad_file(shared_data, tmp_path):
+    graphs = shared_data / GQA_SAMPLE / "train_sceneGraphs_sample.json"
+    good = shared_data / GQA_SAMPLE / "train_balanced_questions_sample.json"
+    truncated = tmp_path / "questions.json"
+    truncated.write_bytes(good.read_bytes()[:5000])
+    with pytest.raises(CorpusReadError, match="GQA questions file .*questions.json"):
+        list(blocks.plan_blocks("gqa", {"questions": truncated, "scene_graphs": graphs}, workdir=tmp_path))
+    listed = tmp_path / "list.json"
+    listed.write_bytes(b"[1, 2]")
+    with pytest.raises(CorpusReadError, match="must hold a JSON object keyed by id, got list"):
+        list(blocks.plan_blocks("gqa", {"questions": listed, "scene_graphs": graphs}, workdir=tmp_path))
+    with pytest.raises(WrongFileKind, match="swapped"):
+        list(blocks.plan_blocks("gqa", {"questions": graphs, "scene_graphs": good}, workdir=tmp_path))
+    with pytest.raises(CorpusReadError, match="cannot read GQA questions file"):
+        list(blocks.plan_blocks("gqa", {"questions": tmp_path / "absent.json", "scene_graphs": graphs}))
 
 
 def test_vg_blocks_mine_what_the_whole_file_miner_mines(shared_data, tmp_path):
