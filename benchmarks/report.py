@@ -66,6 +66,7 @@ class Block:
     name: str
     needs: tuple[str, ...]
     build: Callable[[Results], str]
+    optional: tuple[str, ...] = ()  # read when present (a bullet for each), the block still built without them
 
 
 LEARNING: list[Section] = [
@@ -103,7 +104,8 @@ PAGES: dict[str, tuple[str, list[Section]]] = {"docs/learning.md": (LEARNING_HEA
 
 # --- blocks inside hand-written pages ----------------------------------------------------------------------------------
 HEADLINE = Block("headline", ("ablation", "ablation_starts", "ablation_sftseed1", "ablation_sftseed2",
-                              "ablation_replicate", "ablation_shapes", "sanity", "bench_trainer", "loop"), headline)
+                              "ablation_replicate", "ablation_shapes", "sanity", "bench_trainer", "loop"), headline,
+                 optional=("credit", "two_hop"))
 BLOCKS: dict[str, list[Block]] = {
     "README.md": [HEADLINE], "docs/index.md": [HEADLINE],
     "docs/loop.md": [Block("loop", ("loop",), loop_table)],
@@ -121,6 +123,8 @@ def fill_blocks(text: str, blocks: list[Block], assets: Path, page: str) -> str:
             raise ValueError(f"{page}: no <!-- report:{block.name} --> ... <!-- /report:{block.name} --> markers")
         results = load(assets, block.needs)
         if results is not None:
+            results |= {n: json.loads((assets / f"{n}.json").read_text()) for n in block.optional
+                        if (assets / f"{n}.json").exists()}
             text = text[: start.end()] + block.build(results).strip() + "\n" + text[end.start():]
     return text
 

@@ -7,6 +7,7 @@ experiment is one builder here plus one entry in ``report.LEARNING`` (or ``repor
 
 from __future__ import annotations
 
+import math
 import statistics
 import sys
 import textwrap
@@ -336,6 +337,7 @@ def headline(r: Results) -> str:
         f"{summ['margin_mean']:+.3f} ± {summ['margin_std_over_starts']:.3f}; goal at the start level: "
         f"{met(summ['goal_at_start_level'])}). On a task where the model must look to answer, outcome-only learns to "
         f"look too (margin {shapes_margin:+.3f}).",
+        *matrix_bullets(r),
         f"**The rationale reward alone** raises the sampled crop IoU by {s['rise']:+.3f} in {s['rl']['steps']} steps "
         f"from the main start.",
         f"**Speed:** a virl-train GRPO step takes {bench['ours']['step_s'] / bench['trl']['step_s']:.2f}x the time of "
@@ -345,6 +347,37 @@ def headline(r: Results) -> str:
     ]  # fmt: skip
     return "\n".join(textwrap.fill(b, 116, initial_indent="- ", subsequent_indent="  ", break_on_hyphens=False)
                      for b in bullets)
+
+
+def ci(stat: dict[str, Any]) -> str:
+    """A paired difference as ``+0.123 [+0.045, +0.201]`` (its mean and 95 % CI)."""
+    lo, hi = stat["ci95"] if stat["ci95"] else (math.nan, math.nan)
+    return f"{stat['mean']:+.3f} [{lo:+.3f}, {hi:+.3f}]"
+
+
+def matrix_bullets(r: Results) -> list[str]:
+    """Headline bullets of the matrices (``benchmarks/matrix.py``) whose JSON is present."""
+    out = []
+    if "credit" in r:
+        c = r["credit"]
+        v, d_c = c["variants"], c["paired"]["d_vs_c"]
+        n = len(v["full"]["metrics"]["wasted_rate"]["per_run"])
+        out.append(
+            f"**Per-action credit** (a task whose SFT starts waste "
+            f"{statistics.fmean(s['metrics']['wasted_rate'] for s in c['starts']):.0%} of their crops, {c['settings']['starts']} SFT starts x {len(c['settings']['seeds'])} RL seeds): full ViRL "
+            f"ends at a wasted-action rate of {v['full']['metrics']['wasted_rate']['mean']:.3f} against "
+            f"{v['shaping']['metrics']['wasted_rate']['mean']:.3f} with step shaping only (paired d − c "
+            f"{ci(d_c['wasted_rate'])}, 95 % CI over {n} pairs), accuracy {v['full']['metrics']['accuracy']['mean']:.3f}"
+            f" vs {v['shaping']['metrics']['accuracy']['mean']:.3f}; goal: {met(c['goal']['met'])}.")
+    if "two_hop" in r:
+        t = r["two_hop"]
+        v, d_a = t["variants"], t["paired"]["d_vs_a"]
+        hits = [s["metrics"]["ordered_chain_hit@0.5"] for s in t["starts"]]
+        out.append(
+            f"**Two-box chains:** SFT starts reach ordered-chain hit@0.5 {span(hits, 3)}; full ViRL ends at rationale "
+            f"IoU {v['full']['metrics']['rationale']['mean']:.3f} against {v['outcome']['metrics']['rationale']['mean']:.3f}"
+            f" for outcome-only (paired {ci(d_a['rationale'])}); goal: {met(t['goal']['met'])}.")
+    return out
 
 
 def loop_table(r: Results) -> str:
