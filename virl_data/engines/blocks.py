@@ -67,7 +67,7 @@ SEQ = "_seq"
 """The column holding a record's position in the whole-file miner's output (UInt64)."""
 DEFAULT_BLOCK_SIZE = 4096
 SEQ_SHIFT = 32  # VG, COCO: _seq = block << 32 | index in block (a block yields far fewer than 2**32 records)
-_INSERT_ROWS = 10_000  # GQA index: rows per SQLite insert
+_INSERT_ROWS = 1_000  # GQA index: scene graphs per SQLite insert (a few MB: the planner's memory)
 _LOOKUP_IDS = 900  # GQA index: image ids per lookup (under SQLite's bound on parameters)
 _INDEX_IDS = itertools.count()
 
