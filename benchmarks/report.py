@@ -35,6 +35,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from report_sections import (  # noqa: E402
     Results,
     ablation_section,
+    bench_plan_table,
     credit_section,
     decoy_share_section,
     headline,
@@ -110,6 +111,7 @@ BLOCKS: dict[str, list[Block]] = {
     "README.md": [HEADLINE], "docs/index.md": [HEADLINE],
     "docs/loop.md": [Block("loop", ("loop",), loop_table)],
     "docs/families.md": [Block("sft_starts", ("sft_starts",), sft_starts_table)],
+    "docs/scale.md": [Block("bench_plan", ("bench_plan",), bench_plan_table)],
 }  # fmt: skip
 """Generated blocks of hand-written pages, by page path."""
 

@@ -151,3 +151,37 @@ def test_refcoco_treebench_flickr30k_blocks_mine_what_the_whole_file_miner_mines
     assert_frame_equal(limited, records_to_frame(refcoco.mine(refs=shared_data / "refcoco", limit=6)))
     with pytest.raises(ConfigError, match="unknown RefCOCO answer"):
         blocks.plan_blocks("refcoco", {"refs": shared_data / "refcoco", "answer": "nope"})
+
+
+def _gqa_files(folder: Path, n: int, per_image: int = 2) -> dict[str, Path]:
+    """``n`` GQA-shaped questions, ``per_image`` per image, each image's scene graph with one object."""
+    folder.mkdir(parents=True, exist_ok=True)
+    graphs = {str(i): {"width": 640, "height": 480, "objects": {f"{i}1": {"name": "cup", "x": 10, "y": 20, "w": 30,
+                                                                          "h": 40, "attributes": ["red"]}}}
+              for i in range(n // per_image)}
+    questions = {f"q{i}": {"imageId": str(i // per_image), "question": f"Is there a cup? ({i})", "answer": "yes",
+                           "semantic": [{"operation": "select", "dependencies": [],
+                                         "argument": f"cup ({i // per_image}1)"}]}
+                 for i in range(n)}
+    paths = {"questions": folder / "q.json", "scene_graphs": folder / "sg.json"}
+    paths["questions"].write_bytes(orjson.dumps(questions))
+    paths["scene_graphs"].write_bytes(orjson.dumps(graphs))
+    return paths
+
+
+def test_gqa_planner_memory_does_not_grow_with_the_input(tmp_path):
+    import tracemalloc
+
+    peaks = []
+    for n in (5_000, 20_000):  # 2,500 and 10,000 scene graphs: both past two inserts of 1,000 (what is held)
+        options = _gqa_files(tmp_path / str(n), n)
+        tracemalloc.start()
+        try:
+            planned = sum(b.n_items for b in blocks.plan_blocks("gqa", options, block_size=256,
+                                                                 workdir=tmp_path / f"plan{n}"))
+            peaks.append(tracemalloc.get_traced_memory()[1])
+        finally:
+            tracemalloc.stop()
+        assert planned == n
+    # four times the input, about the same peak (parsing the files whole: four times the peak)
+    assert peaks[1] < 1.5 * peaks[0], peaks
