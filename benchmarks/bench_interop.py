@@ -13,6 +13,8 @@ the file ``virl-train score`` reads. Each engine row scores exactly those episod
   were made through the tool (untimed: that is the rollout), its completion is TRL's message list (tool calls, tool
   messages with the crop images, the final answer). Timed: the five calls per batch (``episode_of`` +
   ``score_record`` once per completion, shared; the component values). ``+ log`` also appends the trajectory lines.
+- ``verl compute_score``: ``virl_train.interop.verl.compute_score`` once per decoded response (the crops as Hermes
+  ``<tool_call>`` blocks, then the answer) with its row's ``ground_truth`` of the verl export (``verl_row``).
 
 Each row's totals are checked against the logged totals (``agree``). Another engine's row is one function
 ``(Setup) -> Row`` added to ``ENGINES``. Times are the median of ``--repeats`` runs after a warm-up, in ms per
@@ -42,7 +44,10 @@ from virl_data.miners.shapes import ShapesConfig, generate, make_scene, render_s
 from virl_data.core.schema import record_to_row
 from virl_data.core.types import RationaleRecord
 from virl_train.actions import from_pixels
+from virl_data.export.verl import CropSettings
+from virl_data.export.verl import verl_row as export_verl_row
 from virl_train.interop.trl import CropToolEnv, reward_funcs
+from virl_train.interop.verl import compute_score, parse_ground_truth
 from virl_train.rewards import RewardConfig, score_episode
 from virl_train.score import score_file
 from virl_train.scripted import ScriptedPolicy, scripted_rows
@@ -191,7 +196,35 @@ def trl_logged_row(s: Setup) -> Row:
     return _trl_row(s, "TRL reward_funcs + trajectory log", log=True)
 
 
-ENGINES: list[Callable[[Setup], Row]] = [score_row, scorer_row, trl_row, trl_logged_row]
+def verl_row(s: Setup) -> Row:
+    """verl's ``compute_score`` (``virl_train.interop.verl``) as verl's reward manager calls it: once per decoded
+    response, with the row's ``ground_truth`` string of ``virl-data export --format verl`` (the crop settings of the
+    TRL rows: up to 64 crops, 224² pixels). The response is the logged crops as Hermes ``<tool_call>`` blocks in the
+    model's convention, then the answer (untimed: that is the rollout); timed: parsing the ground truth (cached per
+    record, as a GRPO group shares it) and scoring the response."""
+    settings = CropSettings(convention=CONVENTION, max_actions=64, max_pixels=224 * 224)
+    truths = {rid: export_verl_row(record_to_row(rec), 0, "train", b"", settings)["reward_model"]["ground_truth"]
+              for rid, rec in s.records.items()}
+    responses = []
+    for line in s.lines:
+        rec = s.records[line["id"]]
+        size = (rec.image.width, rec.image.height)
+        calls = (orjson.dumps({"name": "crop", "arguments": {
+            "bbox_2d": from_pixels(box, CONVENTION, size, settings.view_size(*size)).tolist()}}).decode()
+            for box in line["actions"])
+        responses.append("".join(f"<tool_call>{c}</tool_call>\n" for c in calls) + f"<answer>{line['answer']}</answer>")
+    pairs = [(r, truths[x["id"]]) for r, x in zip(responses, s.lines, strict=True)]
+
+    def run() -> list[float]:
+        parse_ground_truth.cache_clear()
+        return [compute_score("virl", r, gt)["score"] for r, gt in pairs]
+
+    wall, cpu, totals = _median_seconds(run, s.repeats)
+    agree = sum(abs(t - x["reward"]["total"]) <= 1e-9 for t, x in zip(totals, s.lines, strict=True))
+    return Row.of("verl compute_score", wall, cpu, agree, len(totals))
+
+
+ENGINES: list[Callable[[Setup], Row]] = [score_row, scorer_row, trl_row, trl_logged_row, verl_row]
 
 
 def main() -> None:

@@ -39,6 +39,7 @@ from report_sections import (  # noqa: E402
     credit_section,
     decoy_share_section,
     headline,
+    interop_table,
     loop_table,
     sanity_section,
     sft_starts_table,
@@ -112,6 +113,7 @@ BLOCKS: dict[str, list[Block]] = {
     "docs/loop.md": [Block("loop", ("loop",), loop_table)],
     "docs/families.md": [Block("sft_starts", ("sft_starts",), sft_starts_table)],
     "docs/scale.md": [Block("bench_plan", ("bench_plan",), bench_plan_table)],
+    "docs/engines.md": [Block("interop", ("bench_interop",), interop_table)],
 }  # fmt: skip
 """Generated blocks of hand-written pages, by page path."""
 

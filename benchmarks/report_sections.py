@@ -380,6 +380,18 @@ def matrix_bullets(r: Results) -> list[str]:
     return out
 
 
+def interop_table(r: Results) -> str:
+    """Reward cost per completion of each engine's adapter (``benchmarks/bench_interop.py``)."""
+    b = r["bench_interop"]
+    rows = [[row["engine"], f"{row['cpu_ms_per_completion']:.3f}", f"{row['ms_per_completion']:.3f}",
+             f"{row['cpu_ratio_to_score']:.2f}", f"{row['agree']:,} / {row['n']:,}"] for row in b["rows"]]
+    return (md_table(["engine", "CPU ms / completion", "wall ms / completion", "CPU × virl-train score",
+                      "totals equal to the log"], rows)
+            + f"\n\n{b['episodes']:,} logged episodes, preset `{b['preset']}`, convention `{b['convention']}`, median "
+            f"of {b['repeats']} runs; {b['cpu_count']} CPUs at load {b['load_average_1min']:.1f} (wall time grows "
+            "with the load, CPU time much less).")
+
+
 def bench_plan_table(r: Results) -> str:
     """The GQA planner's driver memory against input size (``benchmarks/bench_plan.py``)."""
     b = r["bench_plan"]
