@@ -12,9 +12,11 @@ engine writes intermediates only when asked, its default); no export.
 Each engine runs in a fresh process. Ray: a fresh local instance with ``num_cpus`` = the workers; its start-up
 and the workers' warm-up are timed apart ("Ray start"), and so is the engine's fixed cost per run: the same
 pipeline on 1,000 questions on the warm instance ("fixed cost"). Peak memory: the driver's peak RSS
-(``ru_maxrss``), its RSS after the planning and after the write pass (Ray: ``config.engine.driver_rss_mb`` of the
+(``VmHWM``), its RSS after the planning and after the write pass (Ray: ``config.engine.driver_rss_mb`` of the
 run report), and the Ray workers' peak RSS summed over the instance's processes (sampled every 0.2 s; shared
-object-store pages count in each process that maps them). Goals (issue 28): Ray 1 worker ≥ 0.8× the local engine,
+object-store pages count in each process that maps them); CPU seconds of the driver and of the Ray instance's
+processes, and the cores they kept busy on average (CPU s ÷ wall s: "1 worker" is one Ray task at a time, but each
+task's polars / Arrow calls run on their own thread pools, so it can keep more than one core busy). Goals (issue 28): Ray 1 worker ≥ 0.8× the local engine,
 Ray 2 workers ≥ 1.5× Ray 1 worker; both ratios are printed, with the load average, because a machine shared with
 other work moves them. Figures go to ``--json``; ``--out`` renders the Markdown table from them.
 """
@@ -71,12 +73,14 @@ def _config(questions: Path, graphs: Path, images: Path) -> Any:
 
 class Sampler:
     """Peak summed RSS of the processes of one Ray instance (those whose environment names its raylet), sampled
-    every ``interval`` seconds in a thread."""
+    every ``interval`` seconds in a thread, and the CPU seconds they used meanwhile (``cpu_seconds``: per process, its
+    last sampled user + system time minus its first; a process first seen after the first sample counts from 0)."""
 
     def __init__(self, interval: float = 0.2) -> None:
         import threading
 
         self.peak, self.interval, self.stop = 0, interval, threading.Event()
+        self.cpu: dict[int, list[float]] = {}
         self.thread = threading.Thread(target=self.run, daemon=True)
 
     def raylet(self) -> str | None:
@@ -88,16 +92,25 @@ class Sampler:
     def run(self) -> None:
         import psutil
 
-        marker = f"RAY_RAYLET_PID={self.raylet()}"
-        while not self.stop.wait(self.interval):
+        marker, first = f"RAY_RAYLET_PID={self.raylet()}", True
+        while True:
             total = 0
             for p in psutil.process_iter():
                 try:
                     if marker in "\0".join(f"{k}={v}" for k, v in p.environ().items()):
                         total += p.memory_info().rss
+                        t = p.cpu_times()
+                        used = t.user + t.system
+                        self.cpu.setdefault(p.pid, [used if first else 0.0, used])[1] = used
                 except (psutil.Error, OSError):
                     continue
-            self.peak = max(self.peak, total)
+            self.peak, first = max(self.peak, total), False
+            if self.stop.wait(self.interval):
+                break
+
+    @property
+    def cpu_seconds(self) -> float:
+        return sum(last - start for start, last in self.cpu.values())
 
     def __enter__(self) -> Sampler:
         self.thread.start()
@@ -109,9 +122,20 @@ class Sampler:
 
 
 def _peak_mb() -> float:
+    """This process's peak resident memory, ``VmHWM``: not ``ru_maxrss``, which a spawned process carries over from
+    its parent across exec (the bench's parent held the whole generated input: runs before this fix over-report)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024  # kB
+    raise RuntimeError("no VmHWM in /proc/self/status (Linux only)")
+
+
+def _cpu_s() -> float:
+    """CPU seconds (user + system) this process has used."""
     import resource
 
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+    u = resource.getrusage(resource.RUSAGE_SELF)
+    return u.ru_utime + u.ru_stime
 
 
 def run_engine(engine: str, cpus: int | None, inputs: dict[str, tuple[Path, Path]], images: Path, out: Path,
@@ -124,9 +148,9 @@ def run_engine(engine: str, cpus: int | None, inputs: dict[str, tuple[Path, Path
     if engine == "local":
         from virl_data.engines.pipeline import run_pipeline
 
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), _cpu_s()
         report = run_pipeline(cfg, out=out)
-        result["seconds"] = time.perf_counter() - t0
+        result["seconds"], result["driver_cpu_s"] = time.perf_counter() - t0, _cpu_s() - c0
     else:
         import ray
         import ray.data
@@ -154,10 +178,10 @@ def run_engine(engine: str, cpus: int | None, inputs: dict[str, tuple[Path, Path
         run_pipeline_ray(small, out=out.with_name(out.name + "_small"), block_size=block_size)
         result["fixed"] = time.perf_counter() - t0
         with Sampler() as sampler:
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), _cpu_s()
             report = run_pipeline_ray(cfg, out=out, block_size=block_size)
-            result["seconds"] = time.perf_counter() - t0
-        result["workers_peak_mb"] = sampler.peak / 2**20
+            result["seconds"], result["driver_cpu_s"] = time.perf_counter() - t0, _cpu_s() - c0
+        result["workers_peak_mb"], result["workers_cpu_s"] = sampler.peak / 2**20, sampler.cpu_seconds
         result["timings"] = report.config["engine"]["timings"]
         result["driver_rss_mb"] = report.config["engine"].get("driver_rss_mb", {})
         ray.shutdown()
@@ -215,7 +239,7 @@ def main(argv: list[str] | None = None) -> None:
 
 COLS = ("engine", "seconds", "records/s", "speed ÷ local", "speed ÷ Ray 1", "plan s", "stream s", "barrier s",
         "write s", "fixed cost s", "Ray start s", "driver peak MB", "driver MB after plan → write", "workers peak MB",
-        "load")
+        "driver CPU s", "Ray CPU s", "cores busy", "load")
 
 
 def rows(data: dict[str, Any]) -> list[tuple[str, ...]]:
@@ -230,8 +254,17 @@ def rows(data: dict[str, Any]) -> list[tuple[str, ...]]:
                     f"{r['fixed']:.1f}" if r["fixed"] else "-", f"{r['start']:.1f}" if r["start"] else "-",
                     f"{r['driver_peak_mb']:,.0f}", _after(r.get("driver_rss_mb")),
                     f"{r['workers_peak_mb']:,.0f}" if "workers_peak_mb" in r else "-",
-                    f"{r['load']:.1f}"))
+                    *_cpu(r), f"{r['load']:.1f}"))
     return out
+
+
+def _cpu(r: dict[str, Any]) -> tuple[str, str, str]:
+    """Driver CPU s, the Ray instance's CPU s, and the cores they kept busy on average (CPU s ÷ wall s)."""
+    if "driver_cpu_s" not in r:  # runs before these columns
+        return "-", "-", "-"
+    ray_s = r.get("workers_cpu_s")
+    busy = (r["driver_cpu_s"] + (ray_s or 0.0)) / r["seconds"]
+    return f"{r['driver_cpu_s']:.1f}", "-" if ray_s is None else f"{ray_s:.1f}", f"{busy:.2f}"
 
 
 def _after(rss: dict[str, float] | None) -> str:
