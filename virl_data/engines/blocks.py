@@ -42,12 +42,15 @@ from __future__ import annotations
 import atexit
 import gc
 import itertools
+import multiprocessing
 import os
 import pickle
 import shutil
 import sqlite3
+import sys
 import tempfile
 from collections.abc import Callable, Iterable, Iterator, Mapping
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -70,6 +73,8 @@ SEQ_SHIFT = 32  # VG, COCO: _seq = block << 32 | index in block (a block yields 
 _INSERT_ROWS = 1_000  # GQA index: scene graphs per SQLite insert (a few MB: the planner's memory)
 _LOOKUP_IDS = 900  # GQA index: image ids per lookup (under SQLite's bound on parameters)
 _INDEX_IDS = itertools.count()
+APART_BYTES = 64 * 2**20
+"""GQA planner: a scene graphs file this large is indexed by a second process while the questions are (``_plan_gqa``)."""
 
 
 @dataclass(frozen=True)
@@ -121,44 +126,91 @@ def _stream_object(path: Path, what: str) -> Iterator[tuple[str, Any]]:
             raise CorpusReadError(f"cannot read GQA {what} file {path}: {e}") from None
 
 
-def _plan_gqa(options: Mapping[str, Any], limit: int | None, block_size: int, workdir: Path) -> Iterator[Block]:
-    """GQA's blocks: runs of ``block_size`` consecutive questions. Neither file is ever whole in memory: both are
-    streamed (``_stream_object``) into one SQLite file in ``workdir`` (scene graphs by image id, questions by
-    ``_seq``), and a block's payload names only that file and its ``_seq`` range; ``_mine_gqa`` reads its
-    questions and their images' graphs back. So the planner's memory is flat in the input size; the price is one
-    copy of both files on disk while the run lasts (``workdir`` must be readable by every worker)."""
-    questions, scene_graphs = Path(options["questions"]), Path(options["scene_graphs"])
-    workdir.mkdir(parents=True, exist_ok=True)
-    db = workdir / f"gqa-{os.getpid()}-{next(_INDEX_IDS)}.sqlite"
+_SQLITE_FAST = "PRAGMA journal_mode=OFF; PRAGMA synchronous=OFF;"  # a scratch index: rebuilt, never recovered
+
+
+def _index_graphs(scene_graphs: str, db: str) -> None:
+    """The scene graphs file streamed into the SQLite file ``db`` (``graphs``: image id → orjson body)."""
     con = sqlite3.connect(db)
     try:
-        con.executescript("PRAGMA journal_mode=OFF; PRAGMA synchronous=OFF;"
-                          "CREATE TABLE graphs (id TEXT PRIMARY KEY, body BLOB) WITHOUT ROWID;"
-                          "CREATE TABLE questions (seq INTEGER PRIMARY KEY, qid TEXT, body BLOB);")
-        pairs = _stream_object(scene_graphs, "scene graphs")
+        con.executescript(_SQLITE_FAST + "CREATE TABLE graphs (id TEXT PRIMARY KEY, body BLOB) WITHOUT ROWID;")
+        pairs = _stream_object(Path(scene_graphs), "scene graphs")
         while rows := [(k, orjson.dumps(v)) for k, v in itertools.islice(pairs, _INSERT_ROWS)]:
             con.executemany("INSERT OR REPLACE INTO graphs VALUES (?, ?)", rows)  # a repeated id: the last wins
         con.commit()
-        split, base, index = gqa.split_of(questions), {"miner": "gqa", "db": str(db)}, 0
-        pairs = itertools.islice(enumerate(_stream_object(questions, "questions")), limit)
-        while rows := [(s, k, orjson.dumps(v)) for s, (k, v) in itertools.islice(pairs, block_size)]:
-            con.executemany("INSERT INTO questions VALUES (?, ?, ?)", rows)
-            con.commit()
-            lo, hi = rows[0][0], rows[-1][0]
-            yield Block(index, len(rows), orjson.dumps({**base, "split": split, "seqs": [lo, hi]}), (lo, hi))
-            index += 1
     finally:
         con.close()
 
 
+def _can_spawn() -> bool:
+    """Whether a spawned process can start: it re-runs ``__main__`` from its file, which a script read from stdin
+    does not have."""
+    main_file = getattr(sys.modules.get("__main__"), "__file__", None)
+    return main_file is None or Path(main_file).is_file()
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return 0  # the reader says what is wrong with it
+
+
+def _plan_gqa(options: Mapping[str, Any], limit: int | None, block_size: int, workdir: Path) -> Iterator[Block]:
+    """GQA's blocks: runs of ``block_size`` consecutive questions. Neither file is ever whole in memory: both are
+    streamed (``_stream_object``) into SQLite files in ``workdir`` (scene graphs by image id, questions by
+    ``_seq``), and a block's payload names only those files and its ``_seq`` range; ``_mine_gqa`` reads its
+    questions and their images' graphs back. So the planner's memory is flat in the input size; the price is one
+    copy of both files on disk while the run lasts (``workdir`` must be readable by every worker). A scene graphs
+    file of ``APART_BYTES`` or more is indexed by a second process meanwhile (the questions are a separate file, so
+    neither writer waits); the blocks come once both indexes are complete."""
+    questions, scene_graphs = Path(options["questions"]), Path(options["scene_graphs"])
+    workdir.mkdir(parents=True, exist_ok=True)
+    stem = workdir / f"gqa-{os.getpid()}-{next(_INDEX_IDS)}"
+    graphs_db, questions_db = f"{stem}-graphs.sqlite", f"{stem}-questions.sqlite"
+    apart = _size(scene_graphs) >= APART_BYTES and _can_spawn()
+    pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) if apart else None
+    planned: list[Block] = []
+    try:
+        indexed = pool.submit(_index_graphs, str(scene_graphs), graphs_db) if pool else None
+        if pool is None:
+            _index_graphs(str(scene_graphs), graphs_db)
+        con = sqlite3.connect(questions_db)
+        try:
+            con.executescript(_SQLITE_FAST + "CREATE TABLE questions (seq INTEGER PRIMARY KEY, qid TEXT, body BLOB);")
+            base = {"miner": "gqa", "split": gqa.split_of(questions), "graphs": graphs_db, "questions": questions_db}
+            pairs = itertools.islice(enumerate(_stream_object(questions, "questions")), limit)
+            while rows := [(s, k, orjson.dumps(v)) for s, (k, v) in itertools.islice(pairs, block_size)]:
+                con.executemany("INSERT INTO questions VALUES (?, ?, ?)", rows)
+                lo, hi = rows[0][0], rows[-1][0]
+                planned.append(Block(len(planned), len(rows), orjson.dumps({**base, "seqs": [lo, hi]}), (lo, hi)))
+            con.commit()
+        finally:
+            con.close()
+        if indexed is not None:
+            indexed.result()  # the child's CorpusReadError / WrongFileKind, raised here
+    finally:
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)
+    yield from planned
+
+
+def _read_only(db: str) -> sqlite3.Connection:
+    return sqlite3.connect(f"{Path(db).as_uri()}?mode=ro", uri=True)
+
+
 def _mine_gqa(payload: dict[str, Any], images: Path | None) -> pl.DataFrame:
-    con = sqlite3.connect(f"{Path(payload['db']).as_uri()}?mode=ro", uri=True)
+    con = _read_only(payload["questions"])
     try:
         questions = [(s, qid, orjson.loads(body)) for s, qid, body in
                      con.execute("SELECT seq, qid, body FROM questions WHERE seq BETWEEN ? AND ? ORDER BY seq",
                                  payload["seqs"])]
-        ids = sorted({str(i) for _, _, q in questions if type(q) is dict and type(i := q.get("imageId")) in (str, int)})
-        graphs: dict[str, Any] = {}
+    finally:
+        con.close()
+    ids = sorted({str(i) for _, _, q in questions if type(q) is dict and type(i := q.get("imageId")) in (str, int)})
+    graphs: dict[str, Any] = {}
+    con = _read_only(payload["graphs"])
+    try:
         for at in range(0, len(ids), _LOOKUP_IDS):
             chunk = ids[at:at + _LOOKUP_IDS]
             graphs.update((k, orjson.loads(body)) for k, body in con.execute(

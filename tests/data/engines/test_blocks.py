@@ -185,3 +185,13 @@ def test_gqa_planner_memory_does_not_grow_with_the_input(tmp_path):
         assert planned == n
     # four times the input, about the same peak (parsing the files whole: four times the peak)
     assert peaks[1] < 1.5 * peaks[0], peaks
+
+
+def test_gqa_scene_graphs_indexed_by_a_second_process(shared_data, tmp_path, monkeypatch):
+    monkeypatch.setattr(blocks, "APART_BYTES", 0)  # every scene graphs file counts as large
+    questions = shared_data / GQA_SAMPLE / "train_balanced_questions_sample.json"
+    graphs = shared_data / GQA_SAMPLE / "train_sceneGraphs_sample.json"
+    _, mined = _from_blocks("gqa", {"questions": questions, "scene_graphs": graphs}, block_size=4)
+    assert_frame_equal(mined, records_to_frame(gqa.mine(questions=questions, scene_graphs=graphs)))
+    with pytest.raises(WrongFileKind, match="swapped"):  # raised in the second process, re-raised here
+        list(blocks.plan_blocks("gqa", {"questions": questions, "scene_graphs": questions}, workdir=tmp_path))
