@@ -8,8 +8,8 @@ of the index. ``plan_blocks`` reads the source once and cuts it into blocks of a
 (``gqa.mine_question``, ``vg.mine_image``), so a block gives exactly the records the whole-file miner would.
 
 GQA, the largest source (1.4 GB of questions, 0.4 GB of scene graphs), is never whole in memory: its planner
-streams both files (``ijson``) into an SQLite index in ``workdir``, and a block is a run of consecutive questions
-whose payload names the index and the run's ``_seq`` range; the worker reads its questions and only their images'
+streams both files (``ijson``) into SQLite indexes in ``workdir`` (a large scene graphs file in a second
+process), and a block is a run of consecutive questions whose payload names the indexes and the run's ``_seq`` range; the worker reads its questions and only their images'
 scene graphs back (``_mine_gqa``). VG and COCO blocks carry their items and only the index entries they need
 (VG: packed whole images with their attribute objects and sizes).
 
