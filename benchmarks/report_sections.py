@@ -397,11 +397,13 @@ def bench_plan_table(r: Results) -> str:
     b = r["bench_plan"]
     rows = [[f"{row['questions']:,}", f"{row['input_mb']:,.0f}", row["way"], f"{row['seconds']:.1f}",
              f"{row['peak_mb']:,.0f}", f"{row['growth_mb']:,.0f}",
-             f"{row['index_mb']:,.0f}" if "index_mb" in row else "–"] for row in b["rows"]]  # fmt: skip
+             f"{row['index_mb']:,.0f}" if "index_mb" in row else "–",
+             f"{row['second_process_peak_mb']:,.0f}" if row.get("second_process_peak_mb") else "–"]
+            for row in b["rows"]]  # fmt: skip
     grown = ", ".join(f"{row['growth_mb']:,.0f}" for row in b["rows"] if row["way"] == "streamed")
     whole = ", ".join(f"{row['growth_mb']:,.0f}" for row in b["rows"] if row["way"] == "whole files")
     return (md_table(["questions", "input MB", "planning", "seconds", "peak MB", "growth over imports MB",
-                      "index on disk MB"], rows)
+                      "index on disk MB", "scene graphs indexer peak MB"], rows)
             + f"\n\nGrowth of the streamed planner: {grown} MB; of parsing the files whole: {whole} MB (input x"
             f"{b.get('input_ratio', 1):.0f}). Load average {b['load_average'][0]:.1f} while it ran (seconds are "
             f"inflated by other work; memory is not).")

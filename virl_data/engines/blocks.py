@@ -143,8 +143,10 @@ def _index_graphs(scene_graphs: str, db: str) -> None:
 
 
 def _can_spawn() -> bool:
-    """Whether a spawned process can start: it re-runs ``__main__`` from its file, which a script read from stdin
-    does not have."""
+    """Whether a spawned process can start here: not from a daemonic process (a ``multiprocessing.Pool`` worker),
+    and not when ``__main__`` is a script read from stdin (the new process re-runs it from its file)."""
+    if multiprocessing.current_process().daemon:
+        return False
     main_file = getattr(sys.modules.get("__main__"), "__file__", None)
     return main_file is None or Path(main_file).is_file()
 

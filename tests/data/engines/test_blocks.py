@@ -195,3 +195,18 @@ def test_gqa_scene_graphs_indexed_by_a_second_process(shared_data, tmp_path, mon
     assert_frame_equal(mined, records_to_frame(gqa.mine(questions=questions, scene_graphs=graphs)))
     with pytest.raises(WrongFileKind, match="swapped"):  # raised in the second process, re-raised here
         list(blocks.plan_blocks("gqa", {"questions": questions, "scene_graphs": questions}, workdir=tmp_path))
+
+
+def _plan_in_a_pool_worker(options: dict) -> int:
+    return sum(b.n_items for b in blocks.plan_blocks("gqa", options, block_size=4))
+
+
+def test_gqa_planner_inside_a_daemonic_pool_worker_indexes_inline(shared_data, monkeypatch):
+    import multiprocessing
+
+    options = {"questions": str(shared_data / GQA_SAMPLE / "train_balanced_questions_sample.json"),
+               "scene_graphs": str(shared_data / GQA_SAMPLE / "train_sceneGraphs_sample.json")}
+    expected = _plan_in_a_pool_worker(options)
+    monkeypatch.setattr(blocks, "APART_BYTES", 0)  # the forked worker has it too: it would start an indexer
+    with multiprocessing.get_context("fork").Pool(1) as pool:  # daemonic workers cannot start processes
+        assert pool.apply(_plan_in_a_pool_worker, (options,)) == expected
