@@ -315,13 +315,17 @@ def sft(
         set_seed(cfg.run.seed)
         examples = ExampleSet.load(cfg.data.path, cfg.data.train_split, limit=cfg.data.limit)
         policy = load_policy(cfg.model, seed=cfg.run.seed)
-        rngs = [decoy_rng(examples[i], decoys, cfg.run.seed) for i in range(len(examples))]
-        added = [extra_actions(examples[i], extras, cfg.run.seed) for i in range(len(examples))]
-        cache = [reference_rollout(policy, make_env(cfg), examples[i], examples.image(i), cfg.grpo.max_new_tokens,
-                                   rngs[i], decoy_kind, added[i])
-                 for i in range(len(examples))]
-        extra_share = {k: sum(k in a for a in added) / max(1, len(added)) for k in EXTRA_KINDS}
-        decoy_share = sum(r is not None for r in rngs) / max(1, len(rngs))
+        n = len(examples)
+        added = [extra_actions(examples[i], extras, cfg.run.seed) for i in range(n)]
+        extra_share = {k: sum(k in a for a in added) / max(1, n) for k in EXTRA_KINDS}
+        decoy_share = sum(decoy_rng(examples[i], decoys, cfg.run.seed) is not None for i in range(n)) / max(1, n)
+
+        def reference(i: int) -> Rollout:
+            """Example ``i``'s reference rollout, built when a batch needs it (held for one step: memory does not
+            grow with the data; the same rollout every time, its decoy RNG and extras being functions of the
+            record and the seed)."""
+            return reference_rollout(policy, make_env(cfg), examples[i], examples.image(i), cfg.grpo.max_new_tokens,
+                                     decoy_rng(examples[i], decoys, cfg.run.seed), decoy_kind, added[i])
         opt, sched = _optimizer(policy.model, lr, steps, min(warmup, steps), cfg.optim.weight_decay)
         model, opt = accelerator.prepare(policy.model, opt)
         accelerator.register_for_checkpointing(sched)
@@ -334,7 +338,7 @@ def sft(
         save_config(cfg, out / "config.yaml")
         write_json({"steps": steps, "lr": lr, "batch_size": bs, "warmup": warmup, "decoys": decoys,
                     "decoy_kind": decoy_kind, "decoy_share": decoy_share, "extras": extras, "extra_share": extra_share,
-                    "records": len(cache), "seed": cfg.run.seed},
+                    "records": n, "seed": cfg.run.seed},
                    out / "sft.json")  # fmt: skip
         truncate_steps(out / "log.jsonl", start)
         log = (out / "log.jsonl").open("a", buffering=1)  # line-buffered: a killed run keeps its lines
@@ -343,8 +347,8 @@ def sft(
         try:
             for step in range(start, steps):
                 t0 = time.perf_counter()
-                idx = batch_indices(step, len(cache), bs, cfg.run.seed)
-                batch = batch_inputs(policy, [cache[i] for i in idx], accelerator.device)
+                idx = batch_indices(step, n, bs, cfg.run.seed)
+                batch = batch_inputs(policy, [reference(i) for i in idx], accelerator.device)
                 loss = nll_loss(completion_logprobs(model, batch), batch.completion_mask)
                 accelerator.backward(loss)
                 norm = accelerator.clip_grad_norm_(model.parameters(), cfg.optim.grad_clip or math.inf)

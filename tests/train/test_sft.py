@@ -254,6 +254,29 @@ def test_cli_sft_then_train_from_its_checkpoint(demo_export, tmp_path):
     assert (tmp_path / "rl" / "final").is_dir()
 
 
+def test_sft_builds_each_batch_s_references_when_it_needs_them(demo_export, tmp_path, monkeypatch):
+    import copy
+
+    import virl_train.sft as sft_module
+
+    built: list[tuple[str, tuple[str, ...]]] = []
+    real = sft_module.reference_rollout
+
+    def counted(policy, env, record, image, max_new_tokens, decoy=None, decoy_kind="elsewhere", extras=()):
+        turns = reference_turns(record, env, copy.deepcopy(decoy), decoy_kind, extras)  # a copy: the RNG is consumed
+        built.append((record.id, tuple(turns)))
+        return real(policy, env, record, image, max_new_tokens, decoy, decoy_kind, extras)
+
+    monkeypatch.setattr(sft_module, "reference_rollout", counted)
+    cfg = _cfg(demo_export, tmp_path / "lazy", "env.max_actions=4")
+    sft(cfg, 4, lr=1e-3, batch_size=2, warmup=1, decoys=0.5, extras={"redundant": 0.5})
+    assert len(built) == 4 * 2  # the batches' references only, not one per record up front (6 records)
+    turns: dict[str, set] = {}
+    for rid, t in built:
+        turns.setdefault(rid, set()).add(t)
+    assert all(len(t) == 1 for t in turns.values()), turns  # a record seen twice gets the same reference
+
+
 def test_sft_refuses_zero_steps(demo_export, tmp_path):
     with pytest.raises(ConfigError, match="steps"):
         sft(_cfg(demo_export, tmp_path), 0)
