@@ -449,7 +449,39 @@ def credit_section(r: Results) -> str:
             "rationale crop after it, an *erroneous* crop of the empty opposite cell before it), `env.max_actions` 3. "
             "Under (b) and (c) a repeated crop costs nothing; only (d)'s per-action credit charges it. Paired "
             "differences over (start, seed) pairs with a 95 % bootstrap CI (BCa).\n\n" + matrix.markdown(r["credit"])
-            + "\n\n" + figure("credit", "training curves: actions per episode and the three label rates per variant"))
+            + "\n\n" + credit_reading(r["credit"]) + "\n\n"
+            + figure("credit", "training curves: actions per episode and the three label rates per variant"))
+
+
+def credit_reading(c: dict[str, Any]) -> str:
+    """What the wander matrix shows, every number from its JSON: where each kind of wasted action went, held out
+    (greedy) and in the sampled training episodes (first vs last 10 steps, mean over runs)."""
+    v, start = c["variants"], c["starts"]
+    s_red = statistics.fmean(s["metrics"]["redundant_rate"] for s in start)
+    s_err = statistics.fmean(s["metrics"]["erroneous_rate"] for s in start)
+    rows = []
+    for name, var in v.items():
+        cur = var["curves"]
+        rows.append([f"({LETTER[name]}) {name}", f"{var['metrics']['redundant_rate']['mean']:.3f}",
+                     f"{var['metrics']['erroneous_rate']['mean']:.3f}",
+                     f"{mean_window(cur['actions/redundant_rate'], True):.2f} → "
+                     f"{mean_window(cur['actions/redundant_rate'], False):.2f}",
+                     f"{mean_window(cur['actions/erroneous_rate'], True):.2f} → "
+                     f"{mean_window(cur['actions/erroneous_rate'], False):.2f}"])  # fmt: skip
+    d_c = c["paired"]["d_vs_c"]
+    return (f"**Where the wasted actions went.** The SFT starts' held-out redundant and erroneous rates are "
+            f"{s_red:.3f} and {s_err:.3f}.\n\n"
+            + md_table(["variant", "redundant (held out)", "erroneous (held out)", "redundant, sampled: first → last "
+                        "10 steps", "erroneous, sampled: first → last 10 steps"], rows)
+            + f"\n\nPaired (d) − (c): redundant {ci(d_c['redundant_rate'])}, erroneous "
+            f"{ci(d_c['erroneous_rate'])}, accuracy {ci(d_c['accuracy'])}. Step shaping already gives every action "
+            "its own token credit: r_k = Φ_k − Φ_{k−1} is 0 for an action that adds no coverage, below the mean of "
+            "the group's actions once normalized (Â_k), so (c) pushes down the same actions (d)'s labels do; (d) "
+            "adds −β_red / −β on top of that 0.")
+
+
+LETTER = {"outcome": "a", "process": "b", "shaping": "c", "full": "d"}
+
 
 
 def two_hop_section(r: Results) -> str:
