@@ -13,8 +13,9 @@ two tasks made for what the one-step ablation cannot show (``TASKS``):
   ``--sft-redundant``, 0.6) and an *erroneous* crop of the empty opposite cell before it (``--sft-erroneous``, 0.6),
   drawn independently; ``env.max_actions`` 3. The references so carry 2.2 actions on average, 55 % of them wasted
   (a start that learns those odds crops 3 times when greedy: each extra is more likely than not).
-  Only (d)'s per-action credit charges a redundant crop (−β_red, and η·Â_k on its tokens): under (b) and (c) a
-  repeat leaves R_rat and Φ unchanged, so it costs nothing.
+  Under (b) a repeat leaves R_rat unchanged, so it costs nothing; under (c) its step reward r_k = Φ_k − Φ_{k−1} is
+  0, below the mean of its group's step credits once normalized (η·Â_k on its tokens); (d) adds its label's credit
+  (−β_red redundant, −β erroneous). The wander run (docs/learning.md) measured what that leaves to (d).
 - ``two-hop``: "what colour is the shape right of / left of / above / below the <named shape>?" on 2-3 shapes in a
   2 x 2 grid (``learning.TASK_TWO_HOP``): an ordered two-box chain, the named shape, then its neighbour. The answer
   needs the second box only, so outcome-only reward does not pay for the first look. The ordered-chain metrics

@@ -447,7 +447,9 @@ def credit_section(r: Results) -> str:
 
     return ("One shape per image; the SFT references waste actions with the answer kept (a *redundant* repeat of the "
             "rationale crop after it, an *erroneous* crop of the empty opposite cell before it), `env.max_actions` 3. "
-            "Under (b) and (c) a repeated crop costs nothing; only (d)'s per-action credit charges it. Paired "
+            "Under (b) a repeated crop leaves R_rat unchanged, so it costs nothing; (c)'s step shaping gives a repeated "
+            "or empty crop r_k = 0, below its group's mean step credit; (d) adds its label's credit (−β_red, −β). "
+            "Paired "
             "differences over (start, seed) pairs with a 95 % bootstrap CI (BCa).\n\n" + matrix.markdown(r["credit"])
             + "\n\n" + credit_reading(r["credit"]) + "\n\n"
             + figure("credit", "training curves: actions per episode and the three label rates per variant"))
