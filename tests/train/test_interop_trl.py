@@ -359,6 +359,7 @@ def test_bench_interop_rows_agree_with_the_log(tmp_path, monkeypatch):
     spec.loader.exec_module(bench)
     setup = bench.make_setup(24, 4, 8, 1, tmp_path)
     rows = [engine(setup) for engine in bench.ENGINES]
-    assert [r.n for r in rows] == [24] * 4 and all(r.agree == 24 for r in rows)
+    assert [r.engine for r in rows][-1] == "verl compute_score"  # verl's reward function, next to TRL's
+    assert [r.n for r in rows] == [24] * 5 and all(r.agree == 24 for r in rows)
     assert all(r.cpu_ms_per_completion > 0 for r in rows)
     assert sum(1 for _ in (tmp_path / "trl.jsonl").open()) == 24  # the logged row wrote every completion once
