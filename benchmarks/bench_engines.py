@@ -121,7 +121,7 @@ class Sampler:
         self.thread.join()
 
 
-def _peak_mb() -> float:
+def peak_mb() -> float:
     """This process's peak resident memory, ``VmHWM``: not ``ru_maxrss``, which a spawned process carries over from
     its parent across exec (the bench's parent held the whole generated input: runs before this fix over-report)."""
     for line in Path("/proc/self/status").read_text().splitlines():
@@ -185,7 +185,7 @@ def run_engine(engine: str, cpus: int | None, inputs: dict[str, tuple[Path, Path
         result["timings"] = report.config["engine"]["timings"]
         result["driver_rss_mb"] = report.config["engine"].get("driver_rss_mb", {})
         ray.shutdown()
-    result |= {"records": report.stage("mine").n_out, "driver_peak_mb": _peak_mb(),
+    result |= {"records": report.stage("mine").n_out, "driver_peak_mb": peak_mb(),
                "stages": {s.name: s.seconds for s in report.stages},
                "counts": [(s.name, s.n_in, s.n_out, s.removed) for s in report.stages]}
     return result

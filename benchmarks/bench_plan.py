@@ -32,17 +32,10 @@ from pathlib import Path
 from typing import Any
 
 sys.path[:0] = [str(Path(__file__).resolve().parent), str(Path(__file__).resolve().parents[1])]  # this checkout
+from bench_engines import peak_mb  # noqa: E402
 from bench_mining import build_input  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-def _peak_mb() -> float:
-    """This process's peak resident memory: ``VmHWM`` (``ru_maxrss`` would carry the parent's peak over exec)."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024  # kB
-    raise RuntimeError("no VmHWM in /proc/self/status (Linux only)")
 
 
 def _plan(way: str, questions: str, graphs: str, block_size: int, workdir: str) -> dict[str, Any]:
@@ -53,7 +46,7 @@ def _plan(way: str, questions: str, graphs: str, block_size: int, workdir: str) 
     from virl_data.engines import blocks
     from virl_data.miners import gqa
 
-    base = _peak_mb()
+    base = peak_mb()
     t0 = time.perf_counter()
     if way == "whole files":
         qs, sg, _ = gqa._load(Path(questions), Path(graphs))
@@ -64,7 +57,7 @@ def _plan(way: str, questions: str, graphs: str, block_size: int, workdir: str) 
         for b in blocks.plan_blocks("gqa", {"questions": questions, "scene_graphs": graphs}, block_size=block_size,
                                     workdir=workdir):
             n_items, n_blocks, first = n_items + b.n_items, n_blocks + 1, first or b
-    seconds, peak = time.perf_counter() - t0, _peak_mb()
+    seconds, peak = time.perf_counter() - t0, peak_mb()
     import resource
 
     child = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024  # the scene graphs indexer, if one ran

@@ -458,6 +458,7 @@ def credit_section(r: Results) -> str:
 def credit_reading(c: dict[str, Any]) -> str:
     """What the wander matrix shows, every number from its JSON: where each kind of wasted action went, held out
     (greedy) and in the sampled training episodes (first vs last 10 steps, mean over runs)."""
+    from matrix import LETTER
     v, start = c["variants"], c["starts"]
     s_red = statistics.fmean(s["metrics"]["redundant_rate"] for s in start)
     s_err = statistics.fmean(s["metrics"]["erroneous_rate"] for s in start)
@@ -481,8 +482,6 @@ def credit_reading(c: dict[str, Any]) -> str:
             "the group's actions once normalized (Â_k), so (c) pushes down the same actions (d)'s labels do; (d) "
             "adds −β_red / −β on top of that 0.")
 
-
-LETTER = {"outcome": "a", "process": "b", "shaping": "c", "full": "d"}
 
 
 

@@ -9,8 +9,9 @@ of the index. ``plan_blocks`` reads the source once and cuts it into blocks of a
 
 GQA, the largest source (1.4 GB of questions, 0.4 GB of scene graphs), is never whole in memory: its planner
 streams both files (``ijson``) into SQLite indexes in ``workdir`` (a large scene graphs file in a second
-process), and a block is a run of consecutive questions whose payload names the indexes and the run's ``_seq`` range; the worker reads its questions and only their images'
-scene graphs back (``_mine_gqa``). VG and COCO blocks carry their items and only the index entries they need
+process), and a block is a run of consecutive questions whose payload names the indexes and the run's ``_seq``
+range; the worker reads its questions and only their images' scene graphs back (``_mine_gqa``). VG and COCO
+blocks carry their items and only the index entries they need
 (VG: packed whole images with their attribute objects and sizes).
 
 Every record carries ``_seq`` (``SEQ``), its position in the whole-file miner's output order: sorting the union of
@@ -74,7 +75,8 @@ _INSERT_ROWS = 1_000  # GQA index: scene graphs per SQLite insert (a few MB: the
 _LOOKUP_IDS = 900  # GQA index: image ids per lookup (under SQLite's bound on parameters)
 _INDEX_IDS = itertools.count()
 APART_BYTES = 64 * 2**20
-"""GQA planner: a scene graphs file this large is indexed by a second process while the questions are (``_plan_gqa``)."""
+"""GQA planner: a scene graphs file this large is indexed by a second process while the questions are indexed
+(``_plan_gqa``)."""
 
 
 @dataclass(frozen=True)
@@ -455,5 +457,5 @@ def frame_blocks(frame: pl.DataFrame, block_size: int = DEFAULT_BLOCK_SIZE) -> l
     return [seq.slice(i, block_size) for i in range(0, frame.height, block_size)] or [seq]
 
 
-__all__ = ["DEFAULT_BLOCK_SIZE", "EXACT_LIMIT", "SEQ", "SPILLS", "Block", "frame_blocks", "in_order", "mine_block", "plan_blocks",
-           "plannable"]
+__all__ = ["DEFAULT_BLOCK_SIZE", "EXACT_LIMIT", "SEQ", "SPILLS", "Block", "frame_blocks", "in_order", "mine_block",
+           "plan_blocks", "plannable"]

@@ -5,9 +5,10 @@
 Same YAML, same stage functions, same corpus; only the scheduling differs. Three passes, two of them over the data:
 
 1. **stream** (one Ray Data ``map_batches`` chain, Arrow batches end to end): ``blocks.plan_blocks`` (on the driver)
-   cuts the source into blocks (GQA's planner streams both files into an SQLite index in
+   cuts the source into blocks (GQA's planner streams both files into SQLite indexes in
    ``OUT/corpus/.plan.<host>-<pid>-<hex>.tmp``, removed after the run, so the driver's memory is flat in the input
-   size; on a cluster ``OUT`` must be on storage every node reads, as it must for the shards); one task per block mines it (``blocks.mine_block``), runs ``checks.verify``, tags
+   size; on a cluster ``OUT`` must be on storage every node reads, as it must for the shards); one task per block
+   mines it (``blocks.mine_block``), runs ``checks.verify``, tags
    each record with the first filter that drops it and computes the dedup keys (``curate.dedup_keys``) and the
    split group key. Every step is row-local, so a block gives what the whole corpus would for its rows. The
    task writes its mined / verified shards when asked and returns a header row (its counts for the report) and
