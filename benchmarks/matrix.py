@@ -95,7 +95,7 @@ class MatrixTask:
 TASKS: dict[str, MatrixTask] = {
     "wander": MatrixTask(learning.TASK_ONE, {"sft_redundant": 0.6, "sft_erroneous": 0.6, "sft_decoys": 0.0},
                          ("env.max_actions=3",), ordered=False, name="credit"),
-    "two-hop": MatrixTask(learning.TASK_TWO_HOP, {"sft_redundant": 0.0, "sft_erroneous": 0.0, "sft_decoys": 0.0},
+    "two-hop": MatrixTask(learning.TASK_TWO_HOP, {"sft_redundant": 0.0, "sft_erroneous": 0.0, "sft_decoys": 0.475},
                           ("env.max_actions=3",), ordered=True, name="two_hop"),
 }  # fmt: skip
 QUICK = {"records": 40, "sft_steps": 2, "rl_steps": 1, "starts": 2, "seeds": [0, 1], "eval_n": 2,
@@ -165,7 +165,7 @@ def start_recipe(sft_seed: int, args: argparse.Namespace) -> dict[str, Any]:
     ``args.set`` already holds the task's overrides, ``args.sft`` its recipe (``parse_args``)."""
     return {"task": args.task, "shapes": dataclasses.asdict(TASKS[args.task].shapes), "records": args.records,
             "sft_seed": sft_seed, "steps": args.sft_steps, "lr": args.sft_lr, "batch": args.sft_batch,
-            "family": args.family, "decoy_kind": "centre", **args.sft, "sets": list(args.set)}  # fmt: skip
+            "family": args.family, "decoy_kind": args.sft_decoy_kind, **args.sft, "sets": list(args.set)}  # fmt: skip
 
 
 def _sft_job(job: tuple) -> dict[str, Any]:
@@ -180,8 +180,8 @@ def _sft_job(job: tuple) -> dict[str, Any]:
     reused = (folder / "final").is_dir() and stamp.is_file() and json.loads(stamp.read_text()) == recipe
     wall = 0.0
     if not reused:
-        ns = argparse.Namespace(**{**vars(args), **{k: v for k, v in recipe.items() if k.startswith("sft_")}},
-                                sft_decoy_kind=recipe["decoy_kind"])
+        ns = argparse.Namespace(**{**vars(args), **{k: v for k, v in recipe.items() if k.startswith("sft_")},
+                                   "sft_decoy_kind": recipe["decoy_kind"]})
         _, wall = learning.run_sft(data, folder, ns, Console(quiet=args.quick, width=150))
         write_json(recipe, stamp)
     evaluated, ev_key = folder / "start_eval.json", _key([recipe, args.eval_split, args.eval_n])
@@ -388,6 +388,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--sft-batch", type=int, default=16)
     parser.add_argument("--sft-redundant", type=float, default=None, help="override the task's share (wander: 0.6)")
     parser.add_argument("--sft-erroneous", type=float, default=None, help="override the task's share (wander: 0.6)")
+    parser.add_argument("--sft-decoys", type=float, default=None,
+                        help="override the task's share of decorative references (two-hop: 0.475, wander: 0)")
+    parser.add_argument("--sft-decoy-kind", default="centre", choices=learning.SFT_DECOY_KINDS,
+                        help="where a decorative reference crops (default: the image centre)")
     parser.add_argument("--rl-steps", type=int, default=60)
     parser.add_argument("--rl-lr", type=float, default=1e-4)
     parser.add_argument("--eval-split", default="test")
@@ -406,7 +410,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         for k, v in QUICK.items():
             setattr(args, k, [*v, *args.set] if k == "set" else v)
     spec = TASKS[args.task]
-    given = ("sft_redundant", "sft_erroneous")
+    given = ("sft_redundant", "sft_erroneous", "sft_decoys")
     args.sft = spec.sft | {k: getattr(args, k) for k in given if getattr(args, k) is not None}
     args.set = [*spec.sets, *args.set]  # the task's overrides, the same for every preset
     args.json = args.json or REPO / "docs" / "assets" / f"{spec.name}.json"
