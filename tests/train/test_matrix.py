@@ -139,3 +139,15 @@ def test_the_two_hop_task_gives_ordered_two_box_chains_its_sft_reference_walks_i
         crops = [env.step(t).action.box for t in reference_turns(rec, env)[:-1]]
         assert chain_order(crops, rec.chain, (112, 112)).ordered_hit
         assert not chain_order(crops[::-1], rec.chain, (112, 112)).ordered_hit  # the other order does not count
+
+
+def test_the_sft_recipe_takes_the_task_s_decoy_share_unless_given_and_keys_the_start_by_it(matrix):
+    two_hop, wander = matrix.parse_args(["--task", "two-hop"]), matrix.parse_args(["--task", "wander"])
+    assert two_hop.sft["sft_decoys"] == 0.475 and wander.sft["sft_decoys"] == 0.0
+    given = matrix.parse_args(["--task", "two-hop", "--sft-decoys", "0.3", "--sft-decoy-kind", "whole"])
+    assert given.sft["sft_decoys"] == 0.3
+    recipes = [matrix.start_recipe(0, a) for a in (two_hop, given)]
+    assert recipes[0]["decoy_kind"] == "centre" and recipes[1]["decoy_kind"] == "whole"
+    assert matrix._key(recipes[0]) != matrix._key(recipes[1])  # another share is another start, never reused
+    with pytest.raises(SystemExit):
+        matrix.parse_args(["--task", "two-hop", "--sft-decoy-kind", "nowhere"])
