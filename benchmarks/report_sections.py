@@ -493,4 +493,32 @@ def two_hop_section(r: Results) -> str:
             "chain is the named shape, then its neighbour. `step_iou@1` / `@2`: how well each chain step was looked "
             "at; `ordered_chain_hit@0.5`: every step hit, in chain order; `order_rate`: of the episodes that hit "
             "both, those in order.\n\n" + matrix.markdown(r["two_hop"])
-            + "\n\n" + figure("two_hop", "training curves per variant"))
+            + "\n\n" + two_hop_reading(r["two_hop"]) + "\n\n" + figure("two_hop", "training curves per variant"))
+
+
+def two_hop_reading(t: dict[str, Any]) -> str:
+    """The two-hop matrix per SFT start, every number from its JSON: the start, then each variant's held-out
+    rationale IoU and ordered hit@0.5 (mean over that start's RL seeds), then (d) − (a)."""
+    from matrix import LETTER
+
+    names = [n for n in ("outcome", "full") if n in t["variants"]]
+    rows = []
+    for s in t["starts"]:
+        row = [f"seed {s['sft_seed']}", f"{s['metrics']['rationale']:.3f} / {s['metrics']['ordered_chain_hit@0.5']:.3f}"]
+        mine = {}
+        for n in names:
+            var = t["variants"][n]
+            idx = [i for i, run in enumerate(var["runs"]) if run["start"] == s["sft_seed"]]
+            rat = [var["metrics"]["rationale"]["per_run"][i] for i in idx]
+            hit = [var["metrics"]["ordered_chain_hit@0.5"]["per_run"][i] for i in idx]
+            mine[n] = rat
+            row.append(f"{statistics.fmean(rat):.3f} / {statistics.fmean(hit):.3f}" if idx else "–")
+        if len(names) == 2 and mine["outcome"] and len(mine["outcome"]) == len(mine["full"]):
+            diffs = [d - a for d, a in zip(mine["full"], mine["outcome"])]
+            row.append(f"{statistics.fmean(diffs):+.3f} ({', '.join(f'{x:+.3f}' for x in diffs)})")
+        else:
+            row.append("–")
+        rows.append(row)
+    head = ["SFT start", "start: rationale IoU / ordered hit@0.5",
+            *(f"({LETTER[n]}) {n}: rationale IoU / ordered hit@0.5" for n in names), "(d) − (a) rationale IoU (per seed)"]
+    return "**Per SFT start** (held out, mean over the start's RL seeds):\n\n" + md_table(head, rows)

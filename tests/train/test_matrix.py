@@ -151,3 +151,19 @@ def test_the_sft_recipe_takes_the_task_s_decoy_share_unless_given_and_keys_the_s
     assert matrix._key(recipes[0]) != matrix._key(recipes[1])  # another share is another start, never reused
     with pytest.raises(SystemExit):
         matrix.parse_args(["--task", "two-hop", "--sft-decoy-kind", "nowhere"])
+
+
+def test_the_two_hop_reading_splits_each_variant_s_runs_by_their_start(matrix):
+    import report_sections
+
+    def var(rat, hit):
+        runs = [{"start": s, "seed": k} for s in (0, 1) for k in (0, 1)]
+        return {"runs": runs, "metrics": {"rationale": {"per_run": rat}, "ordered_chain_hit@0.5": {"per_run": hit}}}
+
+    starts = [{"sft_seed": s, "metrics": {"rationale": 0.5 + s / 10, "ordered_chain_hit@0.5": 0.4 + s / 10}}
+              for s in (0, 1)]
+    t = {"starts": starts, "variants": {"outcome": var([0.2, 0.4, 0.6, 0.6], [0.1, 0.3, 0.5, 0.5]),
+                                        "full": var([0.9, 0.9, 0.7, 0.5], [0.8, 0.8, 0.6, 0.4])}}
+    lines = report_sections.two_hop_reading(t).splitlines()
+    assert "| seed 0 | 0.500 / 0.400 | 0.300 / 0.200 | 0.900 / 0.800 | +0.600 (+0.700, +0.500) |" in lines
+    assert "| seed 1 | 0.600 / 0.500 | 0.600 / 0.500 | 0.600 / 0.500 | +0.000 (+0.100, -0.100) |" in lines
