@@ -521,4 +521,6 @@ def two_hop_reading(t: dict[str, Any]) -> str:
         rows.append(row)
     head = ["SFT start", "start: rationale IoU / ordered hit@0.5",
             *(f"({LETTER[n]}) {n}: rationale IoU / ordered hit@0.5" for n in names), "(d) − (a) rationale IoU (per seed)"]
-    return "**Per SFT start** (held out, mean over the start's RL seeds):\n\n" + md_table(head, rows)
+    ran = ", ".join(f"({LETTER[n]}) {n}" for n in t["variants"])
+    return (f"**Per SFT start** (held out, mean over the start's RL seeds; variants run: {ran}):\n\n"
+            + md_table(head, rows))

@@ -164,6 +164,8 @@ def test_the_two_hop_reading_splits_each_variant_s_runs_by_their_start(matrix):
               for s in (0, 1)]
     t = {"starts": starts, "variants": {"outcome": var([0.2, 0.4, 0.6, 0.6], [0.1, 0.3, 0.5, 0.5]),
                                         "full": var([0.9, 0.9, 0.7, 0.5], [0.8, 0.8, 0.6, 0.4])}}
-    lines = report_sections.two_hop_reading(t).splitlines()
+    text = report_sections.two_hop_reading(t)
+    assert "variants run: (a) outcome, (d) full" in text
+    lines = text.splitlines()
     assert "| seed 0 | 0.500 / 0.400 | 0.300 / 0.200 | 0.900 / 0.800 | +0.600 (+0.700, +0.500) |" in lines
     assert "| seed 1 | 0.600 / 0.500 | 0.600 / 0.500 | 0.600 / 0.500 | +0.000 (+0.100, -0.100) |" in lines
