@@ -107,7 +107,7 @@ FAMILY_SETS: dict[str, list[str]] = {  # the tiny model of each family on this t
 SFT_SETS = ["model.freeze_vision=none"]
 """SFT trains every weight (the random tower must learn to see); RL keeps the config's ``freeze_vision``."""
 GOAL_IOU, GOAL_MARGIN, GOAL_HIT = 0.5, 0.1, 0.6
-SFT_DECOY_KINDS = ("elsewhere", "whole", "centre")
+SFT_DECOY_KINDS = ("elsewhere", "whole", "centre", "first")
 """``virl_train.sft.DECOY_KINDS``, spelled here so that ``--help`` does not import torch (a test keeps them equal)."""
 
 

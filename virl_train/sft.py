@@ -122,7 +122,7 @@ def centred_box(box: Sequence[float], size: tuple[int, int]) -> list[float]:
     return [float(x1), float(y1), float(x1 + bw), float(y1 + bh)]
 
 
-DECOY_KINDS = ("elsewhere", "whole", "centre")
+DECOY_KINDS = ("elsewhere", "whole", "centre", "first")
 EXTRA_KINDS = ("redundant", "erroneous")
 """Extra actions a reference may carry besides its chain (``reference_turns``): a *redundant* repeat of the last
 rationale crop after it, an *erroneous* crop of an empty place before the first one."""
@@ -153,7 +153,9 @@ def reference_turns(record: RationaleRecord, env: CropEnv, decoy: random.Random 
     ``decoy_kind="elsewhere"`` moves the step's box to a random place that overlaps no rationale box (``decoy_box``;
     the true box where none fits); ``"whole"`` crops the whole image, a zoom that shows everything and localises
     nothing; ``"centre"`` puts the step's box at the image centre, the same place whatever the question (a
-    context-agnostic crop). An SFT mix of such trajectories gives a start that partly crops for show and answers
+    context-agnostic crop); ``"first"`` moves only the chain's first step to a place that overlaps no rationale box
+    (``empty_box``: labelled erroneous) and keeps the later steps: a start that skips the first hop of a chain and
+    still looks where the answer is, which the outcome reward has no reason to correct. An SFT mix of such trajectories gives a start that partly crops for show and answers
     anyway, the behaviour outcome-only RL has no reason to correct (``benchmarks/learning.py``).
 
     ``extras`` (``EXTRA_KINDS``) adds wasted actions, answer kept: ``"erroneous"`` an ``empty_box`` crop (the first
@@ -172,12 +174,14 @@ def reference_turns(record: RationaleRecord, env: CropEnv, decoy: random.Random 
     size = (record.image.width, record.image.height)
     avoid = boxes.as_array([b for step in record.chain for b in step.boxes])
     turns = []
-    for step in record.chain:
+    for i, step in enumerate(record.chain):
         union = boxes.union(boxes.as_array(step.boxes)).tolist()
         if decoy is not None and decoy_kind == "whole":
             union = [0.0, 0.0, float(size[0]), float(size[1])]
         elif decoy is not None and decoy_kind == "centre":
             union = centred_box(union, size)
+        elif decoy is not None and decoy_kind == "first":
+            union = empty_box(union, size, avoid, decoy) if i == 0 else union
         elif decoy is not None:
             union = decoy_box(union, size, avoid, decoy) or union
         turns.append(crop_text(model_box(union, env, size), env))

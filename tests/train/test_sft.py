@@ -122,8 +122,32 @@ def test_whole_image_decoys_crop_the_whole_image_at_every_step_and_keep_the_answ
         assert env.step(turn).action.box.as_tuple() == (0, 0, 448, 336)
     # the kind only matters when a decoy is drawn; an unknown kind is a clear error
     assert reference_turns(record, env, None, "whole") == reference_turns(record, env)
-    with pytest.raises(ConfigError, match="elsewhere, whole, centre"):
+    with pytest.raises(ConfigError, match="elsewhere, whole, centre, first"):
         reference_turns(record, env, random.Random(0), "corner")
+
+
+def test_first_decoys_move_only_the_chain_s_first_step_off_the_rationale_and_label_it_erroneous(record):
+    import random
+
+    from virl_train.matching import chain_order, label_actions
+
+    env = CropEnv("abs", max_actions=3)
+    chain = boxes.as_array([b for step in record.chain for b in step.boxes])
+    true_turns = reference_turns(record, env)
+    for seed in range(10):
+        turns = reference_turns(record, env, random.Random(seed), "first")
+        assert turns[1:] == true_turns[1:]  # the second hop and the answer are the true ones
+        env.reset(Image.new("RGB", (448, 336)), record.question)
+        crops = [env.step(t).action.box for t in turns[:-1]]
+        assert float(boxes.iou_matrix(boxes.as_array([crops[0]]), chain).max()) == 0.0  # off every rationale box
+        assert not chain_order(crops, record.chain, (448, 336)).ordered_hit
+        assert [a.kind.value for a in label_actions(crops, record.chain, (448, 336))] == ["erroneous", "correct"]
+    # a one-step chain has only a first step: its one crop is moved
+    from tests.conftest import make_record
+
+    one = make_record(2, size=(448, 336), chain=[[(100, 80, 230, 170)]])
+    moved = reference_turns(one, env, random.Random(3), "first")
+    assert moved[-1] == reference_turns(one, env)[-1] and moved[0] != reference_turns(one, env)[0]
 
 
 def test_centre_decoys_crop_the_same_place_in_every_image_with_the_steps_size_and_keep_the_answer(record):

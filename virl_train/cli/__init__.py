@@ -134,8 +134,9 @@ def sft(
     decoys: Annotated[float, typer.Option(min=0.0, max=1.0, help="Share of records whose reference crops are "
                                           "decorative (off the rationale, answer kept).")] = 0.0,
     decoy_kind: Annotated[str, typer.Option(help="Decorative crop kind: 'elsewhere' (moved off every rationale box), "
-                                            "'whole' (the whole image) or 'centre' (the image centre, whatever the "
-                                            "question).")] = "elsewhere",
+                                            "'whole' (the whole image), 'centre' (the image centre, whatever the "
+                                            "question) or 'first' (only a chain's first step moved off, the later "
+                                            "steps kept).")] = "elsewhere",
 ) -> None:
     """Supervised warm start: the ground-truth crop chain and answer of each train record, played through the crop
     environment (real crops fed back), learned by next-token loss. Checkpoints to OUT/checkpoints and resumes from
