@@ -522,5 +522,16 @@ def two_hop_reading(t: dict[str, Any]) -> str:
     head = ["SFT start", "start: rationale IoU / ordered hit@0.5",
             *(f"({LETTER[n]}) {n}: rationale IoU / ordered hit@0.5" for n in names), "(d) − (a) rationale IoU (per seed)"]
     ran = ", ".join(f"({LETTER[n]}) {n}" for n in t["variants"])
-    return (f"**Per SFT start** (held out, mean over the start's RL seeds; variants run: {ran}):\n\n"
-            + md_table(head, rows))
+    out = (f"**Per SFT start** (held out, mean over the start's RL seeds; variants run: {ran}):\n\n"
+           + md_table(head, rows))
+    if "outcome" in t["variants"]:
+        a = t["variants"]["outcome"]["metrics"]
+        acc = [s["metrics"]["accuracy"] for s in t["starts"]]
+        step1 = [s["metrics"]["step_iou@1"] for s in t["starts"]]
+        out += (f"\n\n**What outcome-only rewards here.** The starts answer {span(acc, 3)} of the held-out questions "
+                f"right and (a) ends at {a['accuracy']['mean']:.3f}: a start whose crops miss answers less often, so "
+                "the answer reward alone pays for looking at the right place. A decorative reference moves both hops "
+                f"of its chain at once, so that pays for the first hop too: (a)'s step 1 IoU goes {span(step1, 3)} → "
+                f"{a['step_iou@1']['mean']:.3f}, with no process reward. A start that skips only the first hop and still "
+                "looks where the answer is (`--sft-decoy-kind first`) leaves the answer reward nothing to correct.")
+    return out

@@ -160,12 +160,15 @@ def test_the_two_hop_reading_splits_each_variant_s_runs_by_their_start(matrix):
         runs = [{"start": s, "seed": k} for s in (0, 1) for k in (0, 1)]
         return {"runs": runs, "metrics": {"rationale": {"per_run": rat}, "ordered_chain_hit@0.5": {"per_run": hit}}}
 
-    starts = [{"sft_seed": s, "metrics": {"rationale": 0.5 + s / 10, "ordered_chain_hit@0.5": 0.4 + s / 10}}
-              for s in (0, 1)]
+    starts = [{"sft_seed": s, "metrics": {"rationale": 0.5 + s / 10, "ordered_chain_hit@0.5": 0.4 + s / 10,
+                                          "accuracy": 0.7 + s / 10, "step_iou@1": 0.45 + s / 10}} for s in (0, 1)]
     t = {"starts": starts, "variants": {"outcome": var([0.2, 0.4, 0.6, 0.6], [0.1, 0.3, 0.5, 0.5]),
                                         "full": var([0.9, 0.9, 0.7, 0.5], [0.8, 0.8, 0.6, 0.4])}}
+    t["variants"]["outcome"]["metrics"] |= {"accuracy": {"mean": 0.96}, "step_iou@1": {"mean": 0.88}}
     text = report_sections.two_hop_reading(t)
     assert "variants run: (a) outcome, (d) full" in text
+    assert "answer 0.700-0.800 of the held-out questions right and (a) ends at 0.960" in text
+    assert "step 1 IoU goes 0.450-0.550 → 0.880" in text
     lines = text.splitlines()
     assert "| seed 0 | 0.500 / 0.400 | 0.300 / 0.200 | 0.900 / 0.800 | +0.600 (+0.700, +0.500) |" in lines
     assert "| seed 1 | 0.600 / 0.500 | 0.600 / 0.500 | 0.600 / 0.500 | +0.000 (+0.100, -0.100) |" in lines
