@@ -533,5 +533,6 @@ def two_hop_reading(t: dict[str, Any]) -> str:
                 "the answer reward alone pays for looking at the right place. A decorative reference moves both hops "
                 f"of its chain at once, so that pays for the first hop too: (a)'s step 1 IoU goes {span(step1, 3)} → "
                 f"{a['step_iou@1']['mean']:.3f}, with no process reward. A start that skips only the first hop and still "
-                "looks where the answer is (`--sft-decoy-kind first`) leaves the answer reward nothing to correct.")
+                "looks where the answer is (`--sft-decoy-kind first`) gives the answer reward nothing to correct; that "
+                "start is the next test of (d) against (a) on chains (not run yet).")
     return out
