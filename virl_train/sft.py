@@ -155,8 +155,8 @@ def reference_turns(record: RationaleRecord, env: CropEnv, decoy: random.Random 
     nothing; ``"centre"`` puts the step's box at the image centre, the same place whatever the question (a
     context-agnostic crop); ``"first"`` moves only the chain's first step to a place that overlaps no rationale box
     (``empty_box``: labelled erroneous) and keeps the later steps: a start that skips the first hop of a chain and
-    still looks where the answer is, which the outcome reward has no reason to correct. An SFT mix of such trajectories gives a start that partly crops for show and answers
-    anyway, the behaviour outcome-only RL has no reason to correct (``benchmarks/learning.py``).
+    still looks where the answer is. An SFT mix of such trajectories gives a start that partly crops for show and
+    answers anyway, the behaviour outcome-only RL has no reason to correct (``benchmarks/learning.py``).
 
     ``extras`` (``EXTRA_KINDS``) adds wasted actions, answer kept: ``"erroneous"`` an ``empty_box`` crop (the first
     step's box where no rationale box is) before the first crop, ``"redundant"`` the last crop once more after it;
