@@ -10,7 +10,8 @@ what it needs (the baseline), so the difference is what the planning itself hold
 - ``whole files``: both files parsed whole (``gqa._load``), what the block planner did before it streamed and what
   the local engine's miner does;
 - ``streamed``: ``blocks.plan_blocks("gqa", ...)`` to its last block, each block dropped as it comes: both files
-  streamed (``ijson``) into the SQLite indexes in a temporary ``workdir``; a scene graphs file of
+  scanned in chunks for where their entries lie (``jsonspans``), the questions cut into byte ranges, the scene
+  graphs' texts written to a SQLite index in a temporary ``workdir``; a scene graphs file of
   ``blocks.APART_BYTES`` or more is indexed by a second process, whose peak is reported too (``RUSAGE_CHILDREN``).
 
 Flat means the streamed planner's growth over its baseline stays the same when the input grows. Also mines one

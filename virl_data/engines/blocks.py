@@ -7,10 +7,11 @@ of the index. ``plan_blocks`` reads the source once and cuts it into blocks of a
 ``mine_block`` turns one payload into the canonical frame of its records, with the miner's own per-item function
 (``gqa.mine_question``, ``vg.mine_image``), so a block gives exactly the records the whole-file miner would.
 
-GQA, the largest source (1.4 GB of questions, 0.4 GB of scene graphs), is never whole in memory: its planner
-streams both files (``ijson``) into SQLite indexes in ``workdir`` (a large scene graphs file in a second
-process), and a block is a run of consecutive questions whose payload names the indexes and the run's ``_seq``
-range; the worker reads its questions and only their images' scene graphs back (``_mine_gqa``). VG and COCO
+GQA, the largest source (1.4 GB of questions, 0.4 GB of scene graphs), is never whole in memory, and the planner
+parses almost none of it: it finds where each entry of both files lies (``jsonspans``, a vectorised scan), writes
+the scene graphs' texts to a SQLite index in ``workdir`` (by a second process when the file is large), and a block
+is a run of consecutive questions whose payload names its byte range of the questions file, its ``_seq`` range
+and the index; the worker parses its questions and only their images' scene graphs (``_mine_gqa``). VG and COCO
 blocks carry their items and only the index entries they need
 (VG: packed whole images with their attribute objects and sizes).
 
@@ -56,14 +57,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import ijson
+import numpy as np
 import orjson
 import polars as pl
 
 from virl_data.core.errors import ConfigError, CorpusReadError
+from virl_data.engines import jsonspans
 from virl_data.miners import coco, flickr30k, gqa, refcoco, treebench, vg
 from virl_data.miners._common import check_limit
-from virl_data.miners._kinds import expect_stream
+from virl_data.miners._kinds import SAMPLE
 from virl_data.core.schema import records_to_frame
 from virl_data.core.types import ImageRef, RationaleRecord
 
@@ -71,7 +73,6 @@ SEQ = "_seq"
 """The column holding a record's position in the whole-file miner's output (UInt64)."""
 DEFAULT_BLOCK_SIZE = 4096
 SEQ_SHIFT = 32  # VG, COCO: _seq = block << 32 | index in block (a block yields far fewer than 2**32 records)
-_INSERT_ROWS = 1_000  # GQA index: scene graphs per SQLite insert (a few MB: the planner's memory)
 _LOOKUP_IDS = 900  # GQA index: image ids per lookup (under SQLite's bound on parameters)
 _INDEX_IDS = itertools.count()
 APART_BYTES = 64 * 2**20
@@ -106,39 +107,69 @@ def _frame(seqs: Iterable[int], records: Iterable[RationaleRecord]) -> pl.DataFr
     return frame.with_columns(pl.Series(SEQ, list(seqs), dtype=pl.UInt64))
 
 
-# --- GQA: questions streamed into runs of consecutive questions; both files indexed in SQLite on the way ----------
-def _stream_object(path: Path, what: str) -> Iterator[tuple[str, Any]]:
-    """The ``(key, value)`` pairs of the GQA ``what`` file ``path`` (a JSON object keyed by id), parsed one at a
-    time (``ijson``), so the file is never whole in memory; checked as the whole-file miner checks it
-    (``WrongFileKind`` for another dataset's file, ``CorpusReadError`` for unreadable or malformed JSON)."""
+# --- GQA: questions cut into byte ranges of consecutive entries; scene graphs indexed in SQLite as they are --------
+def _object_file(path: Path, what: str) -> None:
+    """Check that the GQA ``what`` file ``path`` holds a JSON object (what the entry scanner reads) from its first
+    bytes; anything else is read whole by the whole-file reader, whose checks say what it is (``WrongFileKind`` for
+    another dataset's file, ``CorpusReadError`` for a list or unreadable JSON)."""
     try:
-        f = open(path, "rb")  # noqa: SIM115 - closed below, after the generator's last item
+        with open(path, "rb") as f:
+            head = f.read(4096).lstrip()
     except OSError as e:
         raise CorpusReadError(f"cannot read GQA {what} file {path}: {e}") from None
-    with f:
-        head = f.read(4096).lstrip()
-        f.seek(0)
-        if not head.startswith(b"{"):  # not an object keyed by id: the whole-file checks say what it is instead
-            gqa._checked(gqa._read(path, what), path, what)
-        pairs = ijson.kvitems(f, "", use_float=True)
-        try:
-            yield from expect_stream(pairs, path, role=f"GQA {what}", expected=[f"GQA {what}"],
-                                     hint="are the questions and scene graphs files swapped?", entry=lambda kv: kv[1])
-        except ijson.JSONError as e:
-            raise CorpusReadError(f"cannot read GQA {what} file {path}: {e}") from None
+    if head and not head.startswith(b"{"):
+        gqa._checked(gqa._read(path, what), path, what)
+
+
+def _check_kind(text: bytes, spans: np.ndarray, path: Path, what: str) -> None:
+    """The whole-file miner's kind check (``WrongFileKind``: "are the files swapped?") on the first entries."""
+    head = spans[:SAMPLE]
+    if len(head):
+        data = _parse(b"{" + text[int(head[0, 0]):int(head[-1, 1])] + b"}", path, what, int(head[0, 0]))
+        gqa._checked(data, path, what)
+
+
+def _parse(text: bytes, path: Path | str, what: str, at: int) -> Any:
+    """``text`` ("{" + the GQA ``what`` file's entries from byte ``at``) parsed; ``CorpusReadError`` naming the file
+    and the byte where it is malformed."""
+    try:
+        return orjson.loads(text)
+    except orjson.JSONDecodeError as e:
+        # ``text`` is "{" + the file's bytes from ``at``: its character ``e.pos`` is the file's byte at + pos - 1
+        raise CorpusReadError(f"cannot read GQA {what} file {path}: {e.msg} at byte {at + e.pos - 1}") from None
 
 
 _SQLITE_FAST = "PRAGMA journal_mode=OFF; PRAGMA synchronous=OFF;"  # a scratch index: rebuilt, never recovered
 
 
 def _index_graphs(scene_graphs: str, db: str) -> None:
-    """The scene graphs file streamed into the SQLite file ``db`` (``graphs``: image id → orjson body)."""
+    """The scene graphs file's entries written to the SQLite file ``db`` (``graphs``: image id → the graph's JSON
+    text, as in the file: parsed by the worker that needs it), one scanned chunk at a time (``jsonspans``)."""
+    path = Path(scene_graphs)
+    _object_file(path, "scene graphs")
     con = sqlite3.connect(db)
+    checked = False
     try:
         con.executescript(_SQLITE_FAST + "CREATE TABLE graphs (id TEXT PRIMARY KEY, body BLOB) WITHOUT ROWID;")
-        pairs = _stream_object(Path(scene_graphs), "scene graphs")
-        while rows := [(k, orjson.dumps(v)) for k, v in itertools.islice(pairs, _INSERT_ROWS)]:
-            con.executemany("INSERT OR REPLACE INTO graphs VALUES (?, ?)", rows)  # a repeated id: the last wins
+        with open(path, "rb") as f:
+            for spans in jsonspans.object_spans(path, f"GQA scene graphs file {path}"):
+                if not len(spans):
+                    continue
+                lo = int(spans[0, 0])
+                f.seek(lo)
+                text = f.read(int(spans[-1, 1]) - lo)
+                if not checked:
+                    _check_kind(text, spans - lo, path, "scene graphs")
+                    checked = True
+                rows = []
+                for start, end in (spans - lo).tolist():
+                    try:
+                        key, value = jsonspans.split_entry(text[start:end])
+                        rows.append((orjson.loads(key), value))
+                    except (ValueError, orjson.JSONDecodeError):
+                        _parse(b"{" + text[start:end] + b"}", path, "scene graphs", lo + start)
+                        raise
+                con.executemany("INSERT OR REPLACE INTO graphs VALUES (?, ?)", rows)  # a repeated id: the last wins
         con.commit()
     finally:
         con.close()
@@ -160,18 +191,46 @@ def _size(path: Path) -> int:
         return 0  # the reader says what is wrong with it
 
 
+def _question_runs(path: Path, limit: int | None, block_size: int) -> Iterator[np.ndarray]:
+    """The questions file's entries (``(start, end)`` byte offsets), ``block_size`` at a time (the last run
+    shorter), at most ``limit`` in all; the first run's entries pass the kind check."""
+    pending: list[np.ndarray] = []
+    held = taken = 0
+    first = True
+    for spans in jsonspans.object_spans(path, f"GQA questions file {path}"):
+        if limit is not None:
+            spans = spans[:limit - taken]
+        taken += len(spans)
+        pending.append(spans)
+        held += len(spans)
+        while held >= block_size or (limit is not None and taken >= limit and held):
+            run = np.concatenate(pending)
+            out, rest = run[:block_size], run[block_size:]
+            if first:
+                _check_kind(jsonspans.read_range(path, 0, int(out[-1, 1])), out, path, "questions")
+                first = False
+            yield out
+            pending, held = [rest], len(rest)
+        if limit is not None and taken >= limit:
+            return
+    if held:
+        run = np.concatenate(pending)
+        if first:
+            _check_kind(jsonspans.read_range(path, 0, int(run[-1, 1])), run, path, "questions")
+        yield run
+
+
 def _plan_gqa(options: Mapping[str, Any], limit: int | None, block_size: int, workdir: Path) -> Iterator[Block]:
-    """GQA's blocks: runs of ``block_size`` consecutive questions. Neither file is ever whole in memory: both are
-    streamed (``_stream_object``) into SQLite files in ``workdir`` (scene graphs by image id, questions by
-    ``_seq``), and a block's payload names only those files and its ``_seq`` range; ``_mine_gqa`` reads its
-    questions and their images' graphs back. So the planner's memory is flat in the input size; the price is one
-    copy of both files on disk while the run lasts (``workdir`` must be readable by every worker). A scene graphs
-    file of ``APART_BYTES`` or more is indexed by a second process meanwhile (the questions are a separate file, so
-    neither writer waits); the blocks come once both indexes are complete."""
-    questions, scene_graphs = Path(options["questions"]), Path(options["scene_graphs"])
+    """GQA's blocks: runs of ``block_size`` consecutive questions, each a byte range of the questions file that the
+    worker reads and parses itself (``_mine_gqa``): the planner only finds where the entries lie (``jsonspans``: a
+    vectorised scan, no value parsed but the first few, for the kind check). The scene graphs, which any block may
+    need, are written to a SQLite index in ``workdir`` (image id → the graph's text). So the planner's memory is
+    flat in the input size; the price is one copy of the scene graphs on disk while the run lasts (``workdir``
+    and the questions file must be readable by every worker). A scene graphs file of ``APART_BYTES`` or more is
+    indexed by a second process meanwhile; the blocks come once the index is complete."""
+    questions, scene_graphs = Path(options["questions"]).resolve(), Path(options["scene_graphs"])
     workdir.mkdir(parents=True, exist_ok=True)
-    stem = workdir / f"gqa-{os.getpid()}-{next(_INDEX_IDS)}"
-    graphs_db, questions_db = f"{stem}-graphs.sqlite", f"{stem}-questions.sqlite"
+    graphs_db = f"{workdir / f'gqa-{os.getpid()}-{next(_INDEX_IDS)}'}-graphs.sqlite"
     apart = _size(scene_graphs) >= APART_BYTES and _can_spawn()
     pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) if apart else None
     planned: list[Block] = []
@@ -179,18 +238,15 @@ def _plan_gqa(options: Mapping[str, Any], limit: int | None, block_size: int, wo
         indexed = pool.submit(_index_graphs, str(scene_graphs), graphs_db) if pool else None
         if pool is None:
             _index_graphs(str(scene_graphs), graphs_db)
-        con = sqlite3.connect(questions_db)
-        try:
-            con.executescript(_SQLITE_FAST + "CREATE TABLE questions (seq INTEGER PRIMARY KEY, qid TEXT, body BLOB);")
-            base = {"miner": "gqa", "split": gqa.split_of(questions), "graphs": graphs_db, "questions": questions_db}
-            pairs = itertools.islice(enumerate(_stream_object(questions, "questions")), limit)
-            while rows := [(s, k, orjson.dumps(v)) for s, (k, v) in itertools.islice(pairs, block_size)]:
-                con.executemany("INSERT INTO questions VALUES (?, ?, ?)", rows)
-                lo, hi = rows[0][0], rows[-1][0]
-                planned.append(Block(len(planned), len(rows), orjson.dumps({**base, "seqs": [lo, hi]}), (lo, hi)))
-            con.commit()
-        finally:
-            con.close()
+        _object_file(questions, "questions")
+        base = {"miner": "gqa", "split": gqa.split_of(questions), "graphs": graphs_db, "questions": str(questions)}
+        seq = 0
+        for run in _question_runs(questions, limit, block_size):
+            lo, hi = seq, seq + len(run) - 1
+            where = [int(run[0, 0]), int(run[-1, 1])]
+            planned.append(Block(len(planned), len(run), orjson.dumps({**base, "seqs": [lo, hi], "bytes": where}),
+                                 (lo, hi)))
+            seq += len(run)
         if indexed is not None:
             indexed.result()  # the child's CorpusReadError / WrongFileKind, raised here
     finally:
@@ -203,22 +259,34 @@ def _read_only(db: str) -> sqlite3.Connection:
     return sqlite3.connect(f"{Path(db).as_uri()}?mode=ro", uri=True)
 
 
+def _block_questions(payload: dict[str, Any]) -> list[tuple[int, str, Any]]:
+    """A GQA block's ``(seq, question id, question)``: its byte range of the questions file parsed (one object;
+    each entry apart when a key repeats inside the range, so every entry of the file is one question, as
+    planned)."""
+    path, (lo, hi), (first, last) = payload["questions"], payload["bytes"], payload["seqs"]
+    text = b"{" + jsonspans.read_range(path, lo, hi) + b"}"
+    data = _parse(text, path, "questions", lo)
+    if len(data) == last - first + 1:
+        return [(first + i, qid, q) for i, (qid, q) in enumerate(data.items())]
+    spans = np.concatenate(list(jsonspans.object_spans(text, f"GQA questions file {path}")))
+    entries = [jsonspans.split_entry(text[s:e]) for s, e in spans.tolist()]
+    return [(first + i, orjson.loads(k), orjson.loads(v)) for i, (k, v) in enumerate(entries)]
+
+
 def _mine_gqa(payload: dict[str, Any], images: Path | None) -> pl.DataFrame:
-    con = _read_only(payload["questions"])
-    try:
-        questions = [(s, qid, orjson.loads(body)) for s, qid, body in
-                     con.execute("SELECT seq, qid, body FROM questions WHERE seq BETWEEN ? AND ? ORDER BY seq",
-                                 payload["seqs"])]
-    finally:
-        con.close()
+    questions = _block_questions(payload)
     ids = sorted({str(i) for _, _, q in questions if type(q) is dict and type(i := q.get("imageId")) in (str, int)})
     graphs: dict[str, Any] = {}
     con = _read_only(payload["graphs"])
     try:
         for at in range(0, len(ids), _LOOKUP_IDS):
             chunk = ids[at:at + _LOOKUP_IDS]
-            graphs.update((k, orjson.loads(body)) for k, body in con.execute(
-                f"SELECT id, body FROM graphs WHERE id IN ({','.join('?' * len(chunk))})", chunk))
+            for k, body in con.execute(f"SELECT id, body FROM graphs WHERE id IN ({','.join('?' * len(chunk))})",
+                                       chunk):
+                try:
+                    graphs[k] = orjson.loads(body)
+                except orjson.JSONDecodeError as e:
+                    raise CorpusReadError(f"cannot read the GQA scene graph of image {k!r}: {e}") from None
     finally:
         con.close()
     index = gqa.SceneIndex(graphs, images)

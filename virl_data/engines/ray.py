@@ -5,9 +5,10 @@
 Same YAML, same stage functions, same corpus; only the scheduling differs. Three passes, two of them over the data:
 
 1. **stream** (one Ray Data ``map_batches`` chain, Arrow batches end to end): ``blocks.plan_blocks`` (on the driver)
-   cuts the source into blocks (GQA's planner streams both files into SQLite indexes in
-   ``OUT/corpus/.plan.<host>-<pid>-<hex>.tmp``, removed after the run, so the driver's memory is flat in the input
-   size; on a cluster ``OUT`` must be on storage every node reads, as it must for the shards); one task per block
+   cuts the source into blocks (GQA's planner scans both files for where their entries lie: a block is a byte
+   range of the questions file, and the scene graphs go to a SQLite index in ``OUT/corpus/.plan.<host>-<pid>-<hex>.tmp``,
+   removed after the run, so the driver's memory is flat in the input size; on a cluster ``OUT`` and the input
+   must be on storage every node reads, as ``OUT`` must for the shards); one task per block
    mines it (``blocks.mine_block``), runs ``checks.verify``, tags
    each record with the first filter that drops it and computes the dedup keys (``curate.dedup_keys``) and the
    split group key. Every step is row-local, so a block gives what the whole corpus would for its rows. The
@@ -79,7 +80,7 @@ from virl_data.engines.pipeline import (
     intermediate_corpora,
     load_pipeline,
 )
-from virl_data.core.errors import EmptyInputError
+from virl_data.core.errors import EmptyInputError, VirlError
 from virl_data.engines.guard import clean_stale, start_watchdog, swap_in, temp_folder
 from virl_data.core.schema import COLUMNS, SCHEMA_VERSION, polars_schema
 
@@ -316,17 +317,18 @@ def connected(address: str | None = None, num_cpus: int | None = None) -> Iterat
 
 @contextmanager
 def _data_context() -> Iterator[None]:
-    """Keep block order (the planned blocks in ``_seq`` order); Ray's own bars and INFO lines off."""
+    """Keep block order (the planned blocks in ``_seq`` order); Ray's own bars and INFO lines off; a map's own
+    exception raised as it is (a worker's ``CorpusReadError``, not Ray Data's ``UserCodeException``)."""
     ctx = ray.data.DataContext.get_current()
-    saved = (ctx.execution_options.preserve_order, ctx.enable_progress_bars)
-    ctx.execution_options.preserve_order, ctx.enable_progress_bars = True, False
+    saved = (ctx.execution_options.preserve_order, ctx.enable_progress_bars, ctx.raise_original_map_exception)
+    ctx.execution_options.preserve_order, ctx.enable_progress_bars, ctx.raise_original_map_exception = True, False, True
     log = logging.getLogger("ray.data")
     level = log.level
     log.setLevel(logging.WARNING)
     try:
         yield
     finally:
-        ctx.execution_options.preserve_order, ctx.enable_progress_bars = saved
+        ctx.execution_options.preserve_order, ctx.enable_progress_bars, ctx.raise_original_map_exception = saved
         log.setLevel(level)
 
 
@@ -393,7 +395,12 @@ def run_pipeline_ray(
         with connected(address, num_cpus) as engine, _data_context():
             bar = _bar(console)
             with bar if bar is not None else nullcontext():
-                report = _run(cfg, out, images, block_size, temps, index, engine, bar, console)
+                try:
+                    report = _run(cfg, out, images, block_size, temps, index, engine, bar, console)
+                except ray.exceptions.RayTaskError as e:
+                    if isinstance(e.cause, VirlError):  # bad input found by a worker: its own error, as local
+                        raise e.cause from None
+                    raise
     finally:
         for tmp in (*temps.values(), index):
             shutil.rmtree(tmp, ignore_errors=True)

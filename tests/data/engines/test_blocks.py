@@ -78,6 +78,32 @@ def test_gqa_planner_names_a_bad_file(shared_data, tmp_path):
         list(blocks.plan_blocks("gqa", {"questions": tmp_path / "absent.json", "scene_graphs": graphs}))
 
 
+def test_gqa_block_with_a_malformed_or_repeated_entry(shared_data, tmp_path):
+    graphs = shared_data / GQA_SAMPLE / "train_sceneGraphs_sample.json"
+    good = shared_data / GQA_SAMPLE / "train_balanced_questions_sample.json"
+    text = good.read_bytes()
+    # a broken value in the middle: the planner finds the entries (it parses none but the first), the block's
+    # worker names the file and the byte
+    at = text.index(b'"answer"', len(text) // 2)
+    broken = tmp_path / "broken_questions.json"
+    broken.write_bytes(text[:at] + b'"answer": tru, ' + text[at:])
+    planned = list(blocks.plan_blocks("gqa", {"questions": broken, "scene_graphs": graphs}, block_size=4,
+                                      workdir=tmp_path / "plan"))
+    with pytest.raises(CorpusReadError, match=rf"GQA questions file .*broken_questions.json: .* at byte {at + 10}"):
+        for b in planned:
+            blocks.mine_block(b.payload)
+    # a question id asked twice inside one block: both entries mined, each its own _seq (as planned)
+    items = list(orjson.loads(text).items())
+    repeated = tmp_path / "repeated.json"
+    repeated.write_bytes(b"{" + b",".join(orjson.dumps(k) + b":" + orjson.dumps(v)
+                                          for k, v in [*items[:3], items[1], *items[3:6]]) + b"}")
+    planned = list(blocks.plan_blocks("gqa", {"questions": repeated, "scene_graphs": graphs}, block_size=8,
+                                      workdir=tmp_path / "plan"))
+    mined = blocks.mine_block(planned[0].payload)
+    assert planned[0].n_items == 7 and mined[blocks.SEQ].to_list() == list(range(7))
+    assert mined["id"][1] == mined["id"][3]
+
+
 def test_vg_blocks_mine_what_the_whole_file_miner_mines(shared_data, tmp_path):
     data = shared_data / "visual_genome"
     sizes = tmp_path / "image_data.json"  # VG's own sizes file: image 1 sized, image 2 not
@@ -169,11 +195,14 @@ def _gqa_files(folder: Path, n: int, per_image: int = 2) -> dict[str, Path]:
     return paths
 
 
-def test_gqa_planner_memory_does_not_grow_with_the_input(tmp_path):
+def test_gqa_planner_memory_does_not_grow_with_the_input(tmp_path, monkeypatch):
     import tracemalloc
 
+    from virl_data.engines import jsonspans
+
+    monkeypatch.setattr(jsonspans, "CHUNK_BYTES", 64 * 1024)  # both inputs (0.8 and 3.2 MB) span many chunks
     peaks = []
-    for n in (5_000, 20_000):  # 2,500 and 10,000 scene graphs: both past two inserts of 1,000 (what is held)
+    for n in (5_000, 20_000):  # 2,500 and 10,000 scene graphs
         options = _gqa_files(tmp_path / str(n), n)
         tracemalloc.start()
         try:

@@ -18,6 +18,7 @@ from typer.testing import CliRunner
 
 from tests.conftest import REPO
 from tests.data.engines.test_blocks import GQA_SAMPLE, _gqa_with_duplicates
+from virl_data.core.errors import CorpusReadError
 from virl_data.engines import blocks
 from virl_data.storage import corpus
 from virl_data.cli import app
@@ -87,6 +88,21 @@ def test_gqa_sample_with_filters_duplicates_and_shuffled_blocks(ray_instance, sh
         for name in files:
             assert (tmp_path / "local" / "export" / fmt / name).read_bytes() == \
                 (tmp_path / "ray" / "export" / fmt / name).read_bytes()
+
+
+def test_a_malformed_question_found_by_a_worker_is_the_local_engines_error(ray_instance, shared_data, tmp_path):
+    text = (shared_data / GQA_SAMPLE / "train_balanced_questions_sample.json").read_bytes()
+    at = text.index(b'"answer"', len(text) // 2)
+    broken = tmp_path / "train_questions.json"
+    broken.write_bytes(text[:at] + b'"answer": tru, ' + text[at:])
+    cfg = pipeline_from_dict({"name": "broken", "source": {"miner": "gqa", "options": {
+        "questions": str(broken), "scene_graphs": str(shared_data / GQA_SAMPLE / "train_sceneGraphs_sample.json")}}})
+    with pytest.raises(CorpusReadError, match="cannot read GQA questions file .*train_questions.json"):
+        run_pipeline(cfg, out=tmp_path / "local")
+    # the planner parses only the first entries: a worker meets the broken one, and its error comes out as it is
+    with pytest.raises(CorpusReadError, match=rf"cannot read GQA questions file .*train_questions.json: .* at byte"):
+        run_pipeline_ray(cfg, out=tmp_path / "ray", block_size=4)
+    assert not (tmp_path / "ray" / "corpus" / "curated").exists()
 
 
 def test_shipped_pipelines_on_the_real_samples(ray_instance, shared_data, tmp_path):
