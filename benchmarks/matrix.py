@@ -298,6 +298,7 @@ def assemble(args: argparse.Namespace, spec: MatrixTask, starts: list[dict], run
         "variants": variants, "paired": pairs, "goal": goal_check(args.task, variants, pairs, starts),
         "starts": starts, "metrics": spec.metrics,
         "settings": {"sft_steps": args.sft_steps, "sft_lr": args.sft_lr, "sft_batch": args.sft_batch, **args.sft,
+                     "sft_decoy_kind": args.sft_decoy_kind,
                      "rl_steps": args.rl_steps, "rl_lr": args.rl_lr, "seeds": list(args.seeds), "starts": args.starts,
                      "eval_split": args.eval_split, "eval_n": args.eval_n, "family": args.family,
                      "config": str(learning.CONFIG.relative_to(REPO)), "overrides": list(args.set),

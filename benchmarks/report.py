@@ -45,6 +45,7 @@ from report_sections import (  # noqa: E402
     sft_starts_table,
     shapes_section,
     starts_section,
+    two_hop_first_section,
     two_hop_section,
 )
 
@@ -87,6 +88,9 @@ LEARNING: list[Section] = [
     Section("Per-action credit: the wander task", ("credit",), "python benchmarks/matrix.py --task wander",
             credit_section),
     Section("Two-hop chains", ("two_hop",), "python benchmarks/matrix.py --task two-hop", two_hop_section),
+    Section("Two-hop chains, the first hop skipped", ("two_hop_first",),
+            "python benchmarks/matrix.py --task two-hop --sft-decoy-kind first --sft-decoys 0.45 --variants outcome "
+            "full --json docs/assets/two_hop_first.json --png docs/assets/two_hop_first.png", two_hop_first_section),
 ]  # fmt: skip
 """The sections of docs/learning.md, in page order. A new experiment: a builder function and one entry here."""
 
@@ -107,7 +111,7 @@ PAGES: dict[str, tuple[str, list[Section]]] = {"docs/learning.md": (LEARNING_HEA
 # --- blocks inside hand-written pages ----------------------------------------------------------------------------------
 HEADLINE = Block("headline", ("ablation", "ablation_starts", "ablation_sftseed1", "ablation_sftseed2",
                               "ablation_replicate", "ablation_shapes", "sanity", "bench_trainer", "loop"), headline,
-                 optional=("credit", "two_hop"))
+                 optional=("credit", "two_hop", "two_hop_first"))
 BLOCKS: dict[str, list[Block]] = {
     "README.md": [HEADLINE], "docs/index.md": [HEADLINE],
     "docs/loop.md": [Block("loop", ("loop",), loop_table)],

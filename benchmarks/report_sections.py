@@ -377,6 +377,17 @@ def matrix_bullets(r: Results) -> list[str]:
             f"**Two-box chains:** SFT starts reach ordered-chain hit@0.5 {span(hits, 3)}; full ViRL ends at rationale "
             f"IoU {v['full']['metrics']['rationale']['mean']:.3f} against {v['outcome']['metrics']['rationale']['mean']:.3f}"
             f" for outcome-only (paired {ci(d_a['rationale'])}); goal: {met(t['goal']['met'])}.")
+    if "two_hop_first" in r:
+        t = r["two_hop_first"]
+        v, d_a = t["variants"], t["paired"]["d_vs_a"]
+        hits = [s["metrics"]["ordered_chain_hit@0.5"] for s in t["starts"]]
+        out.append(
+            f"**Two-box chains, first hop skipped** (SFT starts whose first crop is often on an empty place, answer kept;"
+            f" ordered-chain hit@0.5 {span(hits, 3)}): full ViRL ends at step 1 IoU "
+            f"{v['full']['metrics']['step_iou@1']['mean']:.3f} against {v['outcome']['metrics']['step_iou@1']['mean']:.3f}"
+            f" for outcome-only (paired {ci(d_a['step_iou@1'])}), rationale IoU "
+            f"{v['full']['metrics']['rationale']['mean']:.3f} against {v['outcome']['metrics']['rationale']['mean']:.3f}"
+            f" (paired {ci(d_a['rationale'])}); goal: {met(t['goal']['met'])}.")
     return out
 
 
@@ -496,6 +507,25 @@ def two_hop_section(r: Results) -> str:
             + "\n\n" + two_hop_reading(r["two_hop"]) + "\n\n" + figure("two_hop", "training curves per variant"))
 
 
+def decoy_kind(t: dict[str, Any]) -> str:
+    """The decorative-reference kind a matrix result's SFT starts were trained with (``centre`` before it was kept)."""
+    return t.get("settings", {}).get("sft_decoy_kind") or t["starts"][0].get("recipe", {}).get("decoy_kind", "centre")
+
+
+def two_hop_first_section(r: Results) -> str:
+    """The two-hop task from starts that skip only the first hop (``--sft-decoy-kind first``)."""
+    import matrix
+
+    t = r["two_hop_first"]
+    return (f"The same task from other SFT starts: {t['settings']['sft_decoys']:.0%} of their references skip the first "
+            "hop and keep the rest (`--sft-decoy-kind first`): the first crop goes to an empty place (the first box "
+            "mirrored through the image centre, IoU 0 with every rationale box, labelled erroneous), the second to "
+            "the true second box, and the answer is the gold one. So the answer does not depend on the first crop: "
+            "outcome-only RL has nothing to pay it for, and only the process and credit rewards do.\n\n"
+            + matrix.markdown(t) + "\n\n" + two_hop_reading(t) + "\n\n"
+            + figure("two_hop_first", "training curves per variant, first hop skipped"))
+
+
 def two_hop_reading(t: dict[str, Any]) -> str:
     """The two-hop matrix per SFT start, every number from its JSON: the start, then each variant's held-out
     rationale IoU and ordered hit@0.5 (mean over that start's RL seeds), then (d) − (a)."""
@@ -524,7 +554,20 @@ def two_hop_reading(t: dict[str, Any]) -> str:
     ran = ", ".join(f"({LETTER[n]}) {n}" for n in t["variants"])
     out = (f"**Per SFT start** (held out, mean over the start's RL seeds; variants run: {ran}):\n\n"
            + md_table(head, rows))
-    if "outcome" in t["variants"]:
+    if decoy_kind(t) == "first" and len(names) == 2:
+        a, d = (t["variants"][n]["metrics"] for n in names)
+        p = t["paired"]["d_vs_a"]
+        acc, step1, step2, err = ([s["metrics"][k] for s in t["starts"]]
+                                  for k in ("accuracy", "step_iou@1", "step_iou@2", "erroneous_rate"))
+        out += (f"\n\n**What each reward pays for here.** The starts answer {span(acc, 3)} of the held-out questions "
+                f"right; {span(err, 3)} of their crops are erroneous, their step 1 IoU is {span(step1, 3)} and their "
+                f"step 2 IoU {span(step2, 3)}. After RL, step 1 IoU: (a) {a['step_iou@1']['mean']:.3f}, (d) "
+                f"{d['step_iou@1']['mean']:.3f} (paired d − a {ci(p['step_iou@1'])}); step 2 IoU: (a) "
+                f"{a['step_iou@2']['mean']:.3f}, (d) {d['step_iou@2']['mean']:.3f}; erroneous rate: (a) "
+                f"{a['erroneous_rate']['mean']:.3f}, (d) {d['erroneous_rate']['mean']:.3f} (paired "
+                f"{ci(p['erroneous_rate'])}); accuracy: (a) {a['accuracy']['mean']:.3f}, (d) "
+                f"{d['accuracy']['mean']:.3f} (paired {ci(p['accuracy'])}).")
+    elif "outcome" in t["variants"]:
         a = t["variants"]["outcome"]["metrics"]
         acc = [s["metrics"]["accuracy"] for s in t["starts"]]
         step1 = [s["metrics"]["step_iou@1"] for s in t["starts"]]
@@ -533,6 +576,6 @@ def two_hop_reading(t: dict[str, Any]) -> str:
                 "the answer reward alone pays for looking at the right place. A decorative reference moves both hops "
                 f"of its chain at once, so that pays for the first hop too: (a)'s step 1 IoU goes {span(step1, 3)} → "
                 f"{a['step_iou@1']['mean']:.3f}, with no process reward. A start that skips only the first hop and still "
-                "looks where the answer is (`--sft-decoy-kind first`) gives the answer reward nothing to correct; that "
-                "start is the next test of (d) against (a) on chains (not run yet).")
+                "looks where the answer is (`--sft-decoy-kind first`) gives the answer reward nothing to correct: the "
+                "next section.")
     return out

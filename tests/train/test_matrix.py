@@ -172,3 +172,27 @@ def test_the_two_hop_reading_splits_each_variant_s_runs_by_their_start(matrix):
     lines = text.splitlines()
     assert "| seed 0 | 0.500 / 0.400 | 0.300 / 0.200 | 0.900 / 0.800 | +0.600 (+0.700, +0.500) |" in lines
     assert "| seed 1 | 0.600 / 0.500 | 0.600 / 0.500 | 0.600 / 0.500 | +0.000 (+0.100, -0.100) |" in lines
+
+
+def test_the_two_hop_reading_of_starts_that_skip_the_first_hop(matrix):
+    import report_sections
+
+    def var(step1, err, acc):
+        runs = [{"start": 0, "seed": k} for k in (0, 1)]
+        per = {"rationale": [0.6, 0.7], "ordered_chain_hit@0.5": [0.5, 0.6]}
+        means = {"step_iou@1": step1, "step_iou@2": 0.9, "erroneous_rate": err, "accuracy": acc}
+        return {"runs": runs, "metrics": {k: {"per_run": v} for k, v in per.items()}
+                | {k: {"mean": v} for k, v in means.items()}}
+
+    start = {"sft_seed": 0, "recipe": {"decoy_kind": "first"},
+             "metrics": {"rationale": 0.6, "ordered_chain_hit@0.5": 0.3, "accuracy": 0.99, "step_iou@1": 0.35,
+                         "step_iou@2": 0.88, "erroneous_rate": 0.33}}
+    stat = lambda m: {"mean": m, "ci95": [m - 0.1, m + 0.1]}  # noqa: E731
+    t = {"starts": [start], "variants": {"outcome": var(0.4, 0.3, 0.98), "full": var(0.8, 0.1, 0.99)},
+         "paired": {"d_vs_a": {"step_iou@1": stat(0.4), "erroneous_rate": stat(-0.2), "accuracy": stat(0.01)}}}
+    assert report_sections.decoy_kind(t) == "first"
+    text = report_sections.two_hop_reading(t)
+    assert "**What each reward pays for here.** The starts answer 0.990 of the held-out questions right; 0.330" in text
+    assert "step 1 IoU: (a) 0.400, (d) 0.800 (paired d − a +0.400 [+0.300, +0.500])" in text
+    assert "erroneous rate: (a) 0.300, (d) 0.100 (paired -0.200 [-0.300, -0.100])" in text
+    assert "What outcome-only rewards here" not in text  # the centre-decoy reading is for the other starts
