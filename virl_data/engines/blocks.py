@@ -63,9 +63,9 @@ import polars as pl
 
 from virl_data.core.errors import ConfigError, CorpusReadError
 from virl_data.engines import jsonspans
-from virl_data.miners import coco, flickr30k, gqa, refcoco, treebench, vg
+from virl_data.miners import coco, flickr30k, gqa, refcoco, treebench, vg, viscot
 from virl_data.miners._common import check_limit
-from virl_data.miners._kinds import SAMPLE
+from virl_data.miners._kinds import SAMPLE, expect_stream
 from virl_data.core.schema import records_to_frame
 from virl_data.core.types import ImageRef, RationaleRecord
 
@@ -457,6 +457,43 @@ def _mine_flickr30k(payload: dict[str, Any], images: Path | None) -> pl.DataFram
     return _frame(range(base, base + len(records)), records)
 
 
+# --- VisCoT: runs of questions, each with the size the global table of lent sizes gives it ------------------------
+@dataclass(frozen=True)
+class _LentOne:
+    """The size ``viscot.LentSizes.size_of`` gave one item on the driver (None: none lent), standing in for the whole
+    table on the worker (``viscot._record`` asks it for that one item only)."""
+
+    size: tuple[int, int] | None
+
+    def size_of(self, item: viscot.Item) -> tuple[int, int] | None:  # noqa: ARG002 - the item it was looked up for
+        return self.size
+
+
+def _plan_viscot(options: Mapping[str, Any], limit: int | None, block_size: int) -> Iterator[Block]:
+    """VisCoT's blocks: runs of consecutive questions (across its files, in the miner's order), each item parsed on
+    the driver with its lent size looked up there (``--sizes``: a table across files, the global index a block could
+    not rebuild); the workers make the records, sizing the images the files and the table leave unsized."""
+    sizes = options.get("sizes")
+    lent = viscot.lent_sizes(Path(sizes)) if sizes is not None else viscot.LentSizes({}, {}, {})
+
+    def items() -> Iterator[tuple[viscot.Item, tuple[int, int] | None]]:
+        for path in viscot._files(Path(options["annotations"])):
+            records = expect_stream(viscot.read_records(path), path, role="VisCoT annotations",
+                                    expected=viscot.LAYOUTS)
+            for index, obj in enumerate(records):
+                item = viscot.parse_item(obj, path, index)
+                yield item, lent.size_of(item)
+
+    return _item_blocks("viscot", itertools.islice(items(), limit), block_size)
+
+
+def _mine_viscot(payload: dict[str, Any], images: Path | None) -> pl.DataFrame:
+    cache: dict[str, viscot.SizedImage] = {}
+    items = payload["items"]
+    records = (viscot._record(item, images, _LentOne(size), cache) for item, size in items)
+    return _frame(range(payload["start"], payload["start"] + len(items)), records)
+
+
 _PLANNERS: dict[str, Callable[[Mapping[str, Any], int | None, int], Iterator[Block]]] = {
     "gqa": _plan_gqa,
     "vg": _plan_vg,
@@ -464,14 +501,15 @@ _PLANNERS: dict[str, Callable[[Mapping[str, Any], int | None, int], Iterator[Blo
     "refcoco": _plan_refcoco,
     "treebench": _plan_treebench,
     "flickr30k": _plan_flickr30k,
+    "viscot": _plan_viscot,
 }
 _MINERS: dict[str, Callable[[dict[str, Any], Path | None], pl.DataFrame]] = {
     "gqa": _mine_gqa, "vg": _mine_vg, "coco": _mine_coco, "refcoco": _mine_refcoco, "treebench": _mine_treebench,
-    "flickr30k": _mine_flickr30k,
+    "flickr30k": _mine_flickr30k, "viscot": _mine_viscot,
 }
 SPILLS = frozenset({"gqa"})
 """Planners that stream their input into an index on disk (``plan_blocks``'s ``workdir``) instead of holding it."""
-EXACT_LIMIT = frozenset({"gqa", "refcoco", "treebench"})
+EXACT_LIMIT = frozenset({"gqa", "refcoco", "treebench", "viscot"})
 """Planners that apply ``limit`` themselves (one record per item); for the others the engine keeps the first
 ``limit`` records by ``_seq``."""
 

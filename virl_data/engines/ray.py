@@ -31,8 +31,8 @@ driver dies without stopping it (``kill -9``), since Ray's agents and workers ou
 
 ``report.json`` has the local engine's stages and counts, plus ``config.engine``: Ray address, dashboard URL, CPUs,
 blocks, the passes' wall times (``timings``), the driver's resident memory after each (``driver_rss_mb``), and
-which nodes processed blocks and wrote shards (``nodes``). Miners without a planner (VisCoT, shapes) mine on the
-driver; the rest of the chain runs on the workers.
+which nodes processed blocks and wrote shards (``nodes``). The shapes demo world, the one miner without a planner,
+renders and mines on the driver; the rest of the chain runs on the workers.
 
 Example (starts a local Ray instance when none is up, and stops it after):
     >>> from virl_data.engines.ray import run_pipeline_ray        # doctest: +SKIP

@@ -15,7 +15,7 @@ from polars.testing import assert_frame_equal
 
 from virl_data.engines import blocks
 from virl_data.core.errors import ConfigError, CorpusReadError, WrongFileKind
-from virl_data.miners import coco, flickr30k, gqa, refcoco, treebench, vg
+from virl_data.miners import coco, flickr30k, gqa, refcoco, treebench, vg, viscot
 from virl_data.core.schema import records_to_frame
 
 GQA_SAMPLE = "gqa/train_domiknows_sample"
@@ -122,9 +122,9 @@ def test_frame_blocks_and_planner_errors():
     frame = pl.DataFrame({"id": list("abcde")})
     assert [b[blocks.SEQ].to_list() for b in blocks.frame_blocks(frame, 2)] == [[0, 1], [2, 3], [4]]
     assert blocks.frame_blocks(frame.head(0), 2)[0].height == 0
-    assert not blocks.plannable("viscot") and blocks.plannable("gqa") and blocks.plannable("refcoco")
+    assert not blocks.plannable("shapes") and blocks.plannable("gqa") and blocks.plannable("viscot")
     with pytest.raises(ConfigError, match="no block planner"):
-        blocks.plan_blocks("viscot", {})
+        blocks.plan_blocks("shapes", {})
     with pytest.raises(ConfigError, match="block_size"):
         blocks.plan_blocks("gqa", {}, block_size=0)
 
@@ -177,6 +177,24 @@ def test_refcoco_treebench_flickr30k_blocks_mine_what_the_whole_file_miner_mines
     assert_frame_equal(limited, records_to_frame(refcoco.mine(refs=shared_data / "refcoco", limit=6)))
     with pytest.raises(ConfigError, match="unknown RefCOCO answer"):
         blocks.plan_blocks("refcoco", {"refs": shared_data / "refcoco", "answer": "nope"})
+
+
+def test_viscot_blocks_mine_what_the_whole_file_miner_mines(shared_data, tmp_path):
+    data = shared_data / "viscot"
+    for options in ({"annotations": data / "benchmark"},  # sizes from nowhere: image_size_unknown reasons
+                    {"annotations": data / "benchmark", "sizes": data / "benchmark_det"},  # lent across files
+                    {"annotations": data / "cot_train"}):  # sized in the file
+        planned, mined = _from_blocks("viscot", options, block_size=7)
+        whole = records_to_frame(viscot.mine(**options))
+        assert len(planned) > 3 and blocks.in_order(planned) and whole.height > 20
+        assert_frame_equal(mined, whole)
+        if "sizes" in options:  # the lent sizes reached the workers: records sized, not rejected for it
+            assert (whole["status"] == "mined").sum() > 0
+    options = {"annotations": data / "benchmark", "sizes": data / "benchmark_det"}
+    _, limited = _from_blocks("viscot", options, block_size=4, limit=9)
+    assert_frame_equal(limited, records_to_frame(viscot.mine(**options, limit=9)))
+    with pytest.raises(WrongFileKind, match="swapped"):  # the miner's own kind check, on the driver
+        list(blocks.plan_blocks("viscot", {"annotations": data / "benchmark", "sizes": data / "benchmark"}))
 
 
 def _gqa_files(folder: Path, n: int, per_image: int = 2) -> dict[str, Path]:
