@@ -286,7 +286,8 @@ def _mine_gqa(payload: dict[str, Any], images: Path | None) -> pl.DataFrame:
                 try:
                     graphs[k] = orjson.loads(body)
                 except orjson.JSONDecodeError as e:
-                    raise CorpusReadError(f"cannot read the GQA scene graph of image {k!r}: {e}") from None
+                    raise CorpusReadError(f"cannot read the GQA scene graph of image {k!r} (its entry in the scene "
+                                          f"graphs file is not valid JSON): {e}") from None
     finally:
         con.close()
     index = gqa.SceneIndex(graphs, images)
