@@ -121,11 +121,12 @@ def _object_file(path: Path, what: str) -> None:
         gqa._checked(gqa._read(path, what), path, what)
 
 
-def _check_kind(text: bytes, spans: np.ndarray, path: Path, what: str) -> None:
-    """The whole-file miner's kind check (``WrongFileKind``: "are the files swapped?") on the first entries."""
+def _check_kind(text: bytes, spans: np.ndarray, path: Path, what: str, offset: int = 0) -> None:
+    """The whole-file miner's kind check (``WrongFileKind``: "are the files swapped?") on the first entries; ``text``
+    is the file's bytes from ``offset``, ``spans`` the entries' offsets in ``text``."""
     head = spans[:SAMPLE]
     if len(head):
-        data = _parse(b"{" + text[int(head[0, 0]):int(head[-1, 1])] + b"}", path, what, int(head[0, 0]))
+        data = _parse(b"{" + text[int(head[0, 0]):int(head[-1, 1])] + b"}", path, what, offset + int(head[0, 0]))
         gqa._checked(data, path, what)
 
 
@@ -159,7 +160,7 @@ def _index_graphs(scene_graphs: str, db: str) -> None:
                 f.seek(lo)
                 text = f.read(int(spans[-1, 1]) - lo)
                 if not checked:
-                    _check_kind(text, spans - lo, path, "scene graphs")
+                    _check_kind(text, spans - lo, path, "scene graphs", offset=lo)
                     checked = True
                 rows = []
                 for start, end in (spans - lo).tolist():

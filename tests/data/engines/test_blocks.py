@@ -92,6 +92,22 @@ def test_gqa_block_with_a_malformed_or_repeated_entry(shared_data, tmp_path):
     with pytest.raises(CorpusReadError, match=rf"GQA questions file .*broken_questions.json: .* at byte {at + 10}"):
         for b in planned:
             blocks.mine_block(b.payload)
+    # a broken scene graph: among the first entries, the planner's kind check names file and byte; further on,
+    # stored as its text, it is named by the worker that parses it
+    bad_graphs = tmp_path / "bad_graphs.json"
+    graphs_text = graphs.read_bytes()  # 10 graphs: all checked on the driver
+    at = graphs_text.index(b'"objects"', len(graphs_text) // 2)
+    bad_graphs.write_bytes(graphs_text[:at] + b'"objects": nul, "x": ' + graphs_text[at + len(b'"objects": '):])
+    with pytest.raises(CorpusReadError, match=rf"GQA scene graphs file .*bad_graphs.json: .* at byte {at + 11}"):
+        list(blocks.plan_blocks("gqa", {"questions": good, "scene_graphs": bad_graphs}, workdir=tmp_path / "plan"))
+    options = _gqa_files(tmp_path / "late", 100)  # 50 graphs: the last ones past the driver's check
+    late = options["scene_graphs"].read_bytes()
+    at = late.rindex(b'"objects"')
+    options["scene_graphs"].write_bytes(late[:at] + b'"objects": nul, "x": ' + late[at + len(b'"objects":'):])
+    planned = list(blocks.plan_blocks("gqa", options, block_size=64, workdir=tmp_path / "plan"))
+    with pytest.raises(CorpusReadError, match="scene graph of image '49' .* not valid JSON"):
+        for b in planned:
+            blocks.mine_block(b.payload)
     # a question id asked twice inside one block: both entries mined, each its own _seq (as planned)
     items = list(orjson.loads(text).items())
     repeated = tmp_path / "repeated.json"
