@@ -567,6 +567,11 @@ def two_hop_reading(t: dict[str, Any]) -> str:
                 f"{a['erroneous_rate']['mean']:.3f}, (d) {d['erroneous_rate']['mean']:.3f} (paired "
                 f"{ci(p['erroneous_rate'])}); accuracy: (a) {a['accuracy']['mean']:.3f}, (d) "
                 f"{d['accuracy']['mean']:.3f} (paired {ci(p['accuracy'])}).")
+        curves = {n: t["variants"][n].get("curves", {}).get("actions/erroneous_rate") for n in names}
+        if all(c and len(c) >= 20 for c in curves.values()):
+            moved = "; ".join(f"({LETTER[n]}) {statistics.fmean(c[:10]):.3f} → {statistics.fmean(c[-10:]):.3f}"
+                              for n, c in curves.items())
+            out += (f" The sampled episodes' erroneous rate during RL (mean over runs, first → last 10 steps): {moved}.")
     elif "outcome" in t["variants"]:
         a = t["variants"]["outcome"]["metrics"]
         acc = [s["metrics"]["accuracy"] for s in t["starts"]]

@@ -18,6 +18,9 @@ norm ``grad_norm`` and clip fraction ``loss/clip_frac`` come from the update its
 ``diag/distinct_crops``         distinct executed crop boxes (whole pixels) per group, averaged over groups
 ``reward_spread/<component>``   per reward component, the standard deviation within each group, averaged over
                                 groups (what the group-normalised advantage can see); means are ``reward/<component>``
+``adv/<label>``                 mean token advantage over the tokens of the actions labelled ``correct`` /
+                                ``redundant`` / ``erroneous`` (``label_advantages``; 0 when no action of the step
+                                has the label): whether the update pushes each kind of action up (> 0) or down (< 0)
 ==============================  ======================================================================================
 
 Example:
@@ -33,7 +36,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from virl_train.types import ActionKind, RewardBreakdown
+from virl_train.types import ActionKind, LabelKind, RewardBreakdown
 
 
 def _groups(values: Sequence[Any], group_size: int) -> list[Sequence[Any]]:
@@ -97,6 +100,33 @@ def crop_iou(scores: Sequence[RewardBreakdown]) -> dict[str, float]:
             "diag/hit_rate@0.5": float(np.mean([x >= 0.5 for x in f])) if f else 0.0}
 
 
+def label_advantages(rollouts: Sequence[Any], scores: Sequence[RewardBreakdown], adv: torch.Tensor) -> dict[str, float]:
+    """``adv/<label>``: the mean of the token advantages ``adv`` ``[N, T]`` over the token spans of the actions of
+    each label (the crop actions of ``rollouts[i].episode``, labelled by ``scores[i].labels`` in the same order).
+
+    >>> from types import SimpleNamespace as NS
+    >>> from virl_train.types import ActionLabel
+    >>> ep = NS(actions=[NS(token_span=(0, 2), kind=NS(value="crop")), NS(token_span=(2, 3), kind=NS(value="answer"))])
+    >>> lab = ActionLabel(LabelKind.ERRONEOUS, 0.0, None, 0.0, "no_overlap")
+    >>> label_advantages([NS(episode=ep)], [NS(labels=(lab,))], torch.tensor([[-1.0, -2.0, 5.0]]))
+    {'adv/correct': 0.0, 'adv/redundant': 0.0, 'adv/erroneous': -1.5}
+
+    Every label's key is always there (0 without tokens), so processes of a multi-process run log the same keys.
+    """
+    keys = [f"adv/{k.value}" for k in LabelKind]
+    sums: dict[str, float] = dict.fromkeys(keys, 0.0)
+    counts: dict[str, int] = dict.fromkeys(keys, 0)
+    for i, (r, s) in enumerate(zip(rollouts, scores, strict=True)):
+        spans = [a.token_span for a in r.episode.actions if a.kind.value != "answer"]
+        for (start, end), lab in zip(spans, s.labels, strict=True):
+            end = min(int(end), adv.shape[1])
+            if end > start:
+                key = f"adv/{lab.kind.value}"
+                sums[key] += float(adv[i, int(start):end].sum())
+                counts[key] += end - int(start)
+    return {k: sums[k] / counts[k] if counts[k] else 0.0 for k in keys}
+
+
 def step_diagnostics(rollouts: Sequence[Any], scores: Sequence[RewardBreakdown], group_size: int) -> dict[str, float]:
     """Every diagnostic that needs no model (see the module docstring)."""
     return {
@@ -143,5 +173,5 @@ def kl_to_start(start: torch.nn.Module | None, model: torch.nn.Module, batch: An
     return kl_estimates(logp, ref.to(mask.device), mask)
 
 
-__all__ = ["crop_iou", "distinct_crops", "kl_estimates", "kl_to_start", "reward_spread", "sampled_entropy",
-           "sampled_logprobs", "start_logprobs", "step_diagnostics", "zero_spread_fraction"]
+__all__ = ["crop_iou", "distinct_crops", "kl_estimates", "kl_to_start", "label_advantages", "reward_spread",
+           "sampled_entropy", "sampled_logprobs", "start_logprobs", "step_diagnostics", "zero_spread_fraction"]

@@ -41,7 +41,7 @@ from virl_data.storage.locks import folder_lock
 from virl_train.advantages import group_advantages, normalized_credits, token_advantages
 from virl_train.config import TrainConfig, save_config
 from virl_train.data import ExampleSet
-from virl_train.diagnostics import kl_to_start, step_diagnostics
+from virl_train.diagnostics import kl_to_start, label_advantages, step_diagnostics
 from virl_train.env import CropEnv
 from virl_train.loss import policy_loss
 from virl_train.metrics import action_metrics
@@ -365,7 +365,7 @@ def _train(cfg: TrainConfig, accelerator: Any, out_dir: Path, callbacks: Sequenc
             batch = batch_inputs(policy, rollouts, accelerator.device)
             adv = advantages_for(rollouts, scores, cfg.grpo.group_size, batch.completion_mask.shape[1], rewards_cfg.eta)
             adv = adv.to(accelerator.device)
-            diag = step_diagnostics(rollouts, scores, cfg.grpo.group_size)
+            diag = step_diagnostics(rollouts, scores, cfg.grpo.group_size) | label_advantages(rollouts, scores, adv)
             diag |= kl_to_start(ref, model, batch, rollouts, cfg.grpo.temperature)
 
             # 3. the clipped policy update (updates_per_batch passes over grad_accum micro-batches)

@@ -15,6 +15,7 @@ from virl_train.diagnostics import (
     crop_iou,
     distinct_crops,
     kl_estimates,
+    label_advantages,
     reward_spread,
     sampled_entropy,
     step_diagnostics,
@@ -46,6 +47,30 @@ def test_reward_spread_is_the_within_group_std():
     diag = step_diagnostics([_rollout()] * 4, scores, 2)
     assert diag["diag/zero_spread_frac"] == 0.5 and diag["diag/entropy"] == 1.0
     assert diag["diag/crop_iou"] == 0.0 and diag["diag/hit_rate@0.5"] == 0.0  # no visual actions
+
+
+def test_label_advantages_under_the_full_reward_push_an_erroneous_first_crop_down():
+    """Two episodes of one group, both answered right: a wasted crop on an empty place then the chain's box, against
+    the box at once. The full preset's advantages, read per label on the tokens of each action."""
+    from virl_train.rewards import score_episode
+    from virl_train.train import advantages_for
+
+    chain = [[Box(0, 0, 40, 40)]]
+    wasted, direct = [Box(60, 60, 100, 100), Box(0, 0, 40, 40)], [Box(0, 0, 40, 40)]
+    scores = [score_episode(a, "red", chain, "red", image_size=(100, 100)) for a in (wasted, direct)]
+    assert [lab.kind.value for lab in scores[0].labels] == ["erroneous", "correct"]
+
+    def rollout(n_crops):  # 4 tokens per crop turn, then 2 answer tokens
+        kinds = [ActionKind.CROP] * n_crops + [ActionKind.ANSWER]
+        acts = [N(kind=k, token_span=(4 * i, 4 * i + (4 if k is ActionKind.CROP else 2))) for i, k in enumerate(kinds)]
+        return N(episode=N(actions=acts))
+
+    rollouts = [rollout(2), rollout(1)]
+    adv = advantages_for(rollouts, scores, 2, 10, eta=0.5)
+    diag = label_advantages(rollouts, scores, adv)
+    assert diag["adv/erroneous"] < 0 < diag["adv/correct"]
+    assert diag["adv/erroneous"] == pytest.approx(float(adv[0, :4].mean()))
+    assert diag["adv/redundant"] == 0.0  # no redundant action: the key is there all the same
 
 
 def test_crop_iou_averages_the_labels_fidelity():

@@ -182,7 +182,8 @@ def test_the_two_hop_reading_of_starts_that_skip_the_first_hop(matrix):
         per = {"rationale": [0.6, 0.7], "ordered_chain_hit@0.5": [0.5, 0.6]}
         means = {"step_iou@1": step1, "step_iou@2": 0.9, "erroneous_rate": err, "accuracy": acc}
         return {"runs": runs, "metrics": {k: {"per_run": v} for k, v in per.items()}
-                | {k: {"mean": v} for k, v in means.items()}}
+                | {k: {"mean": v} for k, v in means.items()},
+                "curves": {"actions/erroneous_rate": [0.4] * 10 + [0.3] * 40 + [err] * 10}}
 
     start = {"sft_seed": 0, "recipe": {"decoy_kind": "first"},
              "metrics": {"rationale": 0.6, "ordered_chain_hit@0.5": 0.3, "accuracy": 0.99, "step_iou@1": 0.35,
@@ -195,4 +196,5 @@ def test_the_two_hop_reading_of_starts_that_skip_the_first_hop(matrix):
     assert "**What each reward pays for here.** The starts answer 0.990 of the held-out questions right; 0.330" in text
     assert "step 1 IoU: (a) 0.400, (d) 0.800 (paired d − a +0.400 [+0.300, +0.500])" in text
     assert "erroneous rate: (a) 0.300, (d) 0.100 (paired -0.200 [-0.300, -0.100])" in text
+    assert "first → last 10 steps): (a) 0.400 → 0.300; (d) 0.400 → 0.100." in text
     assert "What outcome-only rewards here" not in text  # the centre-decoy reading is for the other starts
