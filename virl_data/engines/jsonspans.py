@@ -111,8 +111,9 @@ def object_spans(source: str | Path | bytes, where: str | None = None, *,
                  chunk_bytes: int | None = None) -> Iterator[np.ndarray]:  # fmt: skip
     """The ``(start, end)`` byte offsets of each entry (``"key": value``, without the comma) of the JSON object that
     is the whole of ``source`` (a file, or the bytes themselves), as ``(n, 2)`` int64 arrays, a chunk's worth at a
-    time, in file order (chunks of ``chunk_bytes``, default ``CHUNK_BYTES``). ``where`` names the source in errors (``CorpusReadError``: not an object, unbalanced,
-    truncated, something after it). An empty object has no entries.
+    time, in file order (chunks of ``chunk_bytes``, default ``CHUNK_BYTES``). ``where`` names the source in errors
+    (``CorpusReadError``: empty, not an object, unbalanced, truncated, something after it). An empty object has no
+    entries.
 
     >>> text = b'{"a": {"s": "x}\\\\",\\\\""}, "b": [1, {"c": 2}],"c":3}'
     >>> [text[s:e].decode() for s, e in np.concatenate(list(object_spans(text)))]
@@ -123,13 +124,12 @@ def object_spans(source: str | Path | bytes, where: str | None = None, *,
     chunks: Iterable[bytes] = ((source[i:i + chunk_bytes] for i in range(0, len(source), chunk_bytes))
                                if isinstance(source, bytes) else _chunks(Path(source), where, chunk_bytes))
     last: int | None = None  # the delimiter the next entry starts after
-    first_chunk, seen = True, 0
+    started, seen = False, 0  # started: the first byte that is not whitespace was seen (and is "{")
     for chunk in chunks:
-        if first_chunk:
-            head = chunk.lstrip(_WHITESPACE)
-            if head and not head.startswith(b"{"):
+        if not started and (head := chunk.lstrip(_WHITESPACE)):
+            if not head.startswith(b"{"):
                 raise CorpusReadError(f"cannot read {where}: not a JSON object (it starts with {head[:20]!r})")
-            first_chunk = False
+            started = True
         delims = scanner.delimiters(chunk)
         if last is not None:
             delims = np.concatenate([[last], delims])
@@ -139,8 +139,8 @@ def object_spans(source: str | Path | bytes, where: str | None = None, *,
             yield spans if seen > 1 or not scanner.closed or not _empty_object(source, spans[0]) else spans[:0]
         if len(delims):
             last = int(delims[-1])
-    if first_chunk:
-        raise CorpusReadError(f"cannot read {where}: the file is empty")
+    if not started:
+        raise CorpusReadError(f"cannot read {where}: the file is empty (or only whitespace)")
     if scanner.in_string or scanner.depth or not scanner.closed:
         raise CorpusReadError(f"cannot read {where}: it ends inside the object (truncated?)")
 

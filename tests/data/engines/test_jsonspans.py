@@ -57,7 +57,9 @@ def test_a_file_scanned_in_chunks(tmp_path):
 
 @pytest.mark.parametrize(("text", "reason"), [
     (b"", "empty"),
+    (b" \n\t ", "empty"),
     (b"[1, 2]", "not a JSON object"),
+    (b"    [1, 2]", "not a JSON object"),  # whatever chunk the first byte that is not whitespace falls in
     (b'{"a": {"b": 1}', "ends inside the object"),
     (b'{"a": "}', "ends inside the object"),
     (b'{"a": 1}}', "more after the object's closing brace"),
