@@ -6,9 +6,10 @@ Same YAML, same stage functions, same corpus; only the scheduling differs. Three
 
 1. **stream** (one Ray Data ``map_batches`` chain, Arrow batches end to end): ``blocks.plan_blocks`` (on the driver)
    cuts the source into blocks (GQA's planner scans both files for where their entries lie: a block is a byte
-   range of the questions file, and the scene graphs go to a SQLite index in ``OUT/corpus/.plan.<host>-<pid>-<hex>.tmp``,
-   removed after the run, so the driver's memory is flat in the input size; on a cluster ``OUT`` and the input
-   must be on storage every node reads, as ``OUT`` must for the shards); one task per block
+   range of the questions file, and the scene graphs go to a SQLite index in
+   ``OUT/corpus/.plan.<host>-<pid>-<hex>.tmp``, removed after the run, so the driver's memory is flat in the input
+   size; on a cluster ``OUT`` and the input must be on storage every node reads, as ``OUT`` must for the shards);
+   one task per block
    mines it (``blocks.mine_block``), runs ``checks.verify``, tags
    each record with the first filter that drops it and computes the dedup keys (``curate.dedup_keys``) and the
    split group key. Every step is row-local, so a block gives what the whole corpus would for its rows. The
