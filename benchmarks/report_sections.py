@@ -355,6 +355,14 @@ def ci(stat: dict[str, Any]) -> str:
     return f"{stat['mean']:+.3f} [{lo:+.3f}, {hi:+.3f}]"
 
 
+def _d_against_a(t: dict[str, Any], metric: str, a_is: str = " for outcome-only") -> str:
+    """``0.568 against 0.535 for outcome-only (paired +0.033 [-0.004, +0.074])``: (d)'s and (a)'s means of ``metric``
+    and their paired difference, from a matrix result."""
+    v = t["variants"]
+    return (f"{v['full']['metrics'][metric]['mean']:.3f} against {v['outcome']['metrics'][metric]['mean']:.3f}{a_is}"
+            f" (paired {ci(t['paired']['d_vs_a'][metric])})")
+
+
 def matrix_bullets(r: Results) -> list[str]:
     """Headline bullets of the matrices (``benchmarks/matrix.py``) whose JSON is present."""
     out = []
@@ -369,25 +377,19 @@ def matrix_bullets(r: Results) -> list[str]:
             f"{v['shaping']['metrics']['wasted_rate']['mean']:.3f} with step shaping only (paired d − c "
             f"{ci(d_c['wasted_rate'])}, 95 % CI over {n} pairs), accuracy {v['full']['metrics']['accuracy']['mean']:.3f}"
             f" vs {v['shaping']['metrics']['accuracy']['mean']:.3f}; goal: {met(c['goal']['met'])}.")
-    if "two_hop" in r:
-        t = r["two_hop"]
-        v, d_a = t["variants"], t["paired"]["d_vs_a"]
-        hits = [s["metrics"]["ordered_chain_hit@0.5"] for s in t["starts"]]
-        out.append(
-            f"**Two-box chains:** SFT starts reach ordered-chain hit@0.5 {span(hits, 3)}; full ViRL ends at rationale "
-            f"IoU {v['full']['metrics']['rationale']['mean']:.3f} against {v['outcome']['metrics']['rationale']['mean']:.3f}"
-            f" for outcome-only (paired {ci(d_a['rationale'])}); goal: {met(t['goal']['met'])}.")
-    if "two_hop_first" in r:
-        t = r["two_hop_first"]
-        v, d_a = t["variants"], t["paired"]["d_vs_a"]
-        hits = [s["metrics"]["ordered_chain_hit@0.5"] for s in t["starts"]]
-        out.append(
-            f"**Two-box chains, first hop skipped** (SFT starts whose first crop is often on an empty place, answer kept;"
-            f" ordered-chain hit@0.5 {span(hits, 3)}): full ViRL ends at step 1 IoU "
-            f"{v['full']['metrics']['step_iou@1']['mean']:.3f} against {v['outcome']['metrics']['step_iou@1']['mean']:.3f}"
-            f" for outcome-only (paired {ci(d_a['step_iou@1'])}), rationale IoU "
-            f"{v['full']['metrics']['rationale']['mean']:.3f} against {v['outcome']['metrics']['rationale']['mean']:.3f}"
-            f" (paired {ci(d_a['rationale'])}); goal: {met(t['goal']['met'])}.")
+    for name in ("two_hop", "two_hop_first"):
+        if name not in r:
+            continue
+        t = r[name]
+        hits = span([s["metrics"]["ordered_chain_hit@0.5"] for s in t["starts"]], 3)
+        if name == "two_hop":
+            out.append(f"**Two-box chains:** SFT starts reach ordered-chain hit@0.5 {hits}; full ViRL ends at rationale "
+                       f"IoU {_d_against_a(t, 'rationale')}; goal: {met(t['goal']['met'])}.")
+        else:
+            out.append(f"**Two-box chains, first hop skipped** (SFT starts whose first crop is often on an empty place, "
+                       f"answer kept; ordered-chain hit@0.5 {hits}): full ViRL ends at step 1 IoU "
+                       f"{_d_against_a(t, 'step_iou@1')}, rationale IoU {_d_against_a(t, 'rationale', '')}; goal: "
+                       f"{met(t['goal']['met'])}.")
     return out
 
 
