@@ -96,7 +96,10 @@ METRICS: dict[str, str] = {  # eval key → table column
 }
 CURVES = ("reward/total", "reward/rationale", "reward/accuracy", "diag/crop_iou", "diag/zero_spread_frac",
           "diag/kl_start", "diag/entropy", "grad_norm", "actions/actions_per_episode", "actions/correct_rate",
-          "actions/redundant_rate", "actions/erroneous_rate")
+          "actions/redundant_rate", "actions/erroneous_rate", "adv/correct", "adv/redundant", "adv/erroneous")
+"""The per-step log keys each RL run keeps (``result.json`` ``curves``). ``adv/<label>`` (the mean token advantage on
+each credit label's actions, ``virl_train.diagnostics``) came later: a run kept before it lacks them, and a summary
+averages only the curves every one of its runs has (``mean_curves``)."""
 PLOTTED = ("reward/total", "reward/rationale", "reward/accuracy", "diag/crop_iou", "diag/zero_spread_frac")
 FAMILY_SETS: dict[str, list[str]] = {  # the tiny model of each family on this task (the config's is Idefics3)
     "idefics3": [],
@@ -226,6 +229,17 @@ def mean_std(values: list[float]) -> tuple[float, float]:
     return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
 
 
+def mean_curves(runs: list[dict[str, Any]]) -> dict[str, list[float]]:
+    """The step-wise mean over ``runs`` of each ``CURVES`` key that every run kept.
+
+    >>> mean_curves([{"curves": {"reward/total": [0.0, 1.0], "adv/correct": [1.0, 1.0]}},
+    ...              {"curves": {"reward/total": [1.0, 1.0]}}])
+    {'reward/total': [0.5, 1.0]}
+    """
+    keys = [k for k in CURVES if all(k in r["curves"] for r in runs)]
+    return {k: [statistics.fmean(c) for c in zip(*(r["curves"][k] for r in runs))] for k in keys}
+
+
 def summarize(runs: dict[str, list[dict[str, Any]]], seeds: list[int], steps: int) -> dict[str, Any]:
     """Per variant: ``{metric: {"mean", "std", "per_seed"}}``, steps, seeds, wall time, mean curves."""
     out = {}
@@ -235,7 +249,7 @@ def summarize(runs: dict[str, list[dict[str, Any]]], seeds: list[int], steps: in
             vals = [float(r["metrics"][key]) for r in rs]
             m, s = mean_std(vals)
             metrics[key] = {"mean": m, "std": s, "per_seed": vals}
-        curves = {k: [statistics.fmean(c) for c in zip(*(r["curves"][k] for r in rs))] for k in CURVES}
+        curves = mean_curves(rs)
         out[variant] = {
             "label": VARIANTS[variant], "metrics": metrics, "steps": steps, "seeds": seeds,
             "wall_s": sum(r["wall_s"] for r in rs), "train_wall_s": sum(r["train_wall_s"] for r in rs),

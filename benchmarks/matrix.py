@@ -253,7 +253,7 @@ def summarize(runs: dict[str, list[dict[str, Any]]], metrics: list[str]) -> dict
             vals = [float(r["metrics"][k]) for r in rs]
             m, s = learning.mean_std(vals)
             stats[k] = {"mean": m, "std": s, "per_run": vals}
-        curves = {k: [statistics.fmean(c) for c in zip(*(r["curves"][k] for r in rs))] for k in learning.CURVES}
+        curves = learning.mean_curves(rs)
         which = [{"start": r["start"], "seed": r["seed"], "reused": r["reused"]} for r in rs]
         out[v] = {"label": VARIANTS[v], "metrics": stats, "runs": which, "curves": curves,
                   "wall_s": sum(r["wall_s"] for r in rs)}

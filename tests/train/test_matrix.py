@@ -68,6 +68,8 @@ def test_a_quick_matrix_writes_every_documented_key_and_the_paired_stats_recompu
             assert wasted == pytest.approx(red + err)
         for key in matrix.PLOTTED:  # the training curves of the action counts and label rates, one value per step
             assert len(v["curves"][key]) == matrix.QUICK["rl_steps"]
+        for key in ("adv/correct", "adv/redundant", "adv/erroneous"):  # where each credit label's advantage went
+            assert len(v["curves"][key]) == matrix.QUICK["rl_steps"] and math.isfinite(v["curves"][key][0])
     # the paired entries: exactly a direct recomputation from the per-run values (same start, same seed)
     variants = result["variants"]
     for name, (x, y) in matrix.PAIRS.items():
@@ -89,6 +91,14 @@ def test_a_quick_matrix_writes_every_documented_key_and_the_paired_stats_recompu
     second = json.loads(again.read_text())
     assert all(s["reused"] for s in second["starts"]) and second["paired"] == result["paired"]
     assert all(r["reused"] for v in second["variants"].values() for r in v["runs"])  # no RL run done twice
+
+
+def test_a_summary_averages_only_the_curves_every_run_kept(matrix):
+    """A run kept before the ``adv/<label>`` curves existed still summarizes with new ones: those curves are left out."""
+    old = {"curves": {"reward/total": [0.0, 1.0]}}
+    new = {"curves": {"reward/total": [1.0, 0.0], "adv/erroneous": [-1.0, -2.0]}}
+    assert matrix.learning.mean_curves([old, new]) == {"reward/total": [0.5, 0.5]}
+    assert matrix.learning.mean_curves([new, new])["adv/erroneous"] == [-1.0, -2.0]
 
 
 def _runs(values: dict[str, list[float]], key: str, curves: tuple[str, ...]) -> dict[str, list[dict]]:
