@@ -514,18 +514,20 @@ def decoy_kind(t: dict[str, Any]) -> str:
     return t.get("settings", {}).get("sft_decoy_kind") or t["starts"][0].get("recipe", {}).get("decoy_kind", "centre")
 
 
-def two_hop_first_section(r: Results) -> str:
-    """The two-hop task from starts that skip only the first hop (``--sft-decoy-kind first``)."""
+def two_hop_first_section(r: Results, name: str = "two_hop_first") -> str:
+    """The two-hop task from starts that skip only the first hop (``--sft-decoy-kind first``), result ``name``."""
     import matrix
 
-    t = r["two_hop_first"]
+    t = r[name]
     return (f"The same task from other SFT starts: {t['settings']['sft_decoys']:.0%} of their references skip the first "
             "hop and keep the rest (`--sft-decoy-kind first`): the first crop goes to an empty place (the first box "
             "mirrored through the image centre, IoU 0 with every rationale box, labelled erroneous), the second to "
             "the true second box, and the answer is the gold one. So the answer does not depend on the first crop: "
-            "outcome-only RL has nothing to pay it for, and only the process and credit rewards do.\n\n"
+            "outcome-only RL has nothing to pay it for, and only the process and credit rewards do. "
+            f"{t['settings']['starts']} SFT starts x {len(t['settings']['seeds'])} RL seeds, "
+            f"{t['settings']['rl_steps']} RL steps per run.\n\n"
             + matrix.markdown(t) + "\n\n" + two_hop_reading(t) + "\n\n"
-            + figure("two_hop_first", "training curves per variant, first hop skipped"))
+            + figure(name, "training curves per variant, first hop skipped"))
 
 
 def two_hop_reading(t: dict[str, Any]) -> str:
@@ -574,6 +576,11 @@ def two_hop_reading(t: dict[str, Any]) -> str:
             moved = "; ".join(f"({LETTER[n]}) {statistics.fmean(c[:10]):.3f} → {statistics.fmean(c[-10:]):.3f}"
                               for n, c in curves.items())
             out += (f" The sampled episodes' erroneous rate during RL (mean over runs, first → last 10 steps): {moved}.")
+        adv = {n: t["variants"][n].get("curves", {}).get("adv/erroneous") for n in names}
+        if all(adv.values()):
+            pushed = "; ".join(f"({LETTER[n]}) {statistics.fmean(c):+.3f}" for n, c in adv.items())
+            out += (" The mean token advantage on the erroneous crops' tokens (`adv/erroneous`, mean over steps and "
+                    f"runs; negative: the update pushes those crops down): {pushed}.")
     elif "outcome" in t["variants"]:
         a = t["variants"]["outcome"]["metrics"]
         acc = [s["metrics"]["accuracy"] for s in t["starts"]]
