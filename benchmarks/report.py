@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import difflib
+import functools
 import json
 import re
 import sys
@@ -91,6 +92,10 @@ LEARNING: list[Section] = [
     Section("Two-hop chains, the first hop skipped", ("two_hop_first",),
             "python benchmarks/matrix.py --task two-hop --sft-decoy-kind first --sft-decoys 0.45 --variants outcome "
             "full --json docs/assets/two_hop_first.json --png docs/assets/two_hop_first.png", two_hop_first_section),
+    Section("Two-hop chains, the first hop skipped: fewer skips, longer RL", ("two_hop_first30",),
+            "python benchmarks/matrix.py --task two-hop --sft-decoy-kind first --sft-decoys 0.3 --variants outcome "
+            "full --seeds 0 1 --rl-steps 100 --json docs/assets/two_hop_first30.json --png "
+            "docs/assets/two_hop_first30.png", functools.partial(two_hop_first_section, name="two_hop_first30")),
 ]  # fmt: skip
 """The sections of docs/learning.md, in page order. A new experiment: a builder function and one entry here."""
 
@@ -111,7 +116,7 @@ PAGES: dict[str, tuple[str, list[Section]]] = {"docs/learning.md": (LEARNING_HEA
 # --- blocks inside hand-written pages ----------------------------------------------------------------------------------
 HEADLINE = Block("headline", ("ablation", "ablation_starts", "ablation_sftseed1", "ablation_sftseed2",
                               "ablation_replicate", "ablation_shapes", "sanity", "bench_trainer", "loop"), headline,
-                 optional=("credit", "two_hop", "two_hop_first"))
+                 optional=("credit", "two_hop", "two_hop_first", "two_hop_first30"))
 BLOCKS: dict[str, list[Block]] = {
     "README.md": [HEADLINE], "docs/index.md": [HEADLINE],
     "docs/loop.md": [Block("loop", ("loop",), loop_table)],

@@ -377,7 +377,8 @@ def matrix_bullets(r: Results) -> list[str]:
             f"{v['shaping']['metrics']['wasted_rate']['mean']:.3f} with step shaping only (paired d − c "
             f"{ci(d_c['wasted_rate'])}, 95 % CI over {n} pairs), accuracy {v['full']['metrics']['accuracy']['mean']:.3f}"
             f" vs {v['shaping']['metrics']['accuracy']['mean']:.3f}; goal: {met(c['goal']['met'])}.")
-    for name in ("two_hop", "two_hop_first"):
+    latest_first = "two_hop_first30" if "two_hop_first30" in r else "two_hop_first"  # the longer-RL rerun, if run
+    for name in ("two_hop", latest_first):
         if name not in r:
             continue
         t = r[name]
@@ -576,6 +577,11 @@ def two_hop_reading(t: dict[str, Any]) -> str:
             moved = "; ".join(f"({LETTER[n]}) {statistics.fmean(c[:10]):.3f} → {statistics.fmean(c[-10:]):.3f}"
                               for n, c in curves.items())
             out += (f" The sampled episodes' erroneous rate during RL (mean over runs, first → last 10 steps): {moved}.")
+        few = {n: sum(x < 1.5 for x in t["variants"][n]["metrics"]["actions_per_episode"]["per_run"]) for n in names}
+        if any(few.values()):
+            runs = {n: len(t["variants"][n]["metrics"]["actions_per_episode"]["per_run"]) for n in names}
+            out += (" Runs whose held-out episodes fell to about one crop (actions per episode < 1.5, the second hop "
+                    "dropped): " + "; ".join(f"({LETTER[n]}) {few[n]} of {runs[n]}" for n in names) + ".")
         adv = {n: t["variants"][n].get("curves", {}).get("adv/erroneous") for n in names}
         if all(adv.values()):
             pushed = "; ".join(f"({LETTER[n]}) {statistics.fmean(c):+.3f}" for n, c in adv.items())

@@ -187,13 +187,14 @@ def test_the_two_hop_reading_splits_each_variant_s_runs_by_their_start(matrix):
 def test_the_two_hop_reading_of_starts_that_skip_the_first_hop(matrix):
     import report_sections
 
-    def var(step1, err, acc):
+    def var(step1, err, acc, actions=(2.0, 2.0), adv=None):
         runs = [{"start": 0, "seed": k} for k in (0, 1)]
-        per = {"rationale": [0.6, 0.7], "ordered_chain_hit@0.5": [0.5, 0.6]}
+        per = {"rationale": [0.6, 0.7], "ordered_chain_hit@0.5": [0.5, 0.6], "actions_per_episode": list(actions)}
         means = {"step_iou@1": step1, "step_iou@2": 0.9, "erroneous_rate": err, "accuracy": acc}
+        curves = {"actions/erroneous_rate": [0.4] * 10 + [0.3] * 40 + [err] * 10}
         return {"runs": runs, "metrics": {k: {"per_run": v} for k, v in per.items()}
                 | {k: {"mean": v} for k, v in means.items()},
-                "curves": {"actions/erroneous_rate": [0.4] * 10 + [0.3] * 40 + [err] * 10}}
+                "curves": curves | ({"adv/erroneous": adv} if adv else {})}
 
     start = {"sft_seed": 0, "recipe": {"decoy_kind": "first"},
              "metrics": {"rationale": 0.6, "ordered_chain_hit@0.5": 0.3, "accuracy": 0.99, "step_iou@1": 0.35,
@@ -208,3 +209,9 @@ def test_the_two_hop_reading_of_starts_that_skip_the_first_hop(matrix):
     assert "erroneous rate: (a) 0.300, (d) 0.100 (paired -0.200 [-0.300, -0.100])" in text
     assert "first → last 10 steps): (a) 0.400 → 0.300; (d) 0.400 → 0.100." in text
     assert "What outcome-only rewards here" not in text  # the centre-decoy reading is for the other starts
+    assert "fell to about one crop" not in text and "adv/erroneous" not in text  # no collapse; runs kept before adv/
+    # a run that dropped the second hop is counted; the erroneous crops' mean token advantage when the runs kept it
+    t["variants"] = {"outcome": var(0.4, 0.3, 0.98, (1.0, 2.0), [-0.2, -0.4]), "full": var(0.8, 0.1, 0.99, adv=[-1.0])}
+    text = report_sections.two_hop_reading(t)
+    assert "(actions per episode < 1.5, the second hop dropped): (a) 1 of 2; (d) 0 of 2." in text
+    assert "negative: the update pushes those crops down): (a) -0.300; (d) -1.000." in text
