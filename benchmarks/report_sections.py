@@ -580,8 +580,8 @@ def two_hop_reading(t: dict[str, Any]) -> str:
         few = {n: sum(x < 1.5 for x in t["variants"][n]["metrics"]["actions_per_episode"]["per_run"]) for n in names}
         if any(few.values()):
             runs = {n: len(t["variants"][n]["metrics"]["actions_per_episode"]["per_run"]) for n in names}
-            out += (" Runs whose held-out episodes fell to about one crop (actions per episode < 1.5, the second hop "
-                    "dropped): " + "; ".join(f"({LETTER[n]}) {few[n]} of {runs[n]}" for n in names) + ".")
+            out += (" Runs whose held-out episodes fell to about one crop (actions per episode < 1.5: one hop of the "
+                    "two no longer looked at): " + "; ".join(f"({LETTER[n]}) {few[n]} of {runs[n]}" for n in names) + ".")
         adv = {n: t["variants"][n].get("curves", {}).get("adv/erroneous") for n in names}
         if all(adv.values()):
             pushed = "; ".join(f"({LETTER[n]}) {statistics.fmean(c):+.3f}" for n, c in adv.items())

@@ -213,5 +213,5 @@ def test_the_two_hop_reading_of_starts_that_skip_the_first_hop(matrix):
     # a run that dropped the second hop is counted; the erroneous crops' mean token advantage when the runs kept it
     t["variants"] = {"outcome": var(0.4, 0.3, 0.98, (1.0, 2.0), [-0.2, -0.4]), "full": var(0.8, 0.1, 0.99, adv=[-1.0])}
     text = report_sections.two_hop_reading(t)
-    assert "(actions per episode < 1.5, the second hop dropped): (a) 1 of 2; (d) 0 of 2." in text
+    assert "(actions per episode < 1.5: one hop of the two no longer looked at): (a) 1 of 2; (d) 0 of 2." in text
     assert "negative: the update pushes those crops down): (a) -0.300; (d) -1.000." in text
