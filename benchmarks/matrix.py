@@ -207,6 +207,17 @@ def _run_job(job: tuple) -> dict[str, Any]:
     return r | {"reused": False}
 
 
+def run_folder(parent: Path, variant: str, seed: int, run_key: str) -> Path:
+    """Where one RL run lives: ``<variant>-s<seed>-<run key>``, so runs of the same start, preset and seed with other
+    settings (``--rl-lr``, ``--rl-steps``, ``--set``) never share a folder. A run kept under the older name
+    ``<variant>-s<seed>`` whose ``result.json`` has this key is that run, and is reused where it is."""
+    legacy = parent / f"{variant}-s{seed}"
+    kept = legacy / "result.json"
+    if kept.is_file() and json.loads(kept.read_text()).get("key") == run_key:
+        return legacy
+    return parent / f"{variant}-s{seed}-{run_key}"
+
+
 def run_matrix(args: argparse.Namespace, console: Console) -> dict[str, Any]:
     """Data, the SFT starts, every (start, seed, variant) RL run; returns the result (see the module docstring)."""
     spec = TASKS[args.task]
@@ -230,7 +241,8 @@ def run_matrix(args: argparse.Namespace, console: Console) -> dict[str, Any]:
         for seed in args.seeds:
             for v in args.variants:
                 run_key = _key([s["key"], v, seed, args.rl_steps, args.rl_lr, args.set, args.eval_split, args.eval_n])
-                jobs.append((run_key, v, seed, s["path"], data, work / "rl" / s["key"] / f"{v}-s{seed}", args))
+                jobs.append((run_key, v, seed, s["path"], data, run_folder(work / "rl" / s["key"], v, seed, run_key),
+                             args))
     console.print(f"{len(jobs)} RL runs ({args.rl_steps} steps each, --jobs {args.jobs})")
     runs: dict[str, list[dict[str, Any]]] = {v: [] for v in args.variants}
     for (_, v, seed, start, *_), r in zip(jobs, learning.rl_jobs(jobs, args.jobs, _run_job)):

@@ -91,6 +91,19 @@ def test_a_quick_matrix_writes_every_documented_key_and_the_paired_stats_recompu
     second = json.loads(again.read_text())
     assert all(s["reused"] for s in second["starts"]) and second["paired"] == result["paired"]
     assert all(r["reused"] for v in second["variants"].values() for r in v["runs"])  # no RL run done twice
+    folders = sorted(p.name for p in (work / "rl").glob("*/*") if (p / "result.json").is_file())
+    assert len(folders) == 4 * len(matrix.VARIANTS) and all(f.count("-") == 2 for f in folders)  # <v>-s<seed>-<key>
+
+
+def test_runs_with_other_settings_get_their_own_folder_and_an_older_kept_run_is_found(matrix, tmp_path):
+    """Two runs of the same start, preset and seed with another --rl-lr must not overwrite each other's result."""
+    one, other = matrix.run_folder(tmp_path, "full", 0, "k1"), matrix.run_folder(tmp_path, "full", 0, "k2")
+    assert one != other and one.name == "full-s0-k1"
+    legacy = tmp_path / "full-s0"  # the name runs were kept under before
+    legacy.mkdir()
+    (legacy / "result.json").write_text(json.dumps({"key": "k1"}))
+    assert matrix.run_folder(tmp_path, "full", 0, "k1") == legacy
+    assert matrix.run_folder(tmp_path, "full", 0, "k2") == tmp_path / "full-s0-k2"
 
 
 def test_a_summary_averages_only_the_curves_every_run_kept(matrix):
